@@ -1,0 +1,52 @@
+"""The resolved run file: what every phase receives from its executor (`--spec`).
+
+It carries the algorithm spec with all defaults filled in, plus the storage connection
+facts a phase needs (no credentials: those come from the standard AWS environment). The
+first phase commits it as run.json; later phases refuse to run if their digest differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import Field
+
+from sail_api.spec import AlgorithmSpec, ApiModel, SAILRun
+
+
+class StorageConnection(ApiModel):
+    uri: str = Field(description="Run root URI.")
+    endpoint: str | None = Field(None, description="S3 endpoint URL.")
+    region: str | None = Field(None, description="S3 region.")
+
+
+class ResolvedRun(ApiModel):
+    name: str = Field(description="Run name.")
+    namespace: str | None = Field(None, description="Namespace on a cluster.")
+    algorithm: AlgorithmSpec = Field(description="Algorithm spec with defaults resolved.")
+    storage: StorageConnection = Field(description="Where the run lives.")
+    precision_override: str | None = Field(
+        None, description="Executor-chosen precision (e.g. fp32 on a CPU-only machine); not part of the digest."
+    )
+
+    def digest(self) -> str:
+        return compute_algorithm_digest(self.algorithm)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def compute_algorithm_digest(algorithm: AlgorithmSpec) -> str:
+    canonical = json.dumps(algorithm.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def build_resolved_run(run: SAILRun, storage_uri: str) -> ResolvedRun:
+    storage = run.spec.storage
+    return ResolvedRun(
+        name=run.metadata.name,
+        namespace=run.metadata.namespace,
+        algorithm=run.spec.algorithm(),
+        storage=StorageConnection(uri=storage_uri, endpoint=storage.endpoint, region=storage.region),
+    )

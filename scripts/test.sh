@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command: sets up everything from nothing, then runs lint, the
+# import contracts and the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/test-deps.sh
+.venv/bin/ruff check .
+.venv/bin/lint-imports
+# One torch thread per worker: two workers on two cores, no oversubscription.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+exec .venv/bin/python -m pytest "$@"

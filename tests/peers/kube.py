@@ -1,0 +1,1 @@
+"""kmock Kubernetes emulator fixture (filled in by the operator work)."""

@@ -1,0 +1,1 @@
+"""moto S3 server fixture (filled in by the storage work)."""
