@@ -5,6 +5,7 @@ import sys
 
 import pytest
 from pydantic import ValidationError
+
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase, build_phase_args, phases_of_iteration
 from sail_api.resolved import build_resolved_run
