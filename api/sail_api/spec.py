@@ -182,10 +182,10 @@ class SAILSpec(ApiModel):
 class AlgorithmSpec(ApiModel):
     """The part of the spec the trainer reads; fixed for the life of a run (run.json)."""
 
-    model: ModelSpec
-    seed_pairs: SeedPairsSpec
-    prompts: PromptsSpec
-    sail: SAILSpec = Field(default_factory=SAILSpec)
+    model: ModelSpec = Field(description="Base diffusers pipeline to align (also the judge reference by default).")
+    seed_pairs: SeedPairsSpec = Field(description="Human-labelled seed pairs: step 0 trains on them, every mixup reuses them.")
+    prompts: PromptsSpec = Field(description="Prompt pool; each round draws fresh prompts from it, disjoint from earlier rounds.")
+    sail: SAILSpec = Field(default_factory=SAILSpec, description="SAIL algorithm settings (defaults: SAIL-METHOD.md).")
 
 
 # ---------------------------------------------------------------- execution part
