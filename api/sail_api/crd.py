@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from sail_api.spec import _QUANTITY as _QUANTITY_RE
 from sail_api.spec import (
     API_GROUP,
     API_VERSION,
@@ -45,6 +46,8 @@ from sail_api.spec import (
 from sail_api.status import SAILRunStatus
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
+QUANTITY_PATTERN = _QUANTITY_RE.pattern  # the regex ResourceRequirements validates with
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SHORT_NAMES = ["sail"]
 CATEGORIES = ["ml"]
 CRD_PATH = Path("crds") / f"{CRD_NAME}.yaml"
@@ -277,8 +280,16 @@ def build_openapi_schema() -> dict[str, Any]:
             "status": status,
         },
     }
+    _add_quantity_patterns(spec)
     _add_cel_rules(root)
     return root
+
+
+def _add_quantity_patterns(spec: dict[str, Any]) -> None:
+    """Resource maps: pydantic checks each value is a Kubernetes quantity in code; say it as a pattern."""
+    for phase in spec["properties"]["resources"]["properties"].values():
+        for table in ("requests", "limits"):
+            phase["properties"][table]["additionalProperties"]["pattern"] = QUANTITY_PATTERN
 
 
 def _printer_columns() -> list[dict[str, Any]]:
@@ -367,7 +378,8 @@ def build_json_schema() -> dict[str, Any]:
     schema["properties"]["apiVersion"]["enum"] = [f"{API_GROUP}/{API_VERSION}"]
     schema["properties"]["kind"]["enum"] = [KIND]
     schema["properties"]["metadata"].update(
-        required=["name"], properties={"name": {"type": "string", "minLength": 1}}
+        required=["name"],
+        properties={"name": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN_PATTERN}},
     )
     schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
     schema["$schema"] = "http://json-schema.org/draft-04/schema#"
