@@ -131,7 +131,7 @@ def resolve_reference(ref: str, dataset_uri: str, *, row: int, field: str, row_k
         parent, _ = split_remote(dataset_uri)
         bucket_root = S3 + parent[len(S3):].split("/", 1)[0]
         joined = posixpath.normpath(posixpath.join(parent[len(S3):], ref))
-        if joined.startswith("..") or not (S3 + joined).startswith(bucket_root):
+        if joined.startswith("..") or not (S3 + joined).startswith(bucket_root + "/"):
             raise DataError(f"{ref!r} leaves the bucket", source=dataset_uri, row=row, field=field,
                             row_kind=row_kind)
         return S3 + joined
