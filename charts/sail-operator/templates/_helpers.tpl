@@ -61,7 +61,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- toJson $all }}
 {{- end }}
 
-{{/* The operator policy as the JSON document the operator reads from SAIL_OPERATOR_POLICY. */}}
+{{/* The operator policy as JSON (its checksum restarts the operator on change). */}}
 {{- define "sail-operator.policyJson" -}}
 {{- toJson .Values.policy }}
 {{- end }}
