@@ -1,0 +1,237 @@
+"""Thin kopf wiring: watch SAILRuns and their Jobs, and run the level-based reconcile.
+
+Every watch event (a SAILRun added/changed, one of our Jobs added/changed/deleted) maps to
+"reconcile this run": `act.reconcile_run` reads the current truth from the API server and
+storage-backed status, so it does not matter which event woke it or how many were missed.
+Reconciles of one run are serialized (a lock per run) and coalesced (a run already waiting
+for its turn is not queued twice). `RequeueAfter` (backoff, waiting for a summary) wakes the
+run with a loop timer; a periodic resync re-reconciles every run as a safety net.
+
+kopf settings (HOUSE-STYLE 6: built once, passed in):
+- progress and diff-base storage are annotations with our own prefix (`sail.dev/...`), never
+  kopf's default status field;
+- no finalizer: every child (Job, ConfigMap, Service) carries a controller ownerReference, so
+  Kubernetes garbage collection removes them with the run; storage is deliberately kept; and
+  the per-run metrics drop on the DELETED watch event. A finalizer would only add a way for a
+  deletion to hang while the operator is down. (Hence no kopf timers/daemons either: they
+  require one. The resync loop is a plain task started on kopf's startup.)
+- watch server/client timeouts (a silent watch is re-opened), kopf's own Events posted only
+  for warnings and errors, the liveness endpoint, and login from the configured kubeconfig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from sail_api.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from sail_operator.kube.act import KubeApi, MetricsMemory, build_kube_api, list_runs, reconcile_run
+from sail_operator.kube.jobs import LABEL_MANAGED_BY, LABEL_RUN
+from sail_operator.kube.settings import ANNOTATION_PREFIX, FINALIZER, MANAGED_BY, OperatorSettings
+from sail_operator.metrics import OperatorMetrics
+from sail_operator.planner.decide import decide
+
+log = logging.getLogger(__name__)
+
+RunKey = tuple[str, str]
+
+
+def find_owner_run(job: Mapping[str, Any]) -> str | None:
+    """The SAILRun a Job belongs to: its controller ownerReference, else our run label."""
+    meta = job.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("kind") == KIND and ref.get("controller"):
+            return str(ref.get("name"))
+    return (meta.get("labels") or {}).get(LABEL_RUN)
+
+
+@dataclass
+class Controller:
+    """Per-process state of the operator: API client, locks, pending wake-ups, metrics."""
+
+    settings: OperatorSettings
+    metrics: OperatorMetrics
+    api: KubeApi | None = None
+    memory: MetricsMemory = field(default_factory=MetricsMemory)
+    _locks: dict[RunKey, asyncio.Lock] = field(default_factory=dict)
+    _pending: set[RunKey] = field(default_factory=set)
+    _wakeups: dict[RunKey, asyncio.TimerHandle] = field(default_factory=dict)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def ensure_api(self) -> KubeApi:
+        if self.api is None:
+            self.api = build_kube_api(self.settings)
+        return self.api
+
+    def serves(self, namespace: str | None) -> bool:
+        return not self.settings.namespaces or namespace in self.settings.namespaces
+
+    async def reconcile(self, namespace: str, name: str, handler: str) -> None:
+        """Serialized, coalesced reconcile of one run; never raises (errors are counted and retried)."""
+        key = (namespace, name)
+        if key in self._pending:
+            return  # a reconcile of this run is already waiting; it will see this change too
+        self._pending.add(key)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            self._pending.discard(key)
+            started = time.monotonic()
+            try:
+                result = await asyncio.to_thread(
+                    reconcile_run, self.ensure_api(), namespace, name, self.settings, self.metrics, decide,
+                    self.memory,
+                )
+            except Exception:  # noqa: BLE001  (one bad run or API hiccup must not stop the operator)
+                self.metrics.handler_errors.labels(handler).inc()
+                log.exception("reconcile of %s/%s failed; retrying in 5 s", namespace, name)
+                self.wake_later(key, 5.0)
+                return
+            finally:
+                self.metrics.handler_duration.labels(handler).observe(time.monotonic() - started)
+        if result.gone:
+            self._locks.pop(key, None)
+            self.cancel_wakeup(key)
+        elif result.requeue_after is not None:
+            self.wake_later(key, result.requeue_after)
+
+    def wake_later(self, key: RunKey, seconds: float) -> None:
+        """Reconcile `key` again after `seconds` (an earlier pending wake-up wins)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + seconds
+        existing = self._wakeups.get(key)
+        if existing is not None and not existing.cancelled() and existing.when() <= due:
+            return
+        if existing is not None:
+            existing.cancel()
+        self._wakeups[key] = loop.call_at(due, self._spawn, key, "requeue")
+
+    def cancel_wakeup(self, key: RunKey) -> None:
+        handle = self._wakeups.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _spawn(self, key: RunKey, handler: str) -> None:
+        self._wakeups.pop(key, None)
+        task = asyncio.get_running_loop().create_task(self.reconcile(key[0], key[1], handler))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.metrics.index.remove(namespace, name)
+        self.cancel_wakeup((namespace, name))
+
+    async def resync_forever(self) -> None:
+        """Level-based safety net: reconcile every served run every `resync_seconds`."""
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            try:
+                runs = await asyncio.to_thread(list_runs, self.ensure_api(), self.settings.namespaces)
+            except Exception:  # noqa: BLE001
+                self.metrics.handler_errors.labels("timer").inc()
+                log.exception("resync: listing SAILRuns failed")
+                continue
+            for raw in runs:
+                meta = raw.get("metadata") or {}
+                if self.serves(meta.get("namespace")):
+                    self._spawn((str(meta.get("namespace")), str(meta.get("name"))), "timer")
+
+    async def shutdown(self) -> None:
+        for handle in self._wakeups.values():
+            handle.cancel()
+        self._wakeups.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.api is not None:
+            self.api.close()
+
+
+def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    kopf_settings.persistence.finalizer = FINALIZER  # used by no handler: see the module docstring
+    kopf_settings.watching.server_timeout = settings.watch_server_timeout
+    kopf_settings.watching.client_timeout = settings.watch_client_timeout
+    kopf_settings.watching.connect_timeout = settings.watch_connect_timeout
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.posting.reporting_component = "sail.dev/operator"
+    return kopf_settings
+
+
+def build_connection_info(settings: OperatorSettings) -> kopf.ConnectionInfo:
+    """kopf's own watch connection, from the same explicit kubeconfig as our client."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=settings.kubeconfig, context=settings.context,
+                            client_configuration=configuration, persist_config=False)
+    token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+    if token and token.lower().startswith("bearer "):
+        token = token[7:]
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        token=token or None,
+        username=configuration.username or None,
+        password=configuration.password or None,
+    )
+
+
+def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+    """Register the handlers on a fresh registry (nothing global, so tests can build several)."""
+    registry = kopf.OperatorRegistry()
+    settings = controller.settings
+
+    @kopf.on.login(registry=registry)
+    def login(logger: Any, **_: Any) -> kopf.ConnectionInfo | None:
+        if settings.kubeconfig:
+            return build_connection_info(settings)
+        return kopf.login_with_service_account(logger=logger)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(memo: Any, **_: Any) -> None:
+        memo.resync = asyncio.get_running_loop().create_task(controller.resync_forever())
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Any, **_: Any) -> None:
+        task = getattr(memo, "resync", None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await controller.shutdown()
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def run_event(event: Mapping[str, Any], name: str, namespace: str, **_: Any) -> None:
+        controller.metrics.watch_last_event.set(time.time())
+        if not controller.serves(namespace):
+            return
+        if event.get("type") == "DELETED":
+            controller.forget(namespace, name)
+            return
+        await controller.reconcile(namespace, name, "run_event")
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
+    async def job_event(body: Mapping[str, Any], namespace: str, **_: Any) -> None:
+        controller.metrics.watch_last_event.set(time.time())
+        run_name = find_owner_run(body)
+        if run_name and controller.serves(namespace):
+            await controller.reconcile(namespace, run_name, "job_event")
+
+    @kopf.on.probe(id="runs", registry=registry)
+    def runs_probe(**_: Any) -> int:
+        return len(controller.metrics.index)
+
+    return registry

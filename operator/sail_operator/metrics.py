@@ -1,0 +1,254 @@
+"""Operator metrics (prometheus_client): names shared with the chart's dashboard and alerts.
+
+Two kinds of series:
+- process counters/histograms/gauges, updated by the reconcile as things happen;
+- per-run gauges, built *at scrape time* by `RunCollector` from the operator's in-memory
+  index of SAILRuns (`RunIndex`). A deleted run is dropped from the index, so its series
+  vanish at the next scrape: no stale series, no `remove()` bookkeeping.
+
+Every label value is bounded: phases, results and causes are enums (anything else is
+reported as "other"); namespace and run come from the objects the operator serves.
+Names follow Prometheus conventions: `sail_` prefix, base units, `_total` for counters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sail_api.phases import Phase
+from sail_api.status import RunState
+
+PHASES = tuple(phase.value for phase in Phase)
+RESULTS = ("succeeded", "failed")
+CAUSES = ("none", "app", "infra", "non_retryable", "deadline")
+HANDLERS = ("reconcile", "job_event", "run_event", "timer", "delete")
+RESTART_CAUSES = ("app", "infra")
+
+COUNTERS = (
+    "sail_runs_created_total",
+    "sail_runs_finished_total",
+    "sail_phase_attempts_total",
+    "sail_gpu_seconds_total",
+    "sail_operator_handler_errors_total",
+)
+HISTOGRAMS = (
+    "sail_phase_duration_seconds",
+    "sail_phase_queue_wait_seconds",
+    "sail_operator_handler_duration_seconds",
+)
+GAUGES = ("sail_operator_watch_last_event_timestamp_seconds",)
+RUN_GAUGES = (
+    "sail_run_info",
+    "sail_run_state",
+    "sail_run_current_iteration",
+    "sail_run_target_iterations",
+    "sail_run_progress_ratio",
+    "sail_run_last_checkpoint_timestamp_seconds",
+    "sail_run_phase_started_timestamp_seconds",
+    "sail_run_restarts",
+)
+METRIC_NAMES: tuple[str, ...] = COUNTERS + HISTOGRAMS + GAUGES + RUN_GAUGES
+
+# Phases last minutes to many hours; queue waits seconds to hours.
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
+QUEUE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def bounded(value: Any, allowed: tuple[str, ...]) -> str:
+    """Keep label cardinality bounded: an unexpected value becomes 'other'."""
+    text = str(value.value if hasattr(value, "value") else value) if value is not None else "none"
+    return text if text in allowed else "other"
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What the per-run gauges show about one SAILRun (built from its object at reconcile time)."""
+
+    namespace: str
+    name: str
+    model: str = ""
+    state: str = RunState.PENDING.value
+    current_iteration: int | None = None
+    target_iterations: int | None = None
+    progress_ratio: float = 0.0
+    last_checkpoint_timestamp: float | None = None
+    phase_started: Mapping[str, float] = field(default_factory=dict)
+    restarts: Mapping[str, int] = field(default_factory=dict)
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def build_run_snapshot(raw: Mapping[str, Any]) -> RunSnapshot:
+    """Pure: a SAILRun object (even a half-valid one) -> the facts its gauges show."""
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
+    status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
+    model = spec.get("model") if isinstance(spec.get("model"), Mapping) else {}
+    sail = spec.get("sail") if isinstance(spec.get("sail"), Mapping) else {}
+    progress = status.get("progress") if isinstance(status.get("progress"), Mapping) else {}
+    checkpoint = status.get("checkpoint") if isinstance(status.get("checkpoint"), Mapping) else {}
+    current = status.get("current") if isinstance(status.get("current"), Mapping) else {}
+    restarts = status.get("restarts") if isinstance(status.get("restarts"), Mapping) else {}
+    started: dict[str, float] = {}
+    phase = current.get("phase")
+    stamp = _timestamp(current.get("startedAt")) or _timestamp(current.get("createdAt"))
+    if isinstance(phase, str) and stamp is not None:
+        started[bounded(phase, PHASES)] = stamp
+    rounds = sail.get("rounds", 3)
+    percent = progress.get("percent", 0)
+    return RunSnapshot(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        model=str(model.get("uri") or ""),
+        state=str(status.get("state") or RunState.PENDING.value),
+        current_iteration=status.get("currentIteration") if isinstance(status.get("currentIteration"), int) else None,
+        target_iterations=rounds if isinstance(rounds, int) else None,
+        progress_ratio=max(0.0, min(1.0, float(percent) / 100.0)) if isinstance(percent, int | float) else 0.0,
+        last_checkpoint_timestamp=_timestamp(checkpoint.get("time")),
+        phase_started=started,
+        restarts={cause: int(restarts.get(cause) or 0) for cause in RESTART_CAUSES},
+    )
+
+
+class RunIndex:
+    """The operator's in-memory view of the runs it serves (thread-safe: scraped from another thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], RunSnapshot] = {}
+
+    def put(self, snapshot: RunSnapshot) -> None:
+        with self._lock:
+            self._runs[(snapshot.namespace, snapshot.name)] = snapshot
+
+    def remove(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._runs.pop((namespace, name), None)
+
+    def snapshots(self) -> list[RunSnapshot]:
+        with self._lock:
+            return list(self._runs.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+
+class RunCollector(Collector):
+    """Per-run gauges, computed from the index at every scrape."""
+
+    def __init__(self, index: RunIndex) -> None:
+        self._index = index
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families are built at collect time
+
+    def collect(self) -> Iterator[Metric]:
+        runs = self._index.snapshots()
+        key = ["namespace", "run"]
+        info = GaugeMetricFamily("sail_run_info", "SAILRun served by the operator (always 1).", labels=key + ["model"])
+        state = GaugeMetricFamily("sail_run_state", "1 for the run's current state, 0 for the others.",
+                                  labels=key + ["state"])
+        iteration = GaugeMetricFamily("sail_run_current_iteration", "Iteration in progress (0 = step 0).", labels=key)
+        target = GaugeMetricFamily("sail_run_target_iterations", "Last iteration of the run (spec.sail.rounds).",
+                                   labels=key)
+        ratio = GaugeMetricFamily("sail_run_progress_ratio", "Finished phases / all phases (0..1).", labels=key)
+        checkpoint = GaugeMetricFamily("sail_run_last_checkpoint_timestamp_seconds",
+                                       "Unix time of the latest committed checkpoint.", labels=key)
+        phase_started = GaugeMetricFamily("sail_run_phase_started_timestamp_seconds",
+                                          "Unix time the current phase attempt started.", labels=key + ["phase"])
+        restarts = GaugeMetricFamily("sail_run_restarts", "Retries spent, by budget.", labels=key + ["cause"])
+        for run in runs:
+            labels = [run.namespace, run.name]
+            info.add_metric(labels + [run.model], 1.0)
+            for value in RunState:
+                state.add_metric(labels + [value.value], 1.0 if run.state == value.value else 0.0)
+            if run.current_iteration is not None:
+                iteration.add_metric(labels, float(run.current_iteration))
+            if run.target_iterations is not None:
+                target.add_metric(labels, float(run.target_iterations))
+            ratio.add_metric(labels, run.progress_ratio)
+            if run.last_checkpoint_timestamp is not None:
+                checkpoint.add_metric(labels, run.last_checkpoint_timestamp)
+            for phase, stamp in run.phase_started.items():
+                phase_started.add_metric(labels + [phase], stamp)
+            for cause in RESTART_CAUSES:
+                restarts.add_metric(labels + [cause], float(run.restarts.get(cause, 0)))
+        yield from (info, state, iteration, target, ratio, checkpoint, phase_started, restarts)
+
+
+class OperatorMetrics:
+    """All operator metrics on one registry (a fresh one per operator process or per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, index: RunIndex | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.index = index or RunIndex()
+        r = self.registry
+        self.runs_created = Counter("sail_runs_created", "SAILRuns started by the operator.", registry=r)
+        self.runs_finished = Counter("sail_runs_finished", "SAILRuns that reached a final state.", ["result"],
+                                     registry=r)
+        self.phase_attempts = Counter("sail_phase_attempts", "Finished phase attempts (Jobs).",
+                                      ["phase", "result", "cause"], registry=r)
+        self.gpu_seconds = Counter("sail_gpu_seconds", "GPU-seconds requested by finished phase Jobs.",
+                                   ["namespace", "phase"], registry=r)
+        self.handler_errors = Counter("sail_operator_handler_errors", "Handler invocations that raised.",
+                                      ["handler"], registry=r)
+        self.phase_duration = Histogram("sail_phase_duration_seconds", "Wall time of successful phase attempts.",
+                                        ["phase"], buckets=DURATION_BUCKETS, registry=r)
+        self.queue_wait = Histogram("sail_phase_queue_wait_seconds", "Job creation to first pod start.",
+                                    ["phase"], buckets=QUEUE_BUCKETS, registry=r)
+        self.handler_duration = Histogram("sail_operator_handler_duration_seconds", "Handler wall time.",
+                                          ["handler"], buckets=HANDLER_BUCKETS, registry=r)
+        self.watch_last_event = Gauge("sail_operator_watch_last_event_timestamp_seconds",
+                                      "Unix time of the last watch event the operator handled.", registry=r)
+        self.registry.register(RunCollector(self.index))
+
+    def record_attempt(self, namespace: str, phase: str, result: str, cause: str | None,
+                       duration: float | None, queue_wait: float | None, gpus: float) -> None:
+        """One finished phase attempt: counters and histograms together."""
+        phase_label = bounded(phase, PHASES)
+        self.phase_attempts.labels(phase_label, bounded(result, RESULTS), bounded(cause, CAUSES)).inc()
+        if duration is not None and duration >= 0:
+            if result == "succeeded":
+                self.phase_duration.labels(phase_label).observe(duration)
+            if gpus > 0:
+                self.gpu_seconds.labels(namespace, phase_label).inc(gpus * duration)
+        if queue_wait is not None and queue_wait >= 0:
+            self.queue_wait.labels(phase_label).observe(queue_wait)
+
+    def record_run_finished(self, result: str) -> None:
+        self.runs_finished.labels(bounded(result, RESULTS)).inc()
+
+
+def build_metrics() -> OperatorMetrics:
+    return OperatorMetrics()
+
+
+def build_registry() -> CollectorRegistry:
+    """A fresh registry holding every operator metric (for tests and tools)."""
+    return build_metrics().registry
+
+
+METRICS = build_metrics()  # the operator process's own metrics
+REGISTRY = METRICS.registry
+
+
+def start_metrics_server(port: int, metrics: OperatorMetrics = METRICS, addr: str = "0.0.0.0") -> Any:
+    """Serve /metrics over HTTP in a daemon thread; returns the server (port 0 picks a free one)."""
+    return start_http_server(port, addr=addr, registry=metrics.registry)
