@@ -106,9 +106,10 @@ def _pairs(args: argparse.Namespace) -> int:
     sa, sb = oracles.compute_scores(oracle, a, captions), oracles.compute_scores(oracle, b, captions)
     labels, temperature = oracles.build_noisy_labels(sa, sb, rng, args.agreement)
     truth = sa > sb
-    agreement = float(np.mean(labels[sa != sb] == truth[sa != sb]))
+    untied = sa != sb
+    agreement = float(np.mean(labels[untied] == truth[untied])) if untied.any() else float("nan")
     meta = {"oracle": args.oracle, "target_agreement": args.agreement, "temperature": temperature,
-            "measured_agreement": agreement, "seed": args.seed, "scores_a": sa.tolist(), "scores_b": sb.tolist(),
+            "measured_agreement": agreement if untied.any() else None, "seed": args.seed, "scores_a": sa.tolist(), "scores_b": sb.tolist(),
             "a_wins": labels.tolist(), "sampler_steps": args.steps, "guidance": args.guidance}
     path = write_pairs(args.out, captions, a, b, labels, meta)
     _say(f"wrote {args.n} pairs to {path} (oracle {args.oracle}, label agreement {agreement:.3f})")
