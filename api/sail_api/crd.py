@@ -244,10 +244,12 @@ def iter_cel_rules(schema: dict[str, Any], value: Any, path: str = "") -> Iterat
     """Yield (dotted path, rule, value at that path) for every CEL rule that applies to `value`.
 
     Walks `value` along `schema` the way the API server does (rules on absent fields do
-    not run). For tests and offline checks with any CEL engine; sail_api itself has none.
+    not run) and yields values as its CEL sees them: a nullable field set to null is
+    absent, so `has()` is false for it (kubernetes/kubernetes#106051). For tests and
+    offline checks with any CEL engine; sail_api itself has none.
     """
     for rule in schema.get("x-kubernetes-validations", []):
-        yield path or ".", rule, value
+        yield path or ".", rule, without_nulls(value)
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         extra = schema.get("additionalProperties")
@@ -258,6 +260,15 @@ def iter_cel_rules(schema: dict[str, Any], value: Any, path: str = "") -> Iterat
     elif isinstance(value, list) and "items" in schema:
         for index, child in enumerate(value):
             yield from iter_cel_rules(schema["items"], child, f"{path}[{index}]")
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` with null-valued object fields removed, recursively (CEL's view of nullable fields)."""
+    if isinstance(value, dict):
+        return {key: without_nulls(child) for key, child in value.items() if child is not None}
+    if isinstance(value, list):
+        return [without_nulls(child) for child in value]
+    return value
 
 
 # ---------------------------------------------------------------- the CRD

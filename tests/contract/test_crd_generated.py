@@ -23,6 +23,7 @@ from sail_api.crd import (
     build_openapi_schema,
     render_chart_crd_template,
     render_crd_yaml,
+    without_nulls,
 )
 from sail_api.spec import SAILRunSpec
 
@@ -46,9 +47,9 @@ def cel(rule: str, self_value: Any, old_value: Any = None) -> bool:
     celpy = pytest.importorskip("celpy", reason=CEL_MISSING)
     env = celpy.Environment()
     program = env.program(env.compile(rule))
-    activation = {"self": celpy.json_to_cel(self_value)}
+    activation = {"self": celpy.json_to_cel(without_nulls(self_value))}
     if old_value is not None:
-        activation["oldSelf"] = celpy.json_to_cel(old_value)
+        activation["oldSelf"] = celpy.json_to_cel(without_nulls(old_value))
     result = program.evaluate(activation)
     assert isinstance(result, celpy.celtypes.BoolType), f"{rule!r} gave {result!r}, not a bool"
     return bool(result)
@@ -252,9 +253,12 @@ def test_micro_batch_rule_matches_pydantic_including_defaults(schema, train, all
         ({"storage": {"uri": "s3://b/x"}}, {"storage": {"uri": "s3://b/y"}}, False),
         ({"storage": {"uri": "s3://b/x"}}, {"storage": {}}, False),
         ({"storage": {"uri": "s3://b/x"}}, {}, False),
+        ({"storage": {"uri": None}}, {"storage": {"uri": "s3://b/x"}}, True),
+        ({"storage": {"uri": "s3://b/x"}}, {"storage": {"uri": None}}, False),
     ],
     ids=["set for the first time", "set inside an existing storage", "other storage fields may change",
-         "changing it is refused", "removing it is refused", "removing storage is refused"],
+         "changing it is refused", "removing it is refused", "removing storage is refused",
+         "an explicit null counts as unset", "nulling it is refused"],
 )
 def test_storage_uri_is_immutable_once_set(schema, old, new, allowed):
     (rule,) = _rules(schema["properties"]["spec"])
@@ -269,3 +273,4 @@ def test_storage_scheme_rule(schema, uri, allowed):
     (rule,) = _rules(schema["properties"]["spec"]["properties"]["storage"])
     assert cel(rule, {"uri": uri}) is allowed
     assert cel(rule, {}) is True
+    assert cel(rule, {"uri": None}) is True
