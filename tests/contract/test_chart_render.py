@@ -9,6 +9,8 @@ imported by the other chart, RBAC, alert and dashboard tests.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from dataclasses import fields
@@ -74,9 +76,14 @@ def render_chart(values: dict[str, Any] | None = None) -> dict[str, str]:
 
 
 def render_objects(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every Kubernetes object the chart renders for `values` (NOTES.txt excluded)."""
+    """Every Kubernetes object the chart renders for `values` (NOTES.txt excluded); a fresh copy."""
+    return copy.deepcopy(_render_objects_cached(json.dumps(values or {}, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=32)
+def _render_objects_cached(values_json: str) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
-    for path, text in sorted(render_chart(values).items()):
+    for path, text in sorted(render_chart(json.loads(values_json)).items()):
         if path.endswith("NOTES.txt"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)

@@ -1,0 +1,138 @@
+"""Every RBAC rule the chart can render, checked against the documented allow-list.
+
+The allow-list below is the table in docs/deploy.md ("RBAC"): a rule outside it, any wildcard,
+any access to secrets, pods/exec (or any other pod subresource) fails. The operator's rules must
+also be *exactly* the documented ones, so a needed permission cannot silently disappear either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.contract.test_chart_render import RELEASE_NAMESPACE, SCENARIOS, objects_of_kind, render_objects
+
+RULE_KINDS = ("ClusterRole", "Role")
+
+# (apiGroup, resource) -> verbs the operator holds. Namespaced resources are granted cluster-wide
+# (ClusterRole) in a cluster-wide install and per watched namespace (Role) in a namespaced one.
+OPERATOR_NAMESPACED: dict[tuple[str, str], frozenset[str]] = {
+    ("sail.dev", "sailruns"): frozenset({"get", "list", "watch", "patch", "update"}),
+    ("sail.dev", "sailruns/status"): frozenset({"get", "patch", "update"}),
+    ("batch", "jobs"): frozenset({"get", "list", "watch", "create", "delete", "patch"}),
+    ("", "pods"): frozenset({"get", "list", "watch"}),
+    ("", "configmaps"): frozenset({"get", "list", "watch", "create", "delete"}),
+    ("", "services"): frozenset({"get", "list", "watch", "create", "delete"}),
+    ("", "events"): frozenset({"create", "patch"}),
+}
+OPERATOR_CLUSTER: dict[tuple[str, str], frozenset[str]] = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"get", "list", "watch"}),
+}
+# Only a namespaced install: kopf lists/watches namespaces unless it watches all of them.
+OPERATOR_CLUSTER_NAMESPACED_INSTALL: dict[tuple[str, str], frozenset[str]] = {
+    ("", "namespaces"): frozenset({"list", "watch"}),
+}
+AGGREGATED: dict[str, dict[tuple[str, str], frozenset[str]]] = {
+    "sailrun-editor": {
+        ("sail.dev", "sailruns"): frozenset(
+            {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+        ),
+        ("sail.dev", "sailruns/status"): frozenset({"get", "list", "watch"}),
+    },
+    "sailrun-viewer": {
+        ("sail.dev", "sailruns"): frozenset({"get", "list", "watch"}),
+        ("sail.dev", "sailruns/status"): frozenset({"get", "list", "watch"}),
+    },
+}
+FORBIDDEN_RESOURCES = {"secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/proxy",
+                       "serviceaccounts/token", "nodes/proxy", "clusterroles", "roles", "rolebindings",
+                       "clusterrolebindings", "leases"}
+FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
+
+
+def _grants(role: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(apiGroup, resource) -> verbs, one entry per pair the role's rules grant."""
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role.get("rules") or []:
+        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return {key: frozenset(verbs) for key, verbs in grants.items()}
+
+
+def _all_roles() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, role) for name, values in SCENARIOS.items()
+            for kind in RULE_KINDS for role in objects_of_kind(render_objects(values), kind)]
+
+
+def test_no_rule_has_a_wildcard_secrets_exec_or_dangerous_verb() -> None:
+    roles = _all_roles()
+    assert len(roles) >= 10
+    for scenario, role in roles:
+        where = f"[{scenario}] {role['kind']}/{role['metadata']['name']}"
+        assert role.get("aggregationRule") is None, f"{where}: aggregationRule would hide its real rules"
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert not any("*" in item for item in rule[field]), f"{where}: wildcard in {field}: {rule}"
+            assert not set(rule["resources"]) & FORBIDDEN_RESOURCES, f"{where}: forbidden resource in {rule}"
+            assert not set(rule["verbs"]) & FORBIDDEN_VERBS, f"{where}: forbidden verb in {rule}"
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_operator_rules_are_exactly_the_documented_allow_list(name: str) -> None:
+    values = SCENARIOS[name]
+    objects = render_objects(values)
+    namespaced_install = bool(values.get("watchNamespaces"))
+    operator_roles = [r for r in objects_of_kind(objects, "ClusterRole") if r["metadata"]["name"] not in AGGREGATED]
+    (cluster_role,) = operator_roles
+    expected_cluster = dict(OPERATOR_CLUSTER)
+    if namespaced_install:
+        expected_cluster |= OPERATOR_CLUSTER_NAMESPACED_INSTALL
+    else:
+        expected_cluster |= OPERATOR_NAMESPACED
+    assert _grants(cluster_role) == expected_cluster
+    roles = objects_of_kind(objects, "Role")
+    if namespaced_install:
+        assert {r["metadata"]["namespace"] for r in roles} == set(values["watchNamespaces"])
+        for role in roles:
+            assert _grants(role) == OPERATOR_NAMESPACED, role["metadata"]["namespace"]
+    else:
+        assert roles == []
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_bindings_give_the_roles_to_the_operator_service_account_only(name: str) -> None:
+    objects = render_objects(SCENARIOS[name])
+    (deployment,) = objects_of_kind(objects, "Deployment")
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    roles = {(r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"])
+             for kind in RULE_KINDS for r in objects_of_kind(objects, kind)}
+    bindings = objects_of_kind(objects, "ClusterRoleBinding") + objects_of_kind(objects, "RoleBinding")
+    assert bindings
+    for binding in bindings:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": RELEASE_NAMESPACE}]
+        ref = binding["roleRef"]
+        namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        assert (ref["kind"], namespace, ref["name"]) in roles, f"binding to a role the chart does not render: {ref}"
+
+
+def test_aggregated_roles_extend_the_builtin_roles() -> None:
+    objects = render_objects({})
+    roles = {r["metadata"]["name"]: r for r in objects_of_kind(objects, "ClusterRole") if r["metadata"]["name"] in AGGREGATED}
+    assert set(roles) == set(AGGREGATED)
+    for name, expected in AGGREGATED.items():
+        assert _grants(roles[name]) == expected, name
+    assert roles["sailrun-editor"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert roles["sailrun-editor"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert roles["sailrun-viewer"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in roles["sailrun-editor"]["metadata"]["labels"]
+    without = render_objects({"aggregatedRoles": {"create": False}})
+    assert not [r for r in objects_of_kind(without, "ClusterRole") if r["metadata"]["name"] in AGGREGATED]
+
+
+def test_rbac_create_false_renders_no_operator_rbac() -> None:
+    objects = render_objects({"rbac": {"create": False}, "aggregatedRoles": {"create": False}})
+    for kind in (*RULE_KINDS, "ClusterRoleBinding", "RoleBinding"):
+        assert objects_of_kind(objects, kind) == [], kind
