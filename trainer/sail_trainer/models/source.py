@@ -1,0 +1,88 @@
+"""Resolve a model URI to a local diffusers folder (local path, s3:// folder, or hub id).
+
+s3:// folders are downloaded once into a cache folder keyed by the URI and a version
+string (the committed manifest of a run checkpoint, else the sorted key listing), written
+to a temp folder and renamed when complete, so a crash never leaves a half cache.
+Hub ids go through `huggingface_hub.snapshot_download` (only where a hub is reachable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from sail_trainer.errors import BadSpecError
+
+log = logging.getLogger(__name__)
+MODEL_INDEX = "model_index.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def default_cache_dir() -> Path:
+    """SAIL_CACHE_DIR, else ~/.cache/sail-trainer (read when called, never at import)."""
+    return Path(os.environ.get("SAIL_CACHE_DIR") or Path.home() / ".cache" / "sail-trainer")
+
+
+def compute_cache_key(uri: str, version: str) -> str:
+    return hashlib.sha256(f"{uri}\n{version}".encode()).hexdigest()[:32]
+
+
+def resolve_model_folder(
+    uri: str, *, field: str = "model.uri", cache_dir: Path | None = None, endpoint: str | None = None,
+    region: str | None = None, revision: str | None = None, version: str | None = None,
+) -> Path:
+    """A local folder holding model_index.json for `uri`; BadSpecError naming `field` otherwise."""
+    if uri.startswith("s3://"):
+        return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), endpoint, region, version, field)
+    local = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    if local.is_dir():
+        if not (local / MODEL_INDEX).is_file():
+            raise BadSpecError(
+                f"{field}: {local} has no {MODEL_INDEX}; point it at a diffusers pipeline folder "
+                "(the output of DiffusionPipeline.save_pretrained)"
+            )
+        return local
+    if _HUB_ID.match(uri) and not uri.startswith((".", "/")):
+        return _fetch_hub(uri, revision, field)
+    raise BadSpecError(f"{field}: model folder {uri} does not exist; give a local folder, an s3:// folder or a hub id")
+
+
+def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, revision=revision))
+    except Exception as exc:
+        raise BadSpecError(f"{field}: could not fetch hub model {repo_id!r} (revision {revision}): {exc}") from exc
+
+
+def _fetch_s3_folder(
+    uri: str, cache_dir: Path, endpoint: str | None, region: str | None, version: str | None, field: str
+) -> Path:
+    from sail_trainer.storage import open_run_store
+
+    store = open_run_store(uri, endpoint=endpoint, region=region)
+    keys = [k for k in store.list("") if not k.endswith("/")]
+    if MODEL_INDEX not in keys:
+        raise BadSpecError(f"{field}: {uri} has no {MODEL_INDEX} (found {len(keys)} objects); "
+                           "upload a diffusers pipeline folder there")
+    target = cache_dir / compute_cache_key(uri, version or "\n".join(keys))
+    if (target / MODEL_INDEX).is_file():
+        log.info("model %s: using cache %s", uri, target)
+        return target
+    tmp = cache_dir / f".tmp-{uuid.uuid4().hex}"
+    log.info("model %s: downloading %d files to %s", uri, len(keys), target)
+    for key in keys:
+        dest = tmp / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        store.download_file(key, dest)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process filled the cache first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,134 @@
+"""annotate (round i >= 1): the implicit reward of each candidate, best/worst pair per prompt.
+
+For each prompt, M (t, eps) draws are made once from a generator seeded by
+hash(run seed, iteration, prompt index) and shared by its N candidates (SAIL-METHOD.md,
+"Implicit reward"); the errors of the current model and of the judge reference on those
+draws give `R = -(beta/2) mean_m (SE_theta - SE_ref)`. Conditional prediction with the real
+caption, no CFG. Shard k of S takes prompts k, k+S, ... of the round; work is batched
+within one prompt only, so sharding does not change any number. Latents are referenced
+(generate shard folder + row), not copied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sail_api.manifest import PhaseManifest
+from sail_api.phases import Phase
+from sail_trainer.errors import MissingInputError
+from sail_trainer.logs import Progress
+from sail_trainer.phases import artifacts as art
+from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.models_of_run import resolve_iteration_folder, resolve_judge_folder
+from sail_trainer.plan import derive_seed, select_shard_positions
+from sail_trainer.storage import find_committed_shards
+
+log = logging.getLogger(__name__)
+
+
+def compute_errors(unet, components, x0, timesteps, noise, text, resolution: int, alphas_cumprod, batch: int):
+    """`SE(x0_b; t_b, eps_b)` for each row b, evaluated in chunks of `batch` rows."""
+    import torch
+
+    from sail_trainer.math.denoising import add_noise, denoising_error
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, x0.shape[0], batch):
+            sl = slice(start, start + batch)
+            x_t = add_noise(x0[sl], noise[sl], timesteps[sl], alphas_cumprod)
+            chunk_text = text.repeat(x_t.shape[0])
+            pred = _predict(unet, components, x_t, timesteps[sl], chunk_text, resolution)
+            out.append(denoising_error(pred, noise[sl]))
+    return torch.cat(out)
+
+
+def _predict(unet, components, x_t, timesteps, text, resolution):
+    from sail_trainer.models.sampling import predict_noise
+
+    return predict_noise(unet, components, x_t, timesteps, text, resolution)
+
+
+def _index_generated(ctx: PhaseContext) -> dict[int, tuple[art.GenerateShard, int]]:
+    shards = find_committed_shards(ctx.store, ctx.layout, ctx.iteration, Phase.GENERATE)
+    by_prompt: dict[int, tuple[art.GenerateShard, int]] = {}
+    for folder in shards.folders:
+        shard = art.read_generate_shard(ctx.store, folder)
+        for row, j in enumerate(shard.prompt_indices):
+            by_prompt[j] = (shard, row)
+    return by_prompt
+
+
+def run(ctx: PhaseContext) -> PhaseManifest:
+    import torch
+
+    from sail_trainer.math.reward import draw_shared_noise, implicit_reward
+    from sail_trainer.math.selection import select_best_worst
+    from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
+    from sail_trainer.models.sampling import build_scheduler
+    from sail_trainer.models.text import TextEncoder
+    from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
+
+    s = ctx.algorithm.sail
+    pool = read_prompt_pool(ctx)
+    round_indices = round_prompt_indices(ctx, pool)
+    positions = select_shard_positions(len(round_indices), 1, ctx.shard or 0, ctx.shards or 1)
+    generated = _index_generated(ctx)
+    missing = [round_indices[p] for p in positions if round_indices[p] not in generated]
+    if missing:
+        raise MissingInputError(f"generate outputs of iteration {ctx.iteration} lack prompts {missing[:5]}")
+    device = pick_device()
+    dtype = resolve_dtype(ctx.precision, device)
+    components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
+                                 device, dtype)
+    judge = load_unet(resolve_judge_folder(ctx), device, dtype)
+    text = TextEncoder(components)
+    alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
+    resolution, batch, m = s.sampler.resolution, s.sampler.batch_size, s.reward_draws
+    progress = Progress("annotate", len(positions))
+    started = time.monotonic()
+    rewards, model_errs, ref_errs, records = [], [], [], []
+    for p in positions:
+        j = round_indices[p]
+        shard, row = generated[j]
+        x = shard.latents[row].to(device)  # [N, C, h, w]
+        n = x.shape[0]
+        gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
+        t, eps = draw_shared_noise(gen, m, tuple(x.shape[1:]), components.num_train_timesteps)
+        x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
+        cond = text.encode([pool[j]])
+        args = (components, x0, ts, noise, cond, resolution, alphas, batch)
+        model_err = compute_errors(components.unet, *args).view(n, m).cpu()
+        ref_err = compute_errors(judge, *args).view(n, m).cpu()
+        rewards.append(implicit_reward(model_err, ref_err, s.beta))
+        model_errs.append(model_err)
+        ref_errs.append(ref_err)
+        records.append({"prompt_index": j, "prompt": pool[j], "generate": art.relative_folder(ctx.layout, shard.folder),
+                        "row": row})
+        progress.update()
+    progress.close()
+    reward_t = torch.stack(rewards) if rewards else torch.zeros((0, s.candidates_per_prompt))
+    selection = select_best_worst(reward_t) if rewards else None
+    for i, record in enumerate(records):
+        assert selection is not None
+        record.update(winner=int(selection.winner_idx[i]), loser=int(selection.loser_idx[i]),
+                      margin=float(selection.margin[i]), rewards=[float(r) for r in reward_t[i]])
+    files = [
+        ctx.put_bytes(art.ANNOTATIONS, art.dump_json({"pairs": records, "beta": s.beta, "draws": m})),
+        ctx.put_bytes(art.ANNOTATION_TENSORS, art.dump_tensors({
+            "rewards": reward_t,
+            "model_err": torch.stack(model_errs) if model_errs else torch.zeros((0,)),
+            "ref_err": torch.stack(ref_errs) if ref_errs else torch.zeros((0,)),
+            "prompt_index": torch.tensor([r["prompt_index"] for r in records], dtype=torch.int64),
+        })),
+    ]
+    margins = [r["margin"] for r in records]
+    metrics = {
+        "prompts": float(len(records)),
+        "mean_margin": sum(margins) / len(margins) if margins else 0.0,
+        "reward_spread": float(reward_t.std(dim=1).mean()) if len(records) else 0.0,
+        "prompts_per_second": len(records) / max(time.monotonic() - started, 1e-9),
+    }
+    log.info("annotated %d prompts; mean margin %.4g", len(records), metrics["mean_margin"])
+    return ctx.commit(files, metrics, {"prompt_indices": [r["prompt_index"] for r in records]})

@@ -1,0 +1,110 @@
+"""mixup: iteration 0 encodes the human seed pairs; a round builds the ranked preference mixture.
+
+Iteration 0 (SAIL-METHOD.md "The loop", step 0): read the seed pairs, VAE-encode winner and
+loser once at the sampler resolution into latent chunks, and plan a seed-only mixture (one
+shuffled pass over the seed set). Round i >= 1: read every committed annotate shard and the
+iteration-0 seed index, and write the mixture as an index (`mixture.json` +
+`self-pairs.json`), never copies of latents. `replaySelfPairs` is not implemented yet (logged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+
+from sail_api.manifest import PhaseManifest
+from sail_api.phases import Phase
+from sail_trainer.logs import Progress
+from sail_trainer.phases import artifacts as art
+from sail_trainer.phases.context import PhaseContext
+from sail_trainer.plan import derive_seed
+from sail_trainer.storage import find_committed_shards, read_committed_bytes
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: PhaseContext) -> PhaseManifest:
+    return _encode_seed(ctx) if ctx.iteration == 0 else _build_round_mixture(ctx)
+
+
+def _encode_seed(ctx: PhaseContext) -> PhaseManifest:
+    import torch
+
+    from sail_api.storage import open_store
+    from sail_trainer.data.images import decode_image, image_to_tensor
+    from sail_trainer.data.seed_pairs import read_seed_pairs
+    from sail_trainer.math.mixup import build_mixup_plan
+    from sail_trainer.models.components import load_components, pick_device
+    from sail_trainer.models.sampling import encode_images
+    from sail_trainer.models.source import resolve_model_folder
+
+    alg, storage = ctx.algorithm, ctx.resolved.storage
+    opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
+    pairs = read_seed_pairs(alg.seed_pairs.uri, alg.seed_pairs.format, alg.seed_pairs.limit, open_store=opener)
+    folder = resolve_model_folder(alg.model.uri, cache_dir=ctx.cache_dir, endpoint=storage.endpoint,
+                                  region=storage.region, revision=alg.model.revision)
+    components = load_components(folder, alg.model.layout, pick_device(), torch.float32, with_unet=False)
+    resolution = alg.sail.sampler.resolution
+    batch = alg.sail.sampler.batch_size
+    generator = torch.Generator().manual_seed(derive_seed(alg.sail.seed, "seed-encode"))
+    progress = Progress("mixup", len(pairs))
+    files: list[str] = []
+    winners, losers = [], []
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start : start + batch]
+        pixels = [image_to_tensor(decode_image(img, source=f"{p.source} ({side})"), resolution)
+                  for p in chunk for side, img in (("winner", p.winner), ("loser", p.loser))]
+        latents = encode_images(components, torch.stack(pixels), generator)
+        winners.append(latents[0::2])
+        losers.append(latents[1::2])
+        progress.update(len(chunk))
+    progress.close()
+    winner_all, loser_all = torch.cat(winners), torch.cat(losers)
+    for c, start in enumerate(range(0, len(pairs), art.SEED_CHUNK)):
+        stop = start + art.SEED_CHUNK
+        files.append(ctx.put_bytes(art.seed_chunk_name(c), art.dump_tensors(
+            {"winner": winner_all[start:stop], "loser": loser_all[start:stop]})))
+    files.append(ctx.put_bytes(art.SEED_INDEX, art.dump_json({
+        "count": len(pairs), "chunk_size": art.SEED_CHUNK, "prompts": [p.prompt for p in pairs],
+        "latent_shape": list(winner_all.shape[1:]), "resolution": resolution,
+        "sources": [p.source for p in pairs],
+    })))
+    plan = build_mixup_plan([], len(pairs), alg.sail.alpha, None, derive_seed(alg.sail.seed, 0, "mixup"))
+    files.append(ctx.put_bytes(art.MIXTURE, art.dump_json(plan.to_dict())))
+    metrics = {"seed_pairs": float(len(pairs)), "mixture_size": float(plan.size), "self_pairs": 0.0}
+    log.info("encoded %d seed pairs at %d px; mixture of %d seed pairs", len(pairs), resolution, plan.size)
+    return ctx.commit(files, metrics, {"pairs": plan.size})
+
+
+def _build_round_mixture(ctx: PhaseContext) -> PhaseManifest:
+    from sail_trainer.math.mixup import build_mixup_plan
+
+    alg, layout, store = ctx.algorithm, ctx.layout, ctx.store
+    if alg.sail.replay_self_pairs:
+        log.warning("sail.replaySelfPairs is not implemented yet: using this round's self pairs only")
+    num_seed = art.read_seed_index(store, layout)["count"]
+    shards = find_committed_shards(store, layout, ctx.iteration, Phase.ANNOTATE)
+    self_pairs: list[dict] = []
+    for folder in shards.folders:
+        self_pairs.extend(json.loads(read_committed_bytes(store, folder, art.ANNOTATIONS))["pairs"])
+    self_pairs.sort(key=lambda p: p["prompt_index"])
+    s = alg.sail
+    plan = build_mixup_plan(
+        [p["margin"] for p in self_pairs], num_seed, s.alpha, s.mixture_size,
+        derive_seed(s.seed, ctx.iteration, "mixup"), margin_threshold=s.margin_threshold,
+        self_pair_cap=s.self_pair_cap,
+    )
+    files = [
+        ctx.put_bytes(art.SELF_PAIRS, art.dump_json({"pairs": self_pairs})),
+        ctx.put_bytes(art.MIXTURE, art.dump_json(plan.to_dict())),
+    ]
+    margins = [p["margin"] for p in self_pairs]
+    metrics = {
+        "mixture_size": float(plan.size), "self_pairs": float(len(self_pairs)),
+        "self_drawn": float(plan.num_self), "seed_drawn": float(plan.num_seed),
+        "mean_margin": float(sum(margins) / len(margins)) if margins else 0.0,
+    }
+    log.info("mixture of %d pairs: %d self (of %d), %d seed", plan.size, plan.num_self, len(self_pairs),
+             plan.num_seed)
+    return ctx.commit(files, metrics, {"pairs": plan.size, "annotate_shards": shards.shards})

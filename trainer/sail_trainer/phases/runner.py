@@ -1,0 +1,152 @@
+"""The driver every phase goes through (DESIGN.md, "Storage contract").
+
+1. Parse `--spec` (a ResolvedRun JSON); a bad file is BAD_SPEC naming the file and field.
+2. run.json: the first phase writes it; later phases refuse (BAD_SPEC) if their algorithm
+   digest differs from the committed one.
+3. If the phase's (or shard's) output folder is already committed: outcome already_committed.
+4. Uncommitted leftovers of a crashed attempt are deleted (train keeps its committed step
+   checkpoints, which is how it resumes).
+5. The phase's `run(ctx)` writes its files and commits `_SUCCESS.json` last.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sail_api.layout import join
+from sail_api.manifest import PhaseManifest
+from sail_api.phases import Phase, PhaseSummary
+from sail_api.resolved import ResolvedRun, compute_algorithm_digest
+from sail_api.storage import AlreadyCommitted, Store
+from sail_trainer.errors import BadSpecError
+from sail_trainer.logs import set_log_context
+from sail_trainer.models.source import default_cache_dir
+from sail_trainer.phases.context import PhaseContext
+from sail_trainer.storage import open_run_store
+
+log = logging.getLogger(__name__)
+SUMMARY_METRICS = 8
+
+
+@dataclass(frozen=True)
+class PhaseRequest:
+    """What the command line asked for."""
+
+    phase: Phase
+    run_uri: str
+    iteration: int
+    spec_path: str
+    shard: int | None = None
+    shards: int | None = None
+
+
+def read_resolved_spec(path: str) -> ResolvedRun:
+    """Parse the `--spec` file; BadSpecError naming the file and the failing field."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BadSpecError(f"--spec {path}: cannot read the resolved spec file: {exc.strerror or exc}") from exc
+    try:
+        return ResolvedRun.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise BadSpecError(f"--spec {path}: field {where}: {first.get('msg')} ({exc.error_count()} error(s))") from exc
+
+
+def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_write: bool) -> None:
+    """Write run.json if absent (first phase); refuse a spec whose digest differs from it."""
+    if not store.exists(run_file) and may_write:
+        store.write_bytes(run_file, resolved.to_json().encode())
+        log.info("wrote %s (digest %s)", store.uri(run_file), resolved.digest())
+    if not store.exists(run_file):
+        return
+    committed = ResolvedRun.model_validate_json(store.read_bytes(run_file))
+    theirs, ours = compute_algorithm_digest(committed.algorithm), resolved.digest()
+    if theirs != ours:
+        raise BadSpecError(
+            f"--spec: algorithm digest {ours} differs from {store.uri(run_file)} ({theirs}); the algorithm "
+            "part of a run is fixed when it starts: start a new run (new storage.uri) to change it"
+        )
+
+
+def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, manifest_uri: str) -> PhaseSummary:
+    metrics = dict(list(manifest.metrics.items())[:SUMMARY_METRICS])
+    extra = {k: v for k, v in manifest.metadata.items() if k in ("model_uri", "pairs", "steps")}
+    return PhaseSummary(
+        phase=request.phase, iteration=request.iteration,
+        shard=None if request.shard is None else f"{request.shard}/{request.shards}",
+        outcome=outcome, manifest_uri=manifest_uri, metrics=metrics, extra=extra,  # type: ignore[arg-type]
+    )
+
+
+def _clean_leftovers(store: Store, ctx: PhaseContext) -> None:
+    keep = join(ctx.output_dir, "steps") + "/" if ctx.phase is Phase.TRAIN else None
+    stale = [k for k in store.list(ctx.output_dir) if keep is None or not store.uri(k).startswith(keep)]
+    if stale:
+        log.info("removing %d uncommitted leftover file(s) under %s", len(stale), store.uri(ctx.output_dir))
+        for key in stale:
+            if keep is None:
+                store.delete_prefix(ctx.output_dir)
+                break
+            store.delete_prefix(key)
+
+
+def execute_phase(request: PhaseRequest, *, rank: int = 0, world_size: int = 1) -> PhaseSummary:
+    """Run one phase attempt end to end (see the module docstring); exceptions propagate."""
+    set_log_context(run=None, iteration=request.iteration, phase=request.phase.value,
+                    shard=None if request.shard is None else f"{request.shard}/{request.shards}")
+    resolved = read_resolved_spec(request.spec_path)
+    set_log_context(run=resolved.name)
+    if resolved.storage.uri.rstrip("/") != request.run_uri.rstrip("/"):
+        log.warning("--run %s differs from the spec's storage.uri %s; using --run", request.run_uri,
+                    resolved.storage.uri)
+    store = open_run_store(request.run_uri, resolved.storage.endpoint, resolved.storage.region)
+    ctx = PhaseContext(
+        resolved=resolved, run_uri=store.uri(""), iteration=request.iteration, phase=request.phase,
+        store=store, cache_dir=default_cache_dir(), work_dir=Path(tempfile.mkdtemp(prefix="sail-")),
+        shard=request.shard, shards=request.shards, rank=rank, world_size=world_size,
+    )
+    ensure_run_file(store, ctx.layout.run_file, resolved, may_write=rank == 0)
+    manifest_uri = store.uri(join(ctx.output_dir, "_SUCCESS.json"))
+    if store.is_committed(ctx.output_dir):
+        log.info("%s is already committed: nothing to do", store.uri(ctx.output_dir))
+        return summarize(request, store.read_manifest(ctx.output_dir), "already_committed", manifest_uri)
+    if rank == 0:
+        _clean_leftovers(store, ctx)
+    module = importlib.import_module(f"sail_trainer.phases.{request.phase.value}_phase")
+    try:
+        manifest = module.run(ctx)
+    except AlreadyCommitted as exc:
+        log.info("another attempt committed %s first; keeping its outputs", store.uri(ctx.output_dir))
+        manifest = exc.manifest or store.read_manifest(ctx.output_dir)
+        return summarize(request, manifest, "already_committed", manifest_uri)
+    finally:
+        _remove_tree(ctx.work_dir)
+    return summarize(request, manifest, "committed", manifest_uri)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def dump_summary(summary: PhaseSummary) -> str:
+    """Compact JSON of the summary (kept under the termination-message limit by the CLI)."""
+    return json.dumps(summary.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
+
+
+def env_rank() -> tuple[int, int]:
+    """(rank, world size) from the torchrun/Kubeflow environment; (0, 1) outside one."""
+    rank = int(os.environ.get("RANK", os.environ.get("PET_NODE_RANK", "0")) or 0)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return rank, world

@@ -1,0 +1,108 @@
+"""The training pairs of a mixture, and the per-pair random draws of a train step.
+
+Every draw of pair position `pos` (global position in the stream of pairs: step x
+effective batch + offset) comes from a generator seeded by hash(run seed, iteration, pos):
+blank prompt (probability `emptyPromptProbability`), horizontal flip (real seed pairs only),
+timestep and noise. So the data a pair sees does not depend on the number of processes or
+the micro batch, and a resumed train continues exactly where it stopped.
+Flip choice: the seed images are encoded once, so the flip is applied to the latent (a
+horizontal flip of the image maps to a flip of the latent up to VAE asymmetries).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sail_api.phases import Phase
+from sail_trainer.phases import artifacts as art
+from sail_trainer.phases.context import PhaseContext
+from sail_trainer.plan import derive_seed
+from sail_trainer.storage import read_committed_bytes, require_committed
+
+
+@dataclass
+class TrainingSet:
+    """Mixture pairs in draw order: prompt, winner/loser latents, whether the pair is a real (seed) one."""
+
+    prompts: list[str]
+    winners: Any  # [P, C, h, w]
+    losers: Any
+    real: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def load_training_set(ctx: PhaseContext) -> TrainingSet:
+    """Resolve `iter-i/mixup/mixture.json` into latents (seed set of iteration 0, generate shards)."""
+    import torch
+
+    layout, store = ctx.layout, ctx.store
+    mixup_dir = layout.phase_dir(ctx.iteration, Phase.MIXUP)
+    require_committed(store, mixup_dir, f"mixup of iteration {ctx.iteration}")
+    mixture = json.loads(read_committed_bytes(store, mixup_dir, art.MIXTURE))
+    seed = art.read_seed_set(store, layout)
+    self_pairs = [] if ctx.iteration == 0 else json.loads(read_committed_bytes(store, mixup_dir, art.SELF_PAIRS))["pairs"]
+    shards: dict[str, art.GenerateShard] = {}
+    prompts, winners, losers, real = [], [], [], []
+    for source, index in mixture["entries"]:
+        if source == "seed":
+            prompts.append(seed.prompts[index])
+            winners.append(seed.winners[index])
+            losers.append(seed.losers[index])
+            real.append(True)
+            continue
+        pair = self_pairs[index]
+        folder = pair["generate"]
+        if folder not in shards:
+            shards[folder] = art.read_generate_shard(store, art.absolute_folder(layout, folder))
+        latents = shards[folder].latents[pair["row"]]
+        prompts.append(pair["prompt"])
+        winners.append(latents[pair["winner"]])
+        losers.append(latents[pair["loser"]])
+        real.append(False)
+    return TrainingSet(prompts, torch.stack(winners), torch.stack(losers), real)
+
+
+@dataclass
+class PairDraw:
+    blank: bool
+    flip: bool
+    timestep: int
+    noise: Any
+
+
+def draw_pair(run_seed: int, iteration: int, pos: int, latent_shape: tuple[int, ...], num_train_timesteps: int,
+              empty_prob: float, random_flip: bool, real: bool) -> PairDraw:
+    """The random choices of pair position `pos` (see the module docstring)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(derive_seed(run_seed, iteration, "train", pos))
+    u = torch.rand(2, generator=gen)
+    timestep = int(torch.randint(0, num_train_timesteps, (1,), generator=gen))
+    noise = torch.randn(latent_shape, generator=gen)
+    return PairDraw(bool(u[0] < empty_prob), bool(random_flip and real and u[1] < 0.5), timestep, noise)
+
+
+def build_batch(data: TrainingSet, positions: list[int], run_seed: int, iteration: int, num_train_timesteps: int,
+                empty_prob: float, random_flip: bool) -> dict[str, Any]:
+    """Tensors of one micro batch: prompts (some blanked), x_w, x_l (some flipped), t, noise."""
+    import torch
+
+    prompts, xw, xl, ts, noise = [], [], [], [], []
+    for pos in positions:
+        i = pos % len(data)
+        d = draw_pair(run_seed, iteration, pos, tuple(data.winners.shape[1:]), num_train_timesteps, empty_prob,
+                      random_flip, data.real[i])
+        w, ll = data.winners[i], data.losers[i]
+        if d.flip:
+            w, ll = w.flip(-1), ll.flip(-1)
+        prompts.append("" if d.blank else data.prompts[i])
+        xw.append(w)
+        xl.append(ll)
+        ts.append(d.timestep)
+        noise.append(d.noise)
+    return {"prompts": prompts, "x_w": torch.stack(xw), "x_l": torch.stack(xl),
+            "timesteps": torch.tensor(ts, dtype=torch.long), "noise": torch.stack(noise)}
