@@ -6,12 +6,14 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from sail_api import crd as crd_module
 from sail_api.crd import (
@@ -26,6 +28,7 @@ from sail_api.crd import (
     without_nulls,
 )
 from sail_api.spec import SAILRunSpec
+from sail_api.status import SAILRunStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CEL_MISSING = "cel-python is not installed (dev dependency): `.venv/bin/pip install cel-python`"
@@ -186,15 +189,34 @@ def test_schema_carries_pydantic_constraints_and_nullability(schema):
     assert limits["additionalProperties"]["type"] == "string" and "pattern" in limits["additionalProperties"]
 
 
-def test_every_pydantic_field_appears_in_the_schema_by_its_camel_case_name(schema):
+def _nested_model(annotation):
+    """The pydantic model inside `X`, `X | None` or `list[X]`, if any."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        inner = typing.get_args(candidate)
+        if inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+            return inner[0]
+    return None
+
+
+@pytest.mark.parametrize(("model", "key"), [(SAILRunSpec, "spec"), (SAILRunStatus, "status")])
+def test_every_pydantic_field_appears_in_the_schema_by_its_camel_case_name(schema, model, key):
+    checked = []
+
     def check(model, node, path):
+        node = node.get("items", node)
+        assert set(node["properties"]) == {field.alias or name for name, field in model.model_fields.items()}, path
         for name, field in model.model_fields.items():
             alias = field.alias or name
-            assert alias in node["properties"], f"{path}.{alias} missing from the CRD"
             assert node["properties"][alias]["description"] == field.description, f"{path}.{alias}"
+            checked.append(f"{path}.{alias}")
+            nested = _nested_model(field.annotation)
+            if nested is not None:
+                check(nested, node["properties"][alias], f"{path}.{alias}")
 
-    spec = schema["properties"]["spec"]
-    check(SAILRunSpec, spec, "spec")
+    check(model, schema["properties"][key], key)
+    assert len(checked) > 40
 
 
 # ---------------------------------------------------------------- CEL rules
