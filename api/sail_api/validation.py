@@ -173,47 +173,52 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+_BOUNDS = {
+    "less_than_equal": ("<=", "le"), "less_than": ("<", "lt"),
+    "greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+    "multiple_of": ("a multiple of", "multiple_of"),
+}
+_EXPECTED_TYPE = {
+    "string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
+    "int_from_float": "an integer", "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false", "model_type": "a mapping of fields",
+    "model_attributes_type": "a mapping of fields", "dict_type": "a mapping of fields", "list_type": "a list",
+}
+
+
 def format_error(error: Any) -> str:
     """One pydantic error -> `dotted.path: what is wrong (got X); how to fix`."""
-    loc = tuple(error["loc"])
+    return f"{format_path(tuple(error['loc']))}: {_describe(error)}"
+
+
+def _describe(error: Any) -> str:
     kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
-    path = format_path(loc)
-    bounds = {
-        "less_than_equal": ("<=", "le"), "less_than": ("<", "lt"),
-        "greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-    }
-    if kind in bounds:
-        symbol, key = bounds[kind]
-        return f"{path}: must be {symbol} {_number(ctx[key])} (got {_shown(got)})"
-    if kind == "multiple_of":
-        return f"{path}: must be a multiple of {_number(ctx['multiple_of'])} (got {_shown(got)})"
+    if kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        return f"must be {symbol} {_number(ctx[key])} (got {_shown(got)})"
+    if kind in _EXPECTED_TYPE:
+        return f"must be {_EXPECTED_TYPE[kind]} (got {_shown(got)}){_type_hint(kind, got)}"
     if kind == "missing":
-        return f"{path}: required field is missing; add it ({EXAMPLE_HINT})"
+        return f"required field is missing; add it ({EXAMPLE_HINT})"
     if kind == "extra_forbidden":
-        return f"{path}: unknown field{_suggestion(loc)}"
+        return f"unknown field{_suggestion(tuple(error['loc']))}"
     if kind in ("literal_error", "enum"):
-        return f"{path}: must be one of {ctx.get('expected', '?')} (got {_shown(got)})"
+        return f"must be one of {ctx.get('expected', '?')} (got {_shown(got)})"
     if kind in ("string_too_short", "string_too_long"):
         word, key = ("at least", "min_length") if kind == "string_too_short" else ("at most", "max_length")
-        return f"{path}: must have {word} {ctx[key]} characters (got {_shown(got)})"
-    if kind == "string_type":
-        hint = f"; quote it, e.g. '{got}'" if isinstance(got, int | float) and not isinstance(got, bool) else ""
-        return f"{path}: must be a string (got {_shown(got)}){hint}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        hint = "; write it without quotes" if isinstance(got, str) else ""
-        return f"{path}: must be an integer (got {_shown(got)}){hint}"
-    if kind in ("float_type", "float_parsing"):
-        hint = "; write it without quotes" if isinstance(got, str) else ""
-        return f"{path}: must be a number (got {_shown(got)}){hint}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"{path}: must be true or false (got {_shown(got)})"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"{path}: must be a mapping of fields (got {_shown(got)})"
-    if kind == "list_type":
-        return f"{path}: must be a list (got {_shown(got)})"
+        return f"must have {word} {ctx[key]} characters (got {_shown(got)})"
     if kind == "value_error":
-        return f"{path}: {ctx.get('error', error['msg'])}"
-    return f"{path}: {error['msg']} (got {_shown(got)})"
+        return str(ctx.get("error", error["msg"]))
+    return f"{error['msg']} (got {_shown(got)})"
+
+
+def _type_hint(kind: str, got: Any) -> str:
+    """The usual YAML slip behind a type error: a quoted number, or an unquoted one."""
+    if kind == "string_type" and isinstance(got, int | float) and not isinstance(got, bool):
+        return f"; quote it, e.g. '{got}'"
+    if kind != "string_type" and _EXPECTED_TYPE[kind] in ("an integer", "a number") and isinstance(got, str):
+        return "; write it without quotes"
+    return ""
 
 
 def _suggestion(loc: tuple[int | str, ...]) -> str:
