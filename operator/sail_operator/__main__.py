@@ -1,0 +1,5 @@
+"""`python -m sail_operator ...` is the `sail` command."""
+
+from sail_operator.cli import main
+
+raise SystemExit(main())

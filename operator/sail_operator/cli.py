@@ -1,0 +1,201 @@
+"""`sail`: run a SAILRun on this machine, inspect and report runs, validate files, start the operator.
+
+    sail run FILE [--storage PATH|s3://...] [--workers N]   the embedded local executor
+    sail status PATH|FILE                                   iteration x phase table
+    sail report PATH|FILE [--out FILE]                      self-contained HTML report
+    sail validate FILE                                      schema + semantic checks
+    sail crd                                                the CRD YAML
+    sail operator ...                                       the kopf operator (sail_operator.kube.entry)
+    sail toy ...                                            the toy world (sail-trainer toy ...)
+
+This is the one module of the operator package that writes to stdout with _out().
+Exit codes: 0 success, 1 run failed / report error, 2 bad input (file, arguments),
+3 run suspended, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sail", description="SAIL: align text-to-image diffusion models, "
+                                     "on one machine (sail run) or on Kubernetes (sail operator).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run a SAILRun file here, phase by phase; run again to resume")
+    run.add_argument("file", type=Path, help="SAILRun YAML file")
+    run.add_argument("--storage", help="run root: a folder or s3://bucket/prefix (default: spec.storage.uri, "
+                     "else <file dir>/.sail/<run name>)")
+    run.add_argument("--workers", type=int, default=1, help="shard processes at once (default 1)")
+    status = sub.add_parser("status", help="iteration x phase table of a run")
+    status.add_argument("path", type=Path, help="run root folder, its local/state.json, or the SAILRun file")
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    report.add_argument("path", type=Path, help="run root folder, its local/state.json, or the SAILRun file")
+    report.add_argument("--out", type=Path, help="HTML file (default: <run root>/report/report.html)")
+    validate = sub.add_parser("validate", help="check a SAILRun file (schema and semantics)")
+    validate.add_argument("file", type=Path)
+    sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
+    sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
+    sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "operator":
+        return run_operator(args_list[1:])
+    if args_list and args_list[0] == "toy":
+        return run_toy(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "validate": cmd_validate,
+                "crd": cmd_crd}
+    return handlers[args.command](args)
+
+
+# ------------------------------------------------------------------ commands
+
+
+def _out(text: object) -> None:
+    """CLI output (the operator package logs elsewhere; only the CLI writes to stdout)."""
+    sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
+
+
+def _err(text: object) -> None:
+    sys.stderr.write(f"{text}\n")
+    sys.stderr.flush()
+
+
+def _load(file: Path):  # -> SAILRun | None (printing the problems)
+    from sail_api.validation import RunFileError, check_semantics, load_run_file
+
+    try:
+        run = load_run_file(file)
+    except RunFileError as exc:
+        _err(str(exc))
+        return None
+    problems = check_semantics(run)
+    if problems:
+        count = len(problems)
+        _err(f"{file}: {count} problem{'s' if count != 1 else ''}")
+        for problem in problems:
+            _err(f"  - {problem}")
+        return None
+    return run
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    run = _load(args.file)
+    if run is None:
+        return EXIT_BAD_INPUT
+    _out(f"{args.file}: valid SAILRun {run.metadata.name!r} (step 0 + {run.spec.sail.rounds} rounds)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sail_operator.local.executor import LocalExecutor
+    from sail_operator.local.paths import build_local_run
+
+    if args.workers < 1:
+        _err("--workers must be at least 1")
+        return EXIT_BAD_INPUT
+    run = _load(args.file)
+    if run is None:
+        return EXIT_BAD_INPUT
+    local_run, paths = build_local_run(run, args.file, args.storage)
+    _out(f"run {run.metadata.name}: storage {paths.storage_uri}; state {paths.state_file}")
+    try:
+        executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=args.workers)
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    code = executor.execute()
+    if code == 0 and paths.local_root is not None:
+        _out(f"status: sail status {paths.local_root}\nreport: sail report {paths.local_root}")
+    return code
+
+
+def _find_state(path: Path) -> Path | None:
+    from sail_operator.local.paths import find_state_file
+
+    try:
+        found = find_state_file(path)
+    except ValueError as exc:
+        _err(str(exc))
+        return None
+    if found is None:
+        _err(f"{path}: no sail run state found (expected <run root>/local/state.json; has `sail run` "
+              "started this run?)")
+    return found
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sail_operator.local.state import load_state
+    from sail_operator.report.table import render_status_text
+
+    state_file = _find_state(args.path)
+    if state_file is None:
+        return EXIT_BAD_INPUT
+    state = load_state(state_file)
+    assert state is not None
+    _out(render_status_text(state))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sail_operator.local.state import load_state
+    from sail_operator.report.html import write_report
+
+    state_file = _find_state(args.path)
+    if state_file is None:
+        return EXIT_BAD_INPUT
+    state = load_state(state_file)
+    assert state is not None
+    try:
+        path = write_report(state, args.out)
+    except (OSError, ValueError) as exc:
+        _err(f"cannot write the report: {exc}")
+        return EXIT_FAILED
+    _out(path)
+    return EXIT_OK
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from sail_api.crd import render_crd_yaml
+
+    sys.stdout.write(render_crd_yaml())
+    return EXIT_OK
+
+
+def run_operator(argv: list[str]) -> int:
+    """Delegate to the kube engineer's entry point, imported only now (kopf is an extra)."""
+    try:
+        entry = importlib.import_module("sail_operator.kube.entry")
+    except ImportError as exc:
+        _err(f"the operator is not available: {exc}; install the operator extra "
+              "(pip install 'sail-operator[operator]')")
+        return EXIT_BAD_INPUT
+    result = entry.main(argv)
+    return int(result or 0)
+
+
+def run_toy(argv: list[str]) -> int:
+    """`sail toy ...` is `sail-trainer toy ...` (the trainer owns the toy world)."""
+    return subprocess.call([sys.executable, "-m", "sail_trainer", "toy", *argv])  # noqa: S603
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Progress of a local run: the trainer's progress lines parsed, shown as bars or plain lines.
+
+The trainer (sail_trainer.logs.Progress) writes, when its output is not a terminal,
+
+    ... sail_trainer.progress: progress phase=generate done=12 total=64 rate=3.1/s
+
+(the format agreed with the trainer engineer; anywhere in the line). `sail run` shows an
+overall bar (phases done / total, iteration i/K) and a per-phase bar fed by those lines:
+tqdm bars when its output is a terminal, throttled plain lines otherwise (CI logs).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+_PROGRESS = re.compile(
+    r"progress phase=(?P<phase>\S+) done=(?P<done>\d+) total=(?P<total>\d+)(?: rate=(?P<rate>[0-9.eE+-]+)/s)?"
+)
+
+
+@dataclass(frozen=True)
+class ProgressLine:
+    phase: str
+    done: int
+    total: int
+    rate: float | None = None
+
+
+def parse_progress_line(line: str) -> ProgressLine | None:
+    """The progress facts in one output line of a phase process, or None."""
+    match = _PROGRESS.search(line)
+    if match is None:
+        return None
+    rate = match.group("rate")
+    return ProgressLine(match.group("phase"), int(match.group("done")), int(match.group("total")),
+                        float(rate) if rate else None)
+
+
+def combine_shards(lines: list[ProgressLine]) -> ProgressLine | None:
+    """One phase bar from the latest line of each shard (sums; rates add up too)."""
+    if not lines:
+        return None
+    rates = [p.rate for p in lines if p.rate is not None]
+    return ProgressLine(lines[0].phase, sum(p.done for p in lines), sum(p.total for p in lines),
+                        sum(rates) if rates else None)
+
+
+def format_plain(label: str, done: int, total: int, rate: float | None = None) -> str:
+    percent = (100 * done // total) if total else 0
+    tail = f" {rate:.2f}/s" if rate else ""
+    return f"{label}: {done}/{total} ({percent}%){tail}"
+
+
+class ProgressDisplay:
+    """Two bars (overall, phase) on a terminal; plain throttled lines elsewhere."""
+
+    def __init__(self, out: TextIO, *, use_bars: bool | None = None, every_seconds: float = 10.0) -> None:
+        self.out = out
+        self.use_bars = out.isatty() if use_bars is None else use_bars
+        self.every = every_seconds
+        self._overall: Any = None
+        self._phase: Any = None
+        self._phase_key: tuple[str, int] | None = None
+        self._last_plain = 0.0
+        self._last_overall: tuple[int, int, str] | None = None
+
+    def message(self, text: str) -> None:
+        """A line of its own (events), written above the bars."""
+        if self._overall is not None:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=self.out)
+        else:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def overall(self, done: int, total: int, label: str) -> None:
+        if self.use_bars:
+            from tqdm import tqdm
+
+            if self._overall is None:
+                self._overall = tqdm(total=total, desc="run", position=0, file=self.out, unit="phase",
+                                     dynamic_ncols=True)
+            self._overall.total = total
+            self._overall.n = done
+            self._overall.set_postfix_str(label)
+            self._overall.refresh()
+        elif self._last_overall != (done, total, label):
+            self._last_overall = (done, total, label)
+            self.message(format_plain(f"run [{label}]", done, total))
+
+    def phase(self, key: tuple[str, int], line: ProgressLine | None) -> None:
+        """Per-phase progress; `key` (job name, shards) resets the bar when the attempt changes."""
+        if line is None:
+            return
+        if self.use_bars:
+            from tqdm import tqdm
+
+            if self._phase is None or self._phase_key != key:
+                if self._phase is not None:
+                    self._phase.close()
+                self._phase = tqdm(total=line.total, desc=line.phase, position=1, leave=False, file=self.out,
+                                   dynamic_ncols=True)
+                self._phase_key = key
+            self._phase.total = line.total
+            self._phase.n = line.done
+            self._phase.refresh()
+            return
+        now = time.monotonic()
+        if self._phase_key != key or now - self._last_plain >= self.every or line.done >= line.total:
+            if (self._phase_key, line.done) != (key, getattr(self, "_last_done", None)):
+                self.message("  " + format_plain(line.phase, line.done, line.total, line.rate))
+            self._phase_key = key
+            self._last_plain = now
+            self._last_done = line.done
+
+    def close(self) -> None:
+        for bar in (self._phase, self._overall):
+            if bar is not None:
+                bar.close()
+        self._phase = self._overall = None

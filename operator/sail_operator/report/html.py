@@ -1,0 +1,164 @@
+"""`sail report`: one self-contained HTML file for a local run (opens without a server).
+
+Contents: the run's state and the iteration x phase table, per-iteration sample grids
+(the train phase renders `samples.png` with the same prompts and seeds every iteration,
+plus `samples-base.png` for the base model at iteration 0) embedded as data URIs, metric
+plots (PNG, Pillow) from each train phase's `metrics.json`, and the run's spec.
+
+Only files listed in a committed train manifest (`_SUCCESS.json`) are read, like every
+other reader of a run. Local run roots only; the operator package never talks to S3 here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sail_api.layout import COMMIT_MARKER, RunLayout
+from sail_api.manifest import PhaseManifest
+from sail_api.phases import Phase
+from sail_operator.local.paths import is_remote
+from sail_operator.local.state import LocalState
+from sail_operator.report.table import METRIC_COLUMNS, build_status_rows
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "report.html"
+SAMPLES = "samples.png"
+BASE_SAMPLES = "samples-base.png"
+METRICS = "metrics.json"
+
+
+@dataclass
+class IterationArtifacts:
+    iteration: int
+    samples: bytes | None = None
+    base_samples: bytes | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def read_committed_train(root: Path, iteration: int) -> IterationArtifacts:
+    """The train phase's grids and metric history of one iteration, if committed."""
+    folder = Path(RunLayout(str(root)).phase_dir(iteration, Phase.TRAIN))
+    found = IterationArtifacts(iteration)
+    marker = folder / COMMIT_MARKER
+    if not marker.is_file():
+        return found
+    manifest = PhaseManifest.model_validate_json(marker.read_text())
+    listed = {entry.path for entry in manifest.files}
+    if SAMPLES in listed:
+        found.samples = (folder / SAMPLES).read_bytes()
+    if BASE_SAMPLES in listed:
+        found.base_samples = (folder / BASE_SAMPLES).read_bytes()
+    if METRICS in listed:
+        found.history = parse_metric_history(json.loads((folder / METRICS).read_text()))
+    return found
+
+
+def parse_metric_history(data: object) -> list[dict[str, float]]:
+    """metrics.json: a list of per-step dicts (the trainer's format) or one dict of final values."""
+    rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+    out = []
+    for row in rows:
+        if isinstance(row, dict):
+            out.append({k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    return out
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def build_plots(artifacts: list[IterationArtifacts]) -> dict[str, bytes]:
+    from sail_operator.report.plots import Series, render_line_plot
+
+    plots = {}
+    for metric in METRIC_COLUMNS:
+        series = [Series(f"iter {a.iteration}", tuple(h[metric] for h in a.history if metric in h))
+                  for a in artifacts]
+        series = [s for s in series if s.values]
+        if series:
+            plots[metric] = render_line_plot(f"{metric} per training step", series)
+    return plots
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+.grids{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}figure img{image-rendering:pixelated;
+width:320px;border:1px solid #ccc}figcaption{font-size:.85em;color:#555}
+.plots img{margin:4px;border:1px solid #eee}pre{background:#f6f6f6;padding:12px;overflow:auto;font-size:.8em}
+.Succeeded{color:#1a7f37}.Failed{color:#cf222e}.Running{color:#9a6700}
+"""
+
+
+def render_report_html(state: LocalState, artifacts: list[IterationArtifacts], plots: dict[str, bytes]) -> str:
+    """The whole report (pure: everything it shows is passed in)."""
+    esc = html.escape
+    status = state.status
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>SAIL run {esc(state.name)}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>SAIL run <code>{esc(state.name)}</code></h1>",
+             f"<p id=state>State <b class={esc(status.state.value)}>{esc(status.state.value)}</b> - "
+             f"{esc(status.message)}<br>Progress {status.progress.percent}% "
+             f"({status.progress.completed_phases}/{status.progress.total_phases} phases); storage "
+             f"<code>{esc(state.storage_uri)}</code></p>"]
+    if status.checkpoint:
+        parts.append(f"<p>Latest checkpoint (iteration {status.checkpoint.iteration}): "
+                     f"<code>{esc(status.checkpoint.uri)}</code></p>")
+    parts.append("<h2>Sample grids</h2><p>Same prompts and seeds in every iteration: differences come from "
+                 "the model.</p><div class=grids>")
+    for art in artifacts:
+        if art.base_samples:
+            parts.append(_figure(art.base_samples, "base model (before step 0)", "base", "base"))
+        if art.samples:
+            label = "step 0" if art.iteration == 0 else f"round {art.iteration}"
+            parts.append(_figure(art.samples, f"iteration {art.iteration} ({label})", str(art.iteration), "iteration"))
+    parts.append("</div><h2>Training metrics</h2><div class=plots>")
+    for metric, png in plots.items():
+        parts.append(f"<img class=plot data-metric={esc(metric)} alt='{esc(metric)}' src='{data_uri(png)}'>")
+    if not plots:
+        parts.append("<p>No committed training metrics yet.</p>")
+    parts.append("</div><h2>Phases</h2>" + _phase_table(state))
+    spec_text = yaml.safe_dump(state.spec or {}, sort_keys=False) if state.spec else "(no spec recorded)"
+    parts.append(f"<h2>Spec</h2><pre id=spec>{esc(spec_text)}</pre></body></html>")
+    return "\n".join(parts)
+
+
+def _figure(png: bytes, caption: str, iteration: str, kind: str) -> str:
+    return (f"<figure class='grid {kind}' data-iteration='{html.escape(iteration)}'>"
+            f"<img alt='{html.escape(caption)}' src='{data_uri(png)}'><figcaption>{html.escape(caption)}"
+            "</figcaption></figure>")
+
+
+def _phase_table(state: LocalState) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("iteration", "phase", "result", "attempts", "duration",
+                                               *METRIC_COLUMNS, "checkpoint"))
+    rows = []
+    for r in build_status_rows(state):
+        cells = [str(r.iteration), r.phase, r.result, r.attempts, r.duration, *r.metrics, r.checkpoint]
+        tds = "".join(f"<td class={html.escape(r.result)}>{html.escape(c)}</td>" if i == 2
+                      else f"<td>{html.escape(c)}</td>" for i, c in enumerate(cells))
+        rows.append(f"<tr>{tds}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_report(state: LocalState, out: Path | None = None) -> Path:
+    """Read the committed artifacts, render, write; returns the file written."""
+    if is_remote(state.storage_uri):
+        raise ValueError(f"run root {state.storage_uri} is remote: copy it locally (aws s3 sync) and run "
+                         "`sail report` on the copy")
+    root = Path(state.storage_uri)
+    last = max([r.iteration for r in state.status.iterations] + [0])
+    artifacts = [read_committed_train(root, i) for i in range(last + 1)]
+    html_text = render_report_html(state, artifacts, build_plots(artifacts))
+    target = out or Path(RunLayout(str(root)).report_dir) / REPORT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(html_text, encoding="utf-8")
+    return target.resolve()
