@@ -166,17 +166,46 @@ def test_metric_name_parser_handles_functions_keywords_and_labels() -> None:
     assert labels_in(expr)["sail_run_state"] == {"state"}
 
 
-def test_documented_metrics_are_the_operators_registry() -> None:
+def test_documented_metrics_are_the_operators_metric_names() -> None:
     metrics = pytest.importorskip("sail_operator.metrics", reason="sail_operator.metrics (issue 5) has not landed yet")
     exported = getattr(metrics, "METRIC_NAMES", None)
     if exported is None:
-        pytest.skip("sail_operator.metrics has no METRIC_NAMES set yet")
-    # prometheus_client names counters without _total; accept either spelling.
+        pytest.skip("sail_operator.metrics has no METRIC_NAMES yet")
+    # prometheus_client may name counters without _total; accept either spelling.
     normalized = {name if name in OPERATOR_METRICS else f"{name}_total" for name in exported}
     assert normalized == set(OPERATOR_METRICS), (
         f"missing from the operator: {sorted(set(OPERATOR_METRICS) - normalized)}; "
         f"undocumented here: {sorted(normalized - set(OPERATOR_METRICS))}"
     )
+
+
+def _scraped_families(metrics: Any) -> dict[str, tuple[str, frozenset[str]]]:
+    """Scrape a real OperatorMetrics registry with one run and one attempt recorded: name -> (type, labels)."""
+    operator = metrics.OperatorMetrics()
+    operator.index.put(metrics.RunSnapshot(
+        namespace="ml", name="sd15", model="s3://models/sd15", state="Running", current_iteration=1,
+        target_iterations=3, progress_ratio=0.25, last_checkpoint_timestamp=1.0e9,
+        phase_started={"generate": 1.0e9}, restarts={"app": 1, "infra": 0}))
+    operator.runs_created.inc()
+    operator.record_attempt("ml", "generate", "succeeded", None, 60.0, 5.0, 1.0)
+    operator.record_run_finished("failed")
+    operator.handler_errors.labels("reconcile").inc()
+    operator.handler_duration.labels("reconcile").observe(0.01)
+    operator.watch_last_event.set(1.0e9)
+    families: dict[str, tuple[str, frozenset[str]]] = {}
+    for family in operator.registry.collect():
+        name = family.name + "_total" if family.type == "counter" else family.name
+        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+        families[name] = (family.type, frozenset(labels))
+    return families
+
+
+def test_documented_metrics_match_a_scrape_of_the_operators_registry() -> None:
+    """Names, types and label names of every documented metric, from the operator's real registry."""
+    metrics = pytest.importorskip("sail_operator.metrics", reason="sail_operator.metrics (issue 5) has not landed yet")
+    if not hasattr(metrics, "OperatorMetrics"):
+        pytest.skip("sail_operator.metrics has no OperatorMetrics registry yet")
+    assert _scraped_families(metrics) == OPERATOR_METRICS
 
 
 # --- the dashboard ---------------------------------------------------------------------------------
