@@ -41,13 +41,13 @@ class BuildConfig:
 
     seed: int = 0
     resolution: int = 32
-    vae_steps: int = 800
-    unet_steps: int = 3000
+    vae_steps: int = 600
+    unet_steps: int = 1600
     batch_size: int = 64
     vae_batch_size: int = 32
     dataset_size: int = 8192
     vae_lr: float = 2e-3
-    unet_lr: float = 1e-3
+    unet_lr: float = 1.5e-3
     text_dim: int = 32
     unet_channels: tuple[int, int] = (32, 64)
     vae_channels: tuple[int, int, int] = (16, 32, 32)
@@ -203,7 +203,7 @@ def train_vae(vae: Any, images: Any, config: BuildConfig) -> list[float]:
         sched.step()
         losses.append(loss.item())
         if step % 250 == 0:
-            log.info("vae step %d loss %.4f", step, loss)
+            log.info("vae step %d loss %.4f", step, loss.item())
     vae.eval()
     return losses
 
@@ -239,7 +239,7 @@ def train_unet(unet: Any, latents: Any, cond: Any, uncond: Any, scheduler: Any, 
         sched.step()
         losses.append(loss.item())
         if step % 250 == 0:
-            log.info("unet step %d loss %.4f", step, loss)
+            log.info("unet step %d loss %.4f", step, loss.item())
     unet.eval()
     return losses
 
