@@ -70,8 +70,8 @@ class _TrackingServer(ThreadedWSGIServer):
 class Fault:
     """One injected failure: for the next `times` requests matching `match`...
 
-    kind "outage": the server stops (that request is reset too) and restarts `down_for` s later
-    (0: stays down); "error": answered 503 SlowDown without reaching moto; "lose_response":
+    kind "outage": the server stops (that request is answered 503, open keep-alive connections
+    are reset, new ones refused) and restarts `down_for` s later (0: stays down); "error": answered 503 SlowDown without reaching moto; "lose_response":
     moto applies the request, then the client gets 500 (the write landed, the answer was lost).
     """
 
@@ -97,6 +97,7 @@ class _FaultInjector:
         if fault is None:
             return self.app(environ, start_response)
         if fault.kind == "outage":
+            self._drain(environ)  # else the client blocks sending a body nobody reads
             self.peer.stop()
             if fault.down_for > 0:
                 timer = threading.Timer(fault.down_for, self.peer.start)
@@ -113,9 +114,19 @@ class _FaultInjector:
         return self._reply(start_response, "503 Slow Down", "SlowDown", "Please reduce your request rate.")
 
     @staticmethod
+    def _drain(environ: Environ) -> None:
+        remaining = int(environ.get("CONTENT_LENGTH") or 0)  # never read past the body: it would block
+        while remaining > 0:
+            chunk = environ["wsgi.input"].read(min(remaining, 1024 * 1024))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    @staticmethod
     def _reply(start_response: Callable[..., Any], status: str, code: str, message: str) -> list[bytes]:
         body = _error_body(code, message)
-        start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+        headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(body))), ("Connection", "close")]
+        start_response(status, headers)
         return [body]
 
 
