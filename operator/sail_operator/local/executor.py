@@ -72,7 +72,7 @@ EXIT_COMPLETE = 0
 EXIT_FAILED = 1
 EXIT_SUSPENDED = 3
 EXIT_INTERRUPTED = 130
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.05
 TERMINATE_GRACE_SECONDS = 10.0
 TRAINER_MODULE = "sail_trainer"
 
@@ -88,9 +88,13 @@ def map_exit_code(code: int) -> FailureCause | None:
     return FailureCause.APP
 
 
-def build_trainer_command(python: str, action: CreatePhaseJob, run_uri: str, spec_path: Path) -> list[str]:
-    return [python, "-m", TRAINER_MODULE,
-            *build_phase_args(action.phase, run_uri, action.iteration, str(spec_path), action.shards)]
+def build_trainer_program(python: str | None = None) -> list[str]:
+    """`[python, -m, sail_trainer]`: the same program the Job's container runs as `sail-trainer`."""
+    return [python or sys.executable, "-m", TRAINER_MODULE]
+
+
+def build_trainer_command(program: list[str], action: CreatePhaseJob, run_uri: str, spec_path: Path) -> list[str]:
+    return [*program, *build_phase_args(action.phase, run_uri, action.iteration, str(spec_path), action.shards)]
 
 
 def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -133,13 +137,13 @@ class LocalExecutor:
     """Runs one SAILRun to completion (or failure, suspension, interrupt) on this machine."""
 
     def __init__(self, run: SAILRun, paths: RunPaths, *, out: TextIO, workers: int = 1,
-                 python: str | None = None, use_bars: bool | None = None,
+                 program: list[str] | None = None, use_bars: bool | None = None,
                  extra_env: dict[str, str] | None = None) -> None:
         self.run_obj = run
         self.paths = paths
         self.out = out
         self.workers = max(1, workers)
-        self.python = python or sys.executable
+        self.program = list(program or build_trainer_program())  # tests may pass a stand-in phase program
         self.extra_env = dict(extra_env or {})
         self.display = ProgressDisplay(out, use_bars=use_bars)
         self.running: dict[str, RunningAttempt] = {}
@@ -199,6 +203,7 @@ class LocalExecutor:
             self.state.status = decision.status
             self._save()  # status first: the attempt is recorded before its process exists
             self._act(decision)
+            self._save()  # and again after acting: started and deleted attempts
             self._show_overall()
             status = self.state.status
             if status.state in TERMINAL_STATES and not self.running:
@@ -273,7 +278,7 @@ class LocalExecutor:
         record = AttemptRecord(name=action.name, iteration=action.iteration, phase=action.phase,
                                attempt=action.attempt, shards=action.shards, state=AttemptState.PENDING,
                                created_at=now)
-        command = build_trainer_command(self.python, action, self.paths.storage_uri, self.paths.spec_file)
+        command = build_trainer_command(self.program, action, self.paths.storage_uri, self.paths.spec_file)
         self.running[action.name] = RunningAttempt(record=record, command=command,
                                                    pending=deque(range(action.shards or 1)))
         self.state.attempts[action.name] = record
@@ -433,5 +438,5 @@ def _read_summary(path: Path) -> PhaseSummary | None:
         return None
 
 
-__all__ = ["LocalExecutor", "map_exit_code", "build_trainer_command", "load_state", "EXIT_COMPLETE",
+__all__ = ["LocalExecutor", "map_exit_code", "build_trainer_command", "build_trainer_program", "load_state", "EXIT_COMPLETE",
            "EXIT_FAILED", "EXIT_SUSPENDED", "EXIT_INTERRUPTED"]

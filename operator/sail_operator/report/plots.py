@@ -37,7 +37,7 @@ def compute_ticks(low: float, high: float, count: int = 5) -> list[float]:
     ticks = []
     value = first
     while value <= high + step * 0.5 and len(ticks) < 20:
-        ticks.append(round(value, 12))
+        ticks.append(round(value, 12) + 0.0)  # + 0.0: no "-0" label
         value += step
     return ticks
 

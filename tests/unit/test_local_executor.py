@@ -1,0 +1,226 @@
+"""The local executor against a FAKE phase program (a stand-in for sail-trainer).
+
+These unit tests do not run the real trainer: a 40-line script below plays it (exit codes,
+termination-log summaries, progress lines), so exit-code mapping, shards, retries,
+interrupt and resume are checked in about a second. The real trainer runs in
+tests/e2e/test_sail_run.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sail_api.phases import ExitCode
+from sail_api.spec import SAILRun
+from sail_api.status import RunState
+from sail_operator.local.executor import (
+    EXIT_COMPLETE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_SUSPENDED,
+    LocalExecutor,
+    build_trainer_program,
+    map_exit_code,
+)
+from sail_operator.local.paths import build_local_run
+from sail_operator.local.state import load_state
+from sail_operator.planner.model import FailureCause
+
+FAKE_TRAINER = r'''
+import json, os, sys, time
+args = sys.argv[1:]
+phase, opts = args[0], dict(zip(args[1::2], args[2::2]))
+iteration, run = int(opts["--iteration"]), opts["--run"]
+shard = os.environ.get("JOB_COMPLETION_INDEX")
+plan = json.load(open(os.environ["FAKE_PLAN"]))
+key = f"{phase}:{iteration}"
+calls = os.environ["FAKE_CALLS"]
+count = sum(1 for line in open(calls) if json.loads(line)["key"] == key and json.loads(line)["shard"] == shard) \
+    if os.path.exists(calls) else 0
+with open(calls, "a") as f:
+    f.write(json.dumps({"key": key, "shard": shard, "shards": opts.get("--shards"), "spec": opts["--spec"],
+                        "pid": os.getpid(), "argv": args}) + "\n")
+print(f"progress phase={phase} done=1 total=2 rate=1.0/s", flush=True)
+time.sleep(plan.get("sleep", {}).get(key, 0))
+codes = plan.get("codes", {}).get(key, [0])
+code = codes[min(count, len(codes) - 1)]
+folder = f"{run}/iter-{iteration:03d}/{phase}"
+summary = {"phase": phase, "iteration": iteration, "outcome": "committed" if code == 0 else "failed",
+           "manifestUri": folder + "/_SUCCESS.json", "metrics": {"loss": 0.25 + iteration}, "exitCode": code}
+if shard is not None:
+    summary["shard"] = f"{shard}/{opts['--shards']}"
+if code:
+    summary["error"] = f"fake failure of {key} with exit code {code}"
+if not plan.get("no_summary"):
+    open(os.environ["SAIL_TERMINATION_LOG"], "w").write(json.dumps(summary))
+print(f"progress phase={phase} done=2 total=2 rate=1.0/s", flush=True)
+sys.exit(code)
+'''
+
+
+def write_run(folder: Path, **spec) -> Path:
+    body = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "fake"},
+            "spec": {"model": {"uri": "model"}, "seedPairs": {"uri": "seed/pairs.jsonl"}, "prompts": {"uri": "p.txt"},
+                     "sail": {"rounds": 1, "train": {"effectiveBatch": 4, "microBatch": 2}},
+                     "parallelism": {"generateShards": 2, "annotateShards": 3, "gpusPerNode": 0},
+                     "failurePolicy": {"appRetries": 1, "infraRetries": 1,
+                                       "backoff": {"initialSeconds": 0, "maxSeconds": 0}},
+                     **spec}}
+    (folder / "model").mkdir(parents=True, exist_ok=True)
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+class Harness:
+    def __init__(self, tmp: Path, plan: dict | None = None, **spec) -> None:
+        self.tmp = tmp
+        self.file = write_run(tmp, **spec)
+        self.script = tmp / "fake_trainer.py"
+        self.script.write_text(FAKE_TRAINER)
+        self.calls = tmp / "calls.jsonl"
+        (tmp / "plan.json").write_text(json.dumps(plan or {}))
+        self.out = io.StringIO()
+
+    def executor(self, workers: int = 2) -> LocalExecutor:
+        run = SAILRun.model_validate(yaml.safe_load(self.file.read_text()))
+        local, paths = build_local_run(run, self.file, None)
+        self.paths = paths
+        env = {"FAKE_PLAN": str(self.tmp / "plan.json"), "FAKE_CALLS": str(self.calls)}
+        return LocalExecutor(local, paths, out=self.out, workers=workers, program=[sys.executable, str(self.script)],
+                             use_bars=False, extra_env=env)
+
+    def run(self, workers: int = 2) -> int:
+        return self.executor(workers).execute()
+
+    def call_log(self) -> list[dict]:
+        return [json.loads(line) for line in self.calls.read_text().splitlines()] if self.calls.exists() else []
+
+    def state(self):
+        return load_state(self.paths.state_file)
+
+
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [
+        pytest.param(0, None, id="exit 0 is success"),
+        pytest.param(ExitCode.BAD_SPEC, FailureCause.NON_RETRYABLE, id="bad spec is never retried"),
+        pytest.param(ExitCode.BAD_DATA, FailureCause.NON_RETRYABLE, id="bad data is never retried"),
+        pytest.param(ExitCode.TRANSIENT, FailureCause.INFRA, id="transient spends the infra budget"),
+        pytest.param(1, FailureCause.APP, id="any other code spends the app budget"),
+        pytest.param(-9, FailureCause.APP, id="killed by a signal spends the app budget"),
+    ],
+)
+def test_exit_codes_map_to_failure_causes(code, cause):
+    assert map_exit_code(code) is cause
+
+
+def test_trainer_program_is_python_dash_m_sail_trainer():
+    assert build_trainer_program("/py") == ["/py", "-m", "sail_trainer"]
+
+
+def test_fake_trainer_happy_path_runs_every_phase_once_with_shards_in_parallel(tmp_path):
+    h = Harness(tmp_path)
+    assert h.run() == EXIT_COMPLETE
+    calls = h.call_log()
+    keys = [c["key"] for c in calls]
+    assert sorted(set(keys)) == sorted({"mixup:0", "train:0", "generate:1", "annotate:1", "mixup:1", "train:1"})
+    assert sorted(c["shard"] for c in calls if c["key"] == "generate:1") == ["0", "1"]
+    assert sorted(c["shard"] for c in calls if c["key"] == "annotate:1") == ["0", "1", "2"]
+    assert all(c["shards"] == "2" for c in calls if c["key"] == "generate:1")
+    assert all(c["shard"] is None and c["shards"] is None for c in calls if c["key"].startswith(("mixup", "train")))
+    state = h.state()
+    assert state.status.state == RunState.SUCCEEDED and state.status.progress.percent == 100
+    assert state.status.checkpoint.uri == f"{h.paths.storage_uri}/iter-001/train/model"
+    assert state.attempts == {}  # finished Jobs deleted once their results were in status
+    resolved = json.loads(Path(calls[0]["spec"]).read_text())
+    assert resolved["algorithm"]["model"]["uri"] == str(tmp_path / "model")  # relative to the YAML's folder
+    assert resolved["storage"]["uri"] == str(tmp_path / ".sail" / "fake")
+    assert "progress" not in h.out.getvalue() or "generate" in h.out.getvalue()
+    assert "RunComplete" in h.out.getvalue()
+
+
+def test_fake_trainer_bad_data_fails_the_run_at_once_with_the_message(tmp_path):
+    h = Harness(tmp_path, {"codes": {"train:0": [ExitCode.BAD_DATA]}})
+    assert h.run() == EXIT_FAILED
+    state = h.state()
+    assert state.status.state == RunState.FAILED
+    assert "fake failure of train:0 with exit code 65" in state.status.message
+    assert [c["key"] for c in h.call_log()].count("train:0") == 1
+
+
+def test_fake_trainer_transient_failure_is_retried_on_the_infra_budget(tmp_path):
+    h = Harness(tmp_path, {"codes": {"mixup:1": [ExitCode.TRANSIENT, 0]}})
+    assert h.run() == EXIT_COMPLETE
+    state = h.state()
+    assert (state.status.restarts.infra, state.status.restarts.app) == (1, 0)
+    mixup = next(p for r in state.status.iterations if r.iteration == 1 for p in r.phases if p.phase == "mixup")
+    assert mixup.attempts == 2
+
+
+def test_fake_trainer_app_budget_exhausted_fails_and_rerun_retries_the_failed_phase(tmp_path):
+    h = Harness(tmp_path, {"codes": {"generate:1": [1, 1, 0]}})
+    assert h.run() == EXIT_FAILED
+    assert "app retry budget exhausted" in h.state().status.message
+    done_before = [c["key"] for c in h.call_log()]
+    assert h.run() == EXIT_COMPLETE  # running again retries the failed phase, keeps committed ones
+    again = [c["key"] for c in h.call_log()][len(done_before):]
+    assert set(again) == {"generate:1", "annotate:1", "mixup:1", "train:1"}
+
+
+def test_fake_trainer_exit_zero_without_summary_is_an_app_failure(tmp_path):
+    h = Harness(tmp_path, {"no_summary": True})
+    assert h.run() == EXIT_FAILED
+    assert "wrote no summary" in h.state().status.message
+
+
+def test_suspended_spec_starts_nothing_and_exits_3(tmp_path):
+    h = Harness(tmp_path, suspend=True)
+    assert h.run() == EXIT_SUSPENDED
+    assert h.call_log() == [] and h.state().status.state == RunState.SUSPENDED
+
+
+def test_interrupt_stops_the_phase_saves_state_and_rerun_resumes_the_same_attempt(tmp_path):
+    h = Harness(tmp_path, {"sleep": {"train:0": 60}})
+    executor = h.executor()
+
+    def interrupt_when_train_runs() -> None:
+        for _ in range(400):
+            if any(c["key"] == "train:0" for c in h.call_log()):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=interrupt_when_train_runs, daemon=True).start()
+    assert executor.execute() == EXIT_INTERRUPTED
+    pid = next(c["pid"] for c in h.call_log() if c["key"] == "train:0")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the phase process is gone (terminated and reaped)
+    state = h.state()
+    assert state.status.current.job_name == "fake-i000-train-a1"
+    assert state.attempts == {}  # the interrupted attempt is forgotten; it is re-created by name
+    (tmp_path / "plan.json").write_text("{}")
+    assert h.run() == EXIT_COMPLETE
+    keys = [c["key"] for c in h.call_log()]
+    assert keys.count("mixup:0") == 1 and keys.count("train:0") == 2
+    train0 = h.state().status.iterations[0].phases[1]
+    assert (train0.result, train0.attempts) == ("Succeeded", 1)
+
+
+def test_spec_edit_between_runs_bumps_the_generation(tmp_path):
+    h = Harness(tmp_path, suspend=True)
+    h.run()
+    first = h.state().generation
+    write_run(tmp_path, suspend=False)
+    assert h.run() == EXIT_COMPLETE
+    assert h.state().generation == first + 1
