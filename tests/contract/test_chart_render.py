@@ -53,7 +53,7 @@ ALL_OPTIONS_VALUES: dict[str, Any] = {
         {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]}]}
     ]}}},
     "priorityClassName": "system-cluster-critical",
-    "extraArgs": ["--verbose"],
+    "extraArgs": ["--log-level=DEBUG"],
     "extraEnv": [{"name": "TZ", "value": "UTC"}],
 }
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -237,7 +237,7 @@ def test_all_options_reach_the_pod() -> None:
     assert template["metadata"]["labels"]["example.com/tier"] == "control"
     assert template["metadata"]["annotations"]["example.com/team"] == "ml"
     (container,) = pod["containers"]
-    assert container["args"][-1] == "--verbose"
+    assert container["args"][-1] == "--log-level=DEBUG"
     assert container["env"] == [{"name": "TZ", "value": "UTC"}]
 
 
@@ -275,19 +275,35 @@ def test_policy_change_restarts_the_operator() -> None:
     assert checksum({}) != checksum({"policy": {"maxShards": 8}})
 
 
-def test_operator_command_line_is_accepted_by_the_sail_cli() -> None:
-    """Every argument the chart passes to `sail operator` is one the operator's parser knows.
-
-    `sail operator ARGS` hands ARGS to sail_operator.kube.entry (issue 5); its parser must accept them.
-    """
+def _operator_entry() -> Any:
     entry = pytest.importorskip("sail_operator.kube.entry", reason="sail_operator.kube.entry (issue 5) has not landed yet")
-    build_parser = getattr(entry, "build_parser", None)
-    if build_parser is None:
-        pytest.skip("sail_operator.kube.entry exposes no build_parser() to check the chart's arguments against")
-    for values in (SCENARIOS["default"], SCENARIOS["namespaced"]):
-        (container,) = the_deployment(render_objects(values))["spec"]["template"]["spec"]["containers"]
-        assert container["args"][0] == "operator"
-        build_parser().parse_args(container["args"][1:])  # SystemExit (exit 2) names an unknown flag
+    if not hasattr(entry, "build_parser") or not hasattr(entry, "build_settings"):
+        pytest.skip("sail_operator.kube.entry exposes no build_parser()/build_settings() to check the chart against")
+    return entry
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_operator_command_line_and_policy_are_accepted_by_the_operator(name: str, tmp_path: Path) -> None:
+    """`sail operator ARGS` hands ARGS to sail_operator.kube.entry: its parser and settings accept the
+    chart's arguments and the rendered policy.json, and end up with the values the chart was given."""
+    entry = _operator_entry()
+    values = SCENARIOS[name]
+    objects = render_objects(values)
+    (container,) = the_deployment(objects)["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "operator"
+    (config,) = [o for o in objects_of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-config")]
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(config["data"]["policy.json"])
+    args = [a.replace("/etc/sail-operator/policy.json", str(policy_file)) for a in container["args"][1:]]
+    settings = entry.build_settings(entry.build_parser().parse_args(args))  # exit 2 names an unknown flag
+    assert settings.namespaces == tuple(values.get("watchNamespaces", ()))
+    assert settings.metrics_port == 8080
+    assert settings.liveness_endpoint == "http://0.0.0.0:8081/healthz"
+    assert settings.workload_service_account == "sail-workload"
+    assert settings.standalone is True, "one replica with Recreate relies on kopf's standalone mode"
+    for key, value in values.get("policy", {}).items():
+        got = getattr(settings.policy, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key))
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
 
 
 # --- service accounts -----------------------------------------------------------------------------
