@@ -117,7 +117,11 @@ def parse_run(text: str, source: str = "<text>") -> SAILRun:
             [f"the file holds {len(documents)} YAML documents; a run file holds exactly one SAILRun: "
              "split it into one file per run"],
         )
-    document = documents[0]
+    return validate_run_document(documents[0], source)
+
+
+def validate_run_document(document: Any, source: str = "<object>") -> SAILRun:
+    """Validate one already-parsed SAILRun object (e.g. from the API server) with the same messages."""
     if not isinstance(document, dict):
         raise RunFileError(
             source,
