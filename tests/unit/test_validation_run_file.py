@@ -242,3 +242,22 @@ def test_parse_quantity(text, value):
 def test_parse_quantity_refuses_non_quantities(text):
     with pytest.raises(ValueError, match="not a Kubernetes quantity"):
         parse_quantity(text)
+
+
+def test_an_object_read_back_from_the_cluster_loads_with_its_status():
+    """`kubectl get sailrun x -o yaml > run.yaml` output: server metadata, timestamps, status."""
+    text = yaml.safe_dump(run_body()) + """\
+status:
+  state: Running
+  currentIteration: 1
+  currentPhase: annotate
+  checkpoint: {uri: s3://b/run/iter-000/train/model, iteration: 0, time: 2026-11-25T10:00:00Z}
+  conditions:
+  - {type: Running, status: "True", reason: PhaseStarted, lastTransitionTime: 2026-11-25T10:00:00Z}
+"""
+    text = text.replace("name: demo", "name: demo\n  uid: 0b5c\n  resourceVersion: '42'\n"
+                        "  creationTimestamp: 2026-11-25T09:00:00Z\n  generation: 3")
+    run = parse_run(text, "run.yaml")
+    assert run.status is not None and run.status.state == "Running"
+    assert run.status.checkpoint.time == "2026-11-25T10:00:00Z"
+    assert run.status.conditions[0].last_transition_time == "2026-11-25T10:00:00Z"
