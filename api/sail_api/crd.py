@@ -182,7 +182,7 @@ def build_model_schema(model: type[BaseModel], path: str, *, with_defaults: bool
     """The structural OpenAPI v3 schema of one pydantic model, as the CRD embeds it."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    raw["description"] = _ENVELOPE_DESCRIPTIONS[path]
+    raw["description"] = _ENVELOPE_DESCRIPTIONS.get(path) or raw.get("description") or ""
     return _convert(raw, defs, path, with_defaults)
 
 
