@@ -1,0 +1,74 @@
+"""1 shard and 2 shards of generate/annotate give identical outputs, prompt by prompt.
+
+Step 0 runs for real (in process, through `sail_trainer.cli.main`); then generate and annotate
+run once as 1/1 and once as 0/2 + 1/2 in the same run root (shard folders differ by count).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sail_api.layout import RunLayout
+from sail_api.phases import Phase
+from sail_trainer.cli import main
+from sail_trainer.phases.artifacts import load_tensors
+from tests.builders.tiny_run import create_tiny_run, phase_args
+
+
+def _ok(args: list[str]) -> None:
+    assert main(args) == 0
+
+
+def _generated(layout: RunLayout, shards: int) -> dict[int, object]:
+    out = {}
+    for k in range(shards):
+        folder = Path(layout.shard_dir(1, Phase.GENERATE, k, shards))
+        tensors = load_tensors((folder / "latents.safetensors").read_bytes())
+        for row, j in enumerate(tensors["prompt_index"].tolist()):
+            out[j] = tensors["latents"][row]
+    return out
+
+
+def _annotated(layout: RunLayout, shards: int) -> dict[int, dict]:
+    out = {}
+    for k in range(shards):
+        folder = Path(layout.shard_dir(1, Phase.ANNOTATE, k, shards))
+        for pair in json.loads((folder / "annotations.json").read_text())["pairs"]:
+            out[pair["prompt_index"]] = {key: pair[key] for key in ("rewards", "winner", "loser", "margin", "prompt")}
+    return out
+
+
+def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv("SAIL_TERMINATION_LOG", str(tmp_path / "term"))
+    # batchSize 2 with N=2: one prompt per generate batch, so the two shards really split the prompts
+    run = create_tiny_run(tmp_path, promptsPerRound=5, sampler={"batchSize": 2, "kind": "euler_ancestral"})
+    _ok(phase_args(run, "mixup", 0))
+    _ok(phase_args(run, "train", 0))
+    layout = RunLayout(run.run_uri)
+    _ok(phase_args(run, "generate", 1, "--shard", "0/1"))
+    for k in (0, 1):
+        _ok(phase_args(run, "generate", 1, "--shard", f"{k}/2"))
+    one, two = _generated(layout, 1), _generated(layout, 2)
+    assert sorted(one) == sorted(two) and len(one) == 5
+    for j in one:
+        assert torch.equal(one[j], two[j]), f"prompt {j}: latents differ between 1 and 2 shards"
+    assert not torch.equal(one[sorted(one)[0]][0], one[sorted(one)[0]][1]), "candidates of a prompt are identical"
+
+    _ok(phase_args(run, "annotate", 1, "--shard", "0/1"))
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    _ok(phase_args(run, "annotate", 1, "--shards", "2"))
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    _ok(phase_args(run, "annotate", 1, "--shards", "2"))
+    a1, a2 = _annotated(layout, 1), _annotated(layout, 2)
+    assert a1 == a2 and len(a1) == 5
+    assert {len(v) for v in _shard_prompts(layout, 2)} == {2, 3}
+
+
+def _shard_prompts(layout: RunLayout, shards: int) -> list[list[int]]:
+    return [json.loads(Path(layout.shard_dir(1, Phase.ANNOTATE, k, shards), "annotations.json").read_text())["pairs"]
+            for k in range(shards)]
