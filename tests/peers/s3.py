@@ -28,9 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import ThreadedWSGIServer
 
 from sail_api.storage import LocalStore, RetryPolicy, S3Store
 
@@ -38,32 +35,6 @@ REGION = "us-east-1"
 FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 
 Environ = dict[str, Any]
-
-
-class _TrackingServer(ThreadedWSGIServer):
-    """werkzeug's threaded server that remembers open connections so `stop` can reset them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def reset_connections(self) -> None:
-        with self.connections_lock:
-            open_connections = list(self.connections)
-        for connection in open_connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
@@ -130,45 +101,96 @@ class _FaultInjector:
         return [body]
 
 
-class MotoPeer(ThreadedMotoServer):
-    """moto's threaded server with stop/start that really drop the port and its connections."""
+def _create_moto_server(peer: MotoPeer) -> Any:
+    """moto's ThreadedMotoServer serving moto's app behind our fault injector, on a server that
+    tracks its connections. Built lazily: importing moto costs ~1.5 s, and this plugin is loaded
+    by every pytest run."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import ThreadedWSGIServer
 
-    def __init__(self) -> None:
-        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self._faults: list[Fault] = []
-        self._lock = threading.Lock()
-        self.running = False
-        self.requests: list[str] = []
-        self.faults_fired = 0
+    class TrackingServer(ThreadedWSGIServer):
+        """werkzeug's threaded server that remembers open connections so `stop` can reset them."""
 
-    def _server_entry(self) -> None:  # overrides moto's: same app, our server class and middleware
-        app = _FaultInjector(DomainDispatcherApplication(create_backend_app), self)
-        self._server = _TrackingServer(self._ip_address, self._port, app, MotoRequestHandler)
-        self._port = self._server.server_address[1]  # keep the port across restarts
-        self._server_ready_event.set()
-        self._server.serve_forever()
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.connections: set[socket.socket] = set()
+            self.connections_lock = threading.Lock()
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        def process_request(self, request: Any, client_address: Any) -> None:
+            with self.connections_lock:
+                self.connections.add(request)
+            super().process_request(request, client_address)
 
-    def start(self) -> None:
-        with self._lock:
-            if not self.running:
-                super().start()
-                self.running = True
+        def shutdown_request(self, request: Any) -> None:
+            with self.connections_lock:
+                self.connections.discard(request)
+            super().shutdown_request(request)
 
-    def stop(self) -> None:
-        with self._lock:
-            if not self.running:
-                return
+        def reset_connections(self) -> None:
+            with self.connections_lock:
+                open_connections = list(self.connections)
+            for connection in open_connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    class PeerServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:  # overrides moto's: same app and handler, our server and middleware
+            app = _FaultInjector(DomainDispatcherApplication(create_backend_app), peer)
+            self._server = TrackingServer(self._ip_address, self._port, app, MotoRequestHandler)
+            self._port = self._server.server_address[1]  # keep the port across restarts
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+        @property
+        def port(self) -> int:
+            return int(self._port)
+
+        def halt(self) -> None:
+            """Stop serving, close the listening socket, reset open connections."""
             server = self._server
             assert server is not None
             self._server_ready_event.clear()
             server.shutdown()
             server.server_close()
             server.reset_connections()
-            self.running = False
+
+    return PeerServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+
+class MotoPeer:
+    """moto S3 on loopback, with stop/start that really drop the port and its connections."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self.running = False
+        self.requests: list[str] = []
+        self.faults_fired = 0
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"http://127.0.0.1:{self._server.port}"
+
+    def start(self) -> None:
+        with self._lock:
+            if self._server is None:
+                self._server = _create_moto_server(self)
+            if not self.running:
+                self._server.start()
+                self.running = True
+
+    def stop(self) -> None:
+        with self._lock:
+            if self.running:
+                self._server.halt()
+                self.running = False
 
     def inject(self, fault: Fault) -> None:
         self._faults.append(fault)
