@@ -349,7 +349,7 @@ def _check_pod_resources(path: str, resources: ResourceRequirements) -> list[str
     problems = []
     for name, request in resources.requests.items():
         limit = resources.limits.get(name)
-        extended = "/" in name and not name.startswith("hugepages-")
+        extended = "/" in name  # e.g. nvidia.com/gpu: never overcommitted, limits required
         if extended and limit is None:
             problems.append(
                 f"{path}.requests[{json.dumps(name)}]: extended resources must be set in limits "
