@@ -1,0 +1,248 @@
+"""The operator process against the kmock API server over HTTP, with a stand-in Job controller.
+
+The `job_controller` fixture replaces the kube-controller-manager and the kubelet: in
+"instant" mode it marks every Job succeeded at once with a synthetic phase summary in its
+pod's termination message (the trainer is not the point of these tests; see
+test_operator_trainer.py for the real one). Everything the operator does goes through the
+HTTP API; the assertions read the emulator's request log and the objects over HTTP.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from typing import Any
+
+import kmock
+import pytest
+
+from sail_api.phases import Phase, phases_of_iteration
+from sail_operator.metrics import METRIC_NAMES
+from sail_operator.planner.model import build_job_name
+from tests.peers.kube import Scripted, wait_for
+
+NS = "default"
+
+
+def build_run(name: str, rounds: int = 2, **spec_overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"uri": "s3://models/tiny-sd15"},
+        "seedPairs": {"uri": "s3://data/seed.jsonl"},
+        "prompts": {"uri": "s3://data/prompts.txt"},
+        "sail": {"rounds": rounds},
+        "storage": {"uri": f"s3://runs/{name}", "endpoint": "http://minio.example:9000", "region": "us-east-1",
+                    "credentialsSecretRef": {"name": "s3-creds"}},
+        "parallelism": {"generateShards": 2, "annotateShards": 1},
+        "failurePolicy": {"appRetries": 2, "backoff": {"initialSeconds": 0.2, "maxSeconds": 1, "jitter": 0.0}},
+    }
+    for key, value in spec_overrides.items():
+        spec[key] = {**spec[key], **value} if isinstance(spec.get(key), dict) else value
+    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": name, "namespace": NS},
+            "spec": spec}
+
+
+def planned_jobs(run: str, rounds: int) -> list[str]:
+    return [build_job_name(run, i, phase, 1) for i in range(rounds + 1) for phase in phases_of_iteration(i)]
+
+
+def conditions(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (run.get("status") or {}).get("conditions") or []}
+
+
+def wait_state(cluster, name: str, state: str, op, timeout: float = 90) -> dict[str, Any]:
+    try:
+        wait_for(lambda: cluster.run_state(NS, name) == state, timeout, f"{name} to be {state}")
+    except AssertionError:
+        print(op.logs()[-6000:])
+        raise
+    return cluster.get_run(NS, name)
+
+
+def test_run_goes_from_step0_through_two_rounds_to_succeeded(kube_cluster, job_controller, operator_process):
+    job_controller(mode="instant")
+    op = operator_process().start()
+    created = kube_cluster.create_run(build_run("alpha"))
+
+    run = wait_state(kube_cluster, "alpha", "Succeeded", op)
+
+    # every phase Job was POSTed exactly once, in plan order
+    assert kube_cluster.job_creations() == planned_jobs("alpha", 2)
+    status = run["status"]
+    assert status["currentIteration"] == 2
+    assert status["progress"]["percent"] == 100
+    assert status["checkpoint"]["iteration"] == 2
+    assert status["observedGeneration"] == 1
+    assert [r["iteration"] for r in status["iterations"]] == [0, 1, 2]
+    assert all(p["result"] == "Succeeded" for r in status["iterations"] for p in r["phases"])
+    assert status["iterations"][1]["phases"][0]["manifestUri"].startswith("s3://runs/alpha/iter-001/generate")
+    conds = conditions(run)
+    assert conds["Validated"]["status"] == "True"
+    assert conds["Complete"]["status"] == "True"
+    assert conds["Running"]["status"] == "False"
+    assert conds["Failed"]["status"] == "False"
+    assert all(c.get("observedGeneration") == 1 for c in conds.values())
+    # the status was written before each Job was created (status patch precedes every Job POST)
+    writes = [(r.resource.plural, r.action, r.subresource) for r in kube_cluster.requests()
+              if r.resource is not None and r.action in (kmock.action.CREATE, kmock.action.UPDATE)]
+    first_job = writes.index(("jobs", kmock.action.CREATE, None))
+    assert ("sailruns", kmock.action.UPDATE, "status") in writes[:first_job]
+    # Events on the SAILRun for every transition
+    events = kube_cluster.events(NS, "alpha")
+    reasons = Counter(e["reason"] for e in events)
+    assert reasons["PhaseStarted"] == 10 and reasons["PhaseSucceeded"] == 10
+    assert reasons["RunComplete"] == 1 and reasons["CheckpointCommitted"] == 3
+    assert {e["involvedObject"]["uid"] for e in events} == {created["metadata"]["uid"]}
+    # finished Jobs were deleted (after their results were in status), in the background
+    deletes = kube_cluster.requests_of("jobs", kmock.action.DELETE)
+    assert sorted(r.name for r in deletes) == sorted(planned_jobs("alpha", 2))
+    assert all(r.data.get("propagationPolicy") == "Background" for r in deletes)
+    assert op.alive
+
+
+def test_jobs_carry_owner_labels_shards_and_the_spec_configmap(kube_cluster, job_controller, operator_process):
+    job_controller(mode="instant")
+    op = operator_process().start()
+    created = kube_cluster.create_run(build_run("beta", rounds=1))
+    wait_state(kube_cluster, "beta", "Succeeded", op)
+
+    bodies = {r.data["metadata"]["name"]: r.data for r in kube_cluster.requests_of("jobs", kmock.action.CREATE)}
+    generate = bodies[build_job_name("beta", 1, Phase.GENERATE, 1)]
+    assert generate["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert generate["spec"]["completionMode"] == "Indexed" and generate["spec"]["completions"] == 2
+    assert generate["spec"]["template"]["metadata"]["labels"]["sail.dev/phase"] == "generate"
+    env = {e["name"]: e for e in generate["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
+    configmaps = kube_cluster.requests_of("configmaps", kmock.action.CREATE)
+    assert configmaps[0].data["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert '"uri": "s3://runs/beta"' in configmaps[0].data["data"]["spec.json"]
+
+
+def test_bad_run_is_rejected_and_the_operator_keeps_serving(kube_cluster, job_controller, operator_process):
+    job_controller(mode="instant")
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("broken", sail={"rounds": -3}))
+    kube_cluster.create_run(build_run("evil", template={"image": "evil.example/miner:latest"}))
+    kube_cluster.create_run(build_run("good", rounds=1))
+
+    wait_state(kube_cluster, "good", "Succeeded", op)
+    for name, field_path in (("broken", "spec.sail.rounds"), ("evil", "spec.template.image")):
+        run = wait_for(lambda n=name: conditions(kube_cluster.get_run(NS, n)).get("Validated"), 30,
+                       f"{name} to get a Validated condition")
+        assert run["status"] == "False" and field_path in run["message"]
+        warnings = [e for e in kube_cluster.events(NS, name) if e["type"] == "Warning"]
+        assert warnings and field_path in warnings[0]["message"]
+    assert not [n for n in kube_cluster.job_creations() if n.startswith(("broken-", "evil-"))]
+    assert op.alive
+
+
+def test_failing_phase_is_retried_then_fails_with_a_warning(kube_cluster, job_controller, operator_process):
+    def always_fail_mixup(job: dict[str, Any]) -> Scripted | None:
+        return Scripted(exit_code=1, message="mixup exploded") if job["metadata"]["labels"]["sail.dev/phase"] == "mixup" else None
+
+    job_controller(mode="instant", script=always_fail_mixup)
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("gamma", rounds=1))
+    run = wait_state(kube_cluster, "gamma", "Failed", op)
+
+    assert kube_cluster.job_creations() == [build_job_name("gamma", 0, Phase.MIXUP, a) for a in (1, 2, 3)]
+    assert run["status"]["restarts"]["app"] == 2
+    assert conditions(run)["Failed"]["reason"] == "AppRetryBudgetExhausted"
+    warnings = [e for e in kube_cluster.events(NS, "gamma") if e["type"] == "Warning"]
+    assert any(e["reason"] == "AppRetryBudgetExhausted" for e in warnings)
+
+
+def test_transient_failure_spends_the_infra_budget_only(kube_cluster, job_controller, operator_process):
+    flaky = {build_job_name("delta", 0, Phase.TRAIN, 1)}
+
+    def first_train_is_transient(job: dict[str, Any]) -> Scripted | None:
+        return Scripted(exit_code=75, message="storage unreachable") if job["metadata"]["name"] in flaky else None
+
+    job_controller(mode="instant", script=first_train_is_transient)
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("delta", rounds=0))
+    run = wait_state(kube_cluster, "delta", "Succeeded", op)
+    assert run["status"]["restarts"] == {"app": 0, "infra": 1}
+    assert build_job_name("delta", 0, Phase.TRAIN, 2) in kube_cluster.job_creations()
+
+
+def test_suspend_stops_new_jobs_and_resume_continues(kube_cluster, job_controller, operator_process):
+    job_controller(mode="instant")
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("eps", rounds=1, suspend=True))
+    wait_state(kube_cluster, "eps", "Suspended", op)
+    time.sleep(1.0)  # give a wrong operator the chance to create a Job anyway
+    assert kube_cluster.job_creations() == []
+    kube_cluster.patch_run(NS, "eps", {"spec": {"suspend": False}})
+    run = wait_state(kube_cluster, "eps", "Succeeded", op)
+    assert kube_cluster.job_creations() == planned_jobs("eps", 1)
+    assert run["status"]["observedGeneration"] == 2
+
+
+def _series(body: str, run: str) -> list[str]:
+    return [line for line in body.splitlines() if not line.startswith("#") and f'run="{run}"' in line]
+
+
+def test_metrics_are_served_and_per_run_series_vanish_after_deletion(kube_cluster, job_controller, operator_process):
+    job_controller(mode="instant")
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("zeta", rounds=0))
+    wait_state(kube_cluster, "zeta", "Succeeded", op)
+
+    body = wait_for(lambda: (lambda b: b if _series(b, "zeta") else None)(op.scrape()), 30, "per-run series")
+    families = set(re.findall(r"^# TYPE (\S+) ", body, re.M))
+    for name in METRIC_NAMES:
+        assert name in families or name.removesuffix("_total") in families, name
+    assert 'sail_run_state{namespace="default",run="zeta",state="Succeeded"} 1.0' in body
+    assert 'sail_phase_attempts_total{cause="none",phase="train",result="succeeded"} 1.0' in body
+    assert "sail_runs_finished_total{result=\"succeeded\"} 1.0" in body
+    if shutil.which("promtool"):
+        lint = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True,
+                              check=False)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    kube_cluster.delete_run(NS, "zeta")
+    wait_for(lambda: not _series(op.scrape(), "zeta"), 30, "zeta's series to vanish")
+    assert "sail_runs_finished_total" in op.scrape()  # process counters stay
+
+
+def _kill_and_restart_until_done(cluster, op, name: str, kills: int, seed: int) -> int:
+    rng = random.Random(seed)
+    done = 0
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.3, 2.5))
+        if cluster.run_state(NS, name) == "Succeeded":
+            break
+        op.kill()
+        done += 1
+        op.start()
+    return done
+
+
+@pytest.mark.parametrize("seed", [7])
+def test_sigkill_at_random_points_never_duplicates_or_loses_a_phase(
+        kube_cluster, job_controller, operator_process, seed):
+    job_controller(mode="instant", delay=0.4)
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("eta", rounds=2))
+    kills = _kill_and_restart_until_done(kube_cluster, op, "eta", kills=3, seed=seed)
+    run = wait_state(kube_cluster, "eta", "Succeeded", op)
+
+    assert kills >= 1
+    creations = kube_cluster.job_creations()
+    assert creations == planned_jobs("eta", 2), Counter(creations).most_common(3)
+    assert all(p["result"] == "Succeeded" for r in run["status"]["iterations"] for p in r["phases"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_sigkill_many_times(kube_cluster, job_controller, operator_process, seed):
+    job_controller(mode="instant", delay=0.3)
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("theta", rounds=3))
+    _kill_and_restart_until_done(kube_cluster, op, "theta", kills=8, seed=seed)
+    wait_state(kube_cluster, "theta", "Succeeded", op, timeout=120)
+    assert kube_cluster.job_creations() == planned_jobs("theta", 3)
