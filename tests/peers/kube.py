@@ -46,7 +46,13 @@ import kmock
 import pytest
 
 from sail_api.layout import RunLayout
-from sail_api.phases import NON_RETRYABLE_EXIT_CODES, SPEC_MOUNT_PATH, TERMINATION_LOG_ENV, Phase, PhaseSummary
+from sail_api.phases import (
+    NON_RETRYABLE_EXIT_CODES,
+    SPEC_MOUNT_PATH,
+    TERMINATION_LOG_ENV,
+    Phase,
+    PhaseSummary,
+)
 
 SAILRUNS = "sail.dev/v1alpha1/sailruns"
 STATUS_ISOLATED = {"sailruns", "jobs"}
