@@ -4,6 +4,7 @@ permanent ones are not, and an interrupted upload never leads to a commit of par
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -124,6 +125,8 @@ def test_server_stopped_mid_upload_then_back_the_retried_upload_succeeds(
     moto_s3.inject(Fault(is_upload_part, "outage", down_for=0.3))
     store.upload_file("iter-001/train/model/unet.bin", source)
     assert moto_s3.faults_fired == 1
+    part_puts = [line for line in moto_s3.requests if line.startswith("PUT") and "partNumber=" in line]
+    assert sum(bool(re.search(r"partNumber=1(&|$)", line)) for line in part_puts) == 1  # only part 2 was re-sent
     back = tmp_path / "back.bin"
     store.download_file("iter-001/train/model/unet.bin", back)
     assert hashlib.sha256(back.read_bytes()).hexdigest() == expected
@@ -163,6 +166,22 @@ def test_commit_whose_response_was_lost_is_recognised_as_our_own(s3_store: S3Sto
     manifest = s3_store.commit("iter-002/mixup")
     assert moto_s3.faults_fired == 1  # the first put landed, its answer was lost, the retry got 412
     assert s3_store.read_manifest("iter-002/mixup") == manifest
+
+
+def test_multipart_completion_whose_response_was_lost_still_succeeds(
+    s3_store: S3Store, moto_s3: MotoPeer, tmp_path: Path,
+) -> None:
+    store = S3Store(s3_store.root, endpoint=moto_s3.endpoint, retries=FAST_RETRIES, part_size=5 * MiB)
+    source = tmp_path / "unet.bin"
+    expected = write_file(source, 11 * MiB)
+
+    def is_complete(environ: dict[str, str]) -> bool:
+        return environ["REQUEST_METHOD"] == "POST" and "uploadId=" in environ.get("QUERY_STRING", "")
+
+    moto_s3.inject(Fault(is_complete, "lose_response"))
+    store.upload_file("unet.bin", source)
+    assert moto_s3.faults_fired == 1
+    assert hashlib.sha256(store.read_bytes("unet.bin")).hexdigest() == expected
 
 
 def test_download_retries_through_a_restart(s3_store: S3Store, moto_s3: MotoPeer, tmp_path: Path) -> None:

@@ -203,7 +203,8 @@ class MotoPeer:
         self.start()
 
     def take_fault(self, environ: Environ) -> Fault | None:
-        self.requests.append(f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}")
+        query = environ.get("QUERY_STRING")
+        self.requests.append(f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}{'?' + query if query else ''}")
         for fault in self._faults:
             if fault.times > 0 and fault.match(environ):
                 fault.times -= 1

@@ -10,8 +10,9 @@
   (`RetryPolicy`: exponential backoff + full jitter) covers every operation. Transient errors
   (unreachable endpoint, connection reset, timeouts, 5xx, throttling) are retried, then raised as
   StorageUnavailable naming the endpoint; permanent ones (missing bucket, refused credentials,
-  missing key) are raised at once. A failed transfer is retried as a whole (choice: simple and
-  bounded; a part-level resume is not implemented).
+  missing key) are raised at once. Large uploads are multipart with each part retried on its
+  own (a throttled part of a multi-GB checkpoint does not restart the file); a failed download
+  is retried as a whole.
 - Commit: `_SUCCESS.json` is put last with `If-None-Match: *`; S3 answers 412 to every writer
   but the first, which becomes AlreadyCommitted carrying the winner's manifest. If a retried
   put finds a marker equal to its own manifest, its earlier attempt landed: that is success.
@@ -231,6 +232,7 @@ class S3Store:
         return True
 
     def _transfer_config(self) -> Any:
+        """boto3 managed-transfer settings for downloads (uploads use `_upload_multipart`)."""
         from boto3.s3.transfer import TransferConfig
 
         return TransferConfig(
@@ -256,18 +258,82 @@ class S3Store:
         return self._call("GET", self.uri(key), action)
 
     def upload_file(self, key: str, path: Path) -> None:
-        """Stream a local file up; multipart (parts of `part_size`, in parallel) above `part_size`."""
+        """Stream a local file up: one PUT up to `part_size`, else a multipart upload whose parts
+        (`part_size` each, `max_concurrency` in flight) are retried one by one."""
         source = Path(path)
         if not source.is_file():
             raise StorageNotFound(f"local file {source} to upload to {self.uri(key)} does not exist")
-        _size, sha256 = compute_file_sha256(source)
-        config = self._transfer_config()
-        self._call("UPLOAD", self.uri(key), lambda: self._client.upload_file(
-            str(source), self.bucket, self._object_key(key),
-            ExtraArgs={"Metadata": {SHA256_METADATA: sha256}}, Config=config))
+        size, sha256 = compute_file_sha256(source)
+        if size <= self.part_size:
+            data = source.read_bytes()
+            self._call("PUT", self.uri(key), lambda: self._client.put_object(
+                Bucket=self.bucket, Key=self._object_key(key), Body=data, Metadata={SHA256_METADATA: sha256}))
+            return
+        self._upload_multipart(key, source, size, sha256)
+
+    def _upload_multipart(self, key: str, source: Path, size: int, sha256: str) -> None:
+        """Multipart upload with per-part retries (a transient error costs one part, not the file).
+
+        On failure the upload is aborted (best effort; `delete_prefix` aborts any that remain), so
+        no object appears: S3 shows nothing until CompleteMultipartUpload succeeds.
+        """
+        uri, object_key = self.uri(key), self._object_key(key)
+        upload_id: str = self._call("CREATE-UPLOAD", uri, lambda: self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=object_key, Metadata={SHA256_METADATA: sha256})["UploadId"])
+        parts = [(number, offset, min(self.part_size, size - offset))
+                 for number, offset in enumerate(range(0, size, self.part_size), start=1)]
+        try:
+            etags = self._upload_parts(source, uri, object_key, upload_id, parts)
+            self._complete_upload(key, upload_id, etags, size, sha256)
+        except BaseException:
+            self._abort_quietly(uri, object_key, upload_id)
+            raise
+
+    def _upload_parts(
+        self, source: Path, uri: str, object_key: str, upload_id: str, parts: list[tuple[int, int, int]],
+    ) -> list[str]:
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        def upload_part(number: int, offset: int, length: int) -> str:
+            with open(source, "rb") as stream:
+                stream.seek(offset)
+                data = stream.read(length)
+            response = self._call(f"UPLOAD-PART {number}/{len(parts)}", uri, lambda: self._client.upload_part(
+                Bucket=self.bucket, Key=object_key, UploadId=upload_id, PartNumber=number, Body=data))
+            return str(response["ETag"])
+
+        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sail-s3-part") as pool:
+            futures = [pool.submit(upload_part, *part) for part in parts]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()  # fail fast: parts not started yet are not sent
+            for future in futures:
+                if future in done and future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+            return [future.result() for future in futures]
+
+    def _complete_upload(self, key: str, upload_id: str, etags: list[str], size: int, sha256: str) -> None:
+        parts = [{"ETag": etag, "PartNumber": number} for number, etag in enumerate(etags, start=1)]
+        try:
+            self._call("COMPLETE-UPLOAD", self.uri(key), lambda: self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self._object_key(key), UploadId=upload_id,
+                MultipartUpload={"Parts": parts}))
+        except StorageNotFound:
+            head = self._head(key)  # a retried complete whose first attempt landed: NoSuchUpload
+            if head is None or (head.get("Metadata") or {}).get(SHA256_METADATA) != sha256 \
+                    or int(head["ContentLength"]) != size:
+                raise
+
+    def _abort_quietly(self, uri: str, object_key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
+        except Exception as exc:
+            log.warning("could not abort the failed multipart upload of %s (%s); delete_prefix aborts it later",
+                        uri, type(exc).__name__)
 
     def download_file(self, key: str, path: Path) -> None:
-        """Stream an object down to `path` (boto3 writes a temp file and renames it)."""
+        """Stream an object down to `path` (boto3's managed transfer: parallel ranged GETs into a
+        temp file that is renamed; a failed download is retried as a whole)."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         config = self._transfer_config()
