@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", type=Path, help="SAILRun YAML file")
     run.add_argument("--storage", help="run root: a folder or s3://bucket/prefix (default: spec.storage.uri, "
                      "else <file dir>/.sail/<run name>)")
-    run.add_argument("--workers", type=int, default=1, help="shard processes at once (default 1)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="shard processes at once (default: one per GPU, 1 without GPUs)")
     status = sub.add_parser("status", help="iteration x phase table of a run")
     status.add_argument("path", type=Path, help="run root folder, its local/state.json, or the SAILRun file")
     report = sub.add_parser("report", help="write a self-contained HTML report of a run")
@@ -106,10 +107,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sail_operator.local.executor import LocalExecutor
+    from sail_operator.local.executor import LocalExecutor, detect_gpus
     from sail_operator.local.paths import build_local_run
 
-    if args.workers < 1:
+    gpus = detect_gpus()
+    workers = args.workers if args.workers is not None else max(1, len(gpus))
+    if workers < 1:
         _err("--workers must be at least 1")
         return EXIT_BAD_INPUT
     run = _load(args.file)
@@ -118,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     local_run, paths = build_local_run(run, args.file, args.storage)
     _out(f"run {run.metadata.name}: storage {paths.storage_uri}; state {paths.state_file}")
     try:
-        executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=args.workers)
+        executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=workers, gpus=gpus)
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT

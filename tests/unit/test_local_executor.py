@@ -31,6 +31,7 @@ from sail_operator.local.executor import (
     LocalExecutor,
     build_trainer_program,
     map_exit_code,
+    parse_gpu_list,
 )
 from sail_operator.local.paths import build_local_run
 from sail_operator.local.state import load_state
@@ -49,7 +50,7 @@ count = sum(1 for line in open(calls) if json.loads(line)["key"] == key and json
     if os.path.exists(calls) else 0
 with open(calls, "a") as f:
     f.write(json.dumps({"key": key, "shard": shard, "shards": opts.get("--shards"), "spec": opts["--spec"],
-                        "pid": os.getpid(), "argv": args}) + "\n")
+                        "pid": os.getpid(), "argv": args, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
 print(f"progress phase={phase} done=1 total=2 rate=1.0/s", flush=True)
 time.sleep(plan.get("sleep", {}).get(key, 0))
 codes = plan.get("codes", {}).get(key, [0])
@@ -92,16 +93,16 @@ class Harness:
         (tmp / "plan.json").write_text(json.dumps(plan or {}))
         self.out = io.StringIO()
 
-    def executor(self, workers: int = 2) -> LocalExecutor:
+    def executor(self, workers: int = 2, gpus: list[str] | None = None) -> LocalExecutor:
         run = SAILRun.model_validate(yaml.safe_load(self.file.read_text()))
         local, paths = build_local_run(run, self.file, None)
         self.paths = paths
         env = {"FAKE_PLAN": str(self.tmp / "plan.json"), "FAKE_CALLS": str(self.calls)}
         return LocalExecutor(local, paths, out=self.out, workers=workers, program=[sys.executable, str(self.script)],
-                             use_bars=False, extra_env=env)
+                             use_bars=False, extra_env=env, gpus=gpus or [])
 
-    def run(self, workers: int = 2) -> int:
-        return self.executor(workers).execute()
+    def run(self, workers: int = 2, gpus: list[str] | None = None) -> int:
+        return self.executor(workers, gpus).execute()
 
     def call_log(self) -> list[dict]:
         return [json.loads(line) for line in self.calls.read_text().splitlines()] if self.calls.exists() else []
@@ -224,3 +225,25 @@ def test_spec_edit_between_runs_bumps_the_generation(tmp_path):
     write_run(tmp_path, suspend=False)
     assert h.run() == EXIT_COMPLETE
     assert h.state().generation == first + 1
+
+
+def test_gpu_list_comes_from_cuda_visible_devices_else_nvidia_smi():
+    smi = "GPU 0: NVIDIA H100 (UUID: GPU-a)\nGPU 1: NVIDIA H100 (UUID: GPU-b)\n"
+    assert parse_gpu_list(smi, None) == ["0", "1"]
+    assert parse_gpu_list(smi, "3, 5") == ["3", "5"]
+    assert parse_gpu_list("", "-1") == [] and parse_gpu_list("", None) == []
+
+
+def test_fake_trainer_shards_get_one_gpu_each_and_the_spec_keeps_its_precision(tmp_path):
+    h = Harness(tmp_path)
+    assert h.run(workers=2, gpus=["0", "1"]) == EXIT_COMPLETE
+    calls = h.call_log()
+    assert sorted(c["gpu"] for c in calls if c["key"] == "generate:1") == ["0", "1"]
+    resolved = json.loads(Path(calls[0]["spec"]).read_text())
+    assert resolved.get("precisionOverride") is None
+
+
+def test_without_gpus_the_resolved_spec_asks_for_fp32(tmp_path):
+    h = Harness(tmp_path, suspend=True)
+    h.run()
+    assert json.loads(h.paths.spec_file.read_text())["precisionOverride"] == "fp32"

@@ -97,6 +97,26 @@ def build_trainer_command(program: list[str], action: CreatePhaseJob, run_uri: s
     return [*program, *build_phase_args(action.phase, run_uri, action.iteration, str(spec_path), action.shards)]
 
 
+def parse_gpu_list(nvidia_smi_output: str, visible: str | None) -> list[str]:
+    """GPU ids this machine offers: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L` lines."""
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    return [str(n) for n, line in enumerate(row for row in nvidia_smi_output.splitlines() if row.startswith("GPU "))]
+
+
+def detect_gpus() -> list[str]:
+    """The GPUs shard processes are spread over (one per process); [] on a CPU-only machine."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    smi = shutil.which("nvidia-smi")
+    if visible is not None or smi is None:
+        return parse_gpu_list("", visible) if visible is not None else []
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return parse_gpu_list(listing, None)
+
+
 def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -114,6 +134,7 @@ class ShardProcess:
     reader: threading.Thread
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     progress: ProgressLine | None = None
+    gpu: str | None = None
 
 
 @dataclass
@@ -138,10 +159,11 @@ class LocalExecutor:
 
     def __init__(self, run: SAILRun, paths: RunPaths, *, out: TextIO, workers: int = 1,
                  program: list[str] | None = None, use_bars: bool | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, gpus: list[str] | None = None) -> None:
         self.run_obj = run
         self.paths = paths
         self.out = out
+        self.gpus = list(detect_gpus() if gpus is None else gpus)
         self.workers = max(1, workers)
         self.program = list(program or build_trainer_program())  # tests may pass a stand-in phase program
         self.extra_env = dict(extra_env or {})
@@ -170,7 +192,7 @@ class LocalExecutor:
 
     def _write_resolved_spec(self) -> None:
         resolved = build_resolved_run(self.run_obj, self.paths.storage_uri)
-        if shutil.which("nvidia-smi") is None:
+        if not self.gpus:
             resolved.precision_override = "fp32"  # no GPU: bf16/fp16 would be slow or unsupported on CPU
         self.paths.spec_file.parent.mkdir(parents=True, exist_ok=True)
         self.paths.spec_file.write_text(resolved.to_json())
@@ -300,6 +322,9 @@ class LocalExecutor:
         env = {**os.environ, **self.extra_env, TERMINATION_LOG_ENV: str(summary_path), "PYTHONUNBUFFERED": "1"}
         if attempt.record.shards is not None:
             env[SHARD_INDEX_ENV] = str(index)
+            if self.gpus:  # one GPU per shard process, like one GPU per pod of an Indexed Job
+                busy = {s.gpu for s in attempt.running.values()}
+                env["CUDA_VISIBLE_DEVICES"] = next((g for g in self.gpus if g not in busy), self.gpus[index % len(self.gpus)])
         log.info("starting %s shard %d: %s", attempt.record.name, index, attempt.command)
         process = subprocess.Popen(  # noqa: S603 - a list of arguments, no shell
             attempt.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -307,7 +332,7 @@ class LocalExecutor:
             preexec_fn=_set_parent_death_signal if sys.platform.startswith("linux") else None,  # noqa: PLW1509
         )
         shard = ShardProcess(index=index, process=process, summary_path=summary_path, log_path=log_path,
-                             reader=threading.Thread(target=lambda: None))
+                             reader=threading.Thread(target=lambda: None), gpu=env.get("CUDA_VISIBLE_DEVICES"))
         shard.reader = threading.Thread(target=self._read_output, args=(shard,), daemon=True)
         shard.reader.start()
         return shard
