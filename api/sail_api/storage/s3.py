@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -243,8 +244,6 @@ class S3Store:
     # -- objects --------------------------------------------------------------------------
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        import hashlib
-
         metadata = {SHA256_METADATA: hashlib.sha256(data).hexdigest()}
         self._call("PUT", self.uri(key), lambda: self._client.put_object(
             Bucket=self.bucket, Key=self._object_key(key), Body=data, Metadata=metadata))
@@ -431,8 +430,6 @@ class S3Store:
         return manifest
 
     def _put_marker(self, folder_key: str, manifest: PhaseManifest) -> None:
-        import hashlib
-
         data = encode_manifest(manifest)
         marker = self._marker_key(folder_key)
         try:
