@@ -102,6 +102,8 @@ def fit_summary(summary: PhaseSummary) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m sail_trainer -- train --run ...` (torchrun's --run-path eats --run)
+        argv = argv[1:]
     if argv and argv[0] == "toy":
         from sail_trainer.toy.cli import main as toy_main
 
