@@ -201,6 +201,7 @@ def build_container_env(run: SAILRun, action: CreatePhaseJob, settings: Operator
         {"name": "SAIL_RUN", "value": run.metadata.name},
         {"name": "SAIL_ATTEMPT", "value": str(action.attempt)},
         {"name": "HOME", "value": "/tmp"},
+        {"name": "SAIL_CACHE_DIR", "value": f"{settings.cache_dir}/sail-trainer"},
         {"name": "XDG_CACHE_HOME", "value": settings.cache_dir},
         {"name": "HF_HOME", "value": f"{settings.cache_dir}/huggingface"},
         {"name": "TORCH_HOME", "value": f"{settings.cache_dir}/torch"},
