@@ -377,6 +377,15 @@ def test_resume_continues_with_the_next_phase():
     assert any(e.reason == "Resumed" for e in events(decision))
 
 
+def test_resume_during_backoff_keeps_retrying_and_waits_for_the_backoff():
+    failing = decide(observe(status=started(), attempts=[failed(0, Phase.MIXUP)]), T0).status
+    suspended = decide(observe(make_spec(suspend=True), failing, [failed(0, Phase.MIXUP)], generation=2), T0).status
+    assert suspended.state == RunState.SUSPENDED
+    resumed = decide(observe(make_spec(), suspended, [failed(0, Phase.MIXUP)], generation=3), T0 + timedelta(seconds=1))
+    assert resumed.status.state == RunState.RETRYING and resumed.creates == ()
+    assert resumed.status.restarts.app == 1
+
+
 def test_raising_rounds_while_running_extends_the_run():
     status, _ = play(make_spec(sail={"rounds": 0}))
     assert status.state == RunState.SUCCEEDED  # finished runs stay finished ...
@@ -413,3 +422,45 @@ def test_condition_transition_time_changes_only_when_status_flips():
     later = decide(observe(status=first, attempts=[attempt(0, Phase.MIXUP)]), T0 + timedelta(hours=1)).status
     assert cond(later, "Running").last_transition_time == format_time(T0)
     assert all(c.observed_generation == 1 for c in later.conditions)
+
+
+def test_a_deadline_failure_is_reported_as_deadline_exceeded():
+    decision = decide(observe(status=started(), attempts=[failed(0, Phase.MIXUP, cause=FailureCause.DEADLINE)]), T0)
+    assert [e.reason for e in events(decision) if e.type == "Warning"] == ["DeadlineExceeded"]
+    assert decision.status.restarts.app == 1 and decision.status.restarts.infra == 0
+
+
+def test_waiting_on_a_running_attempt_emits_no_events_and_changes_nothing():
+    status = started()
+    decision = decide(observe(status=status, attempts=[attempt(0, Phase.MIXUP)]), T0 + timedelta(minutes=5))
+    assert decision.actions == ()
+    assert decision.status == status
+
+
+def test_leftover_finished_jobs_of_earlier_phases_are_deleted():
+    status = decide(observe(status=started(), attempts=[done(0, Phase.MIXUP, 2)]), T0).status
+    leftovers = [done(0, Phase.MIXUP, 2), failed(0, Phase.MIXUP, 1), attempt(0, Phase.TRAIN)]
+    decision = decide(observe(status=status, attempts=leftovers), T0)
+    deleted = {a.name for a in decision.actions if isinstance(a, DeletePhaseJob)}
+    assert deleted == {build_job_name(RUN, 0, Phase.MIXUP, 1), build_job_name(RUN, 0, Phase.MIXUP, 2)}
+    assert decision.creates == ()
+
+
+def test_lowering_rounds_below_the_current_iteration_completes_the_run():
+    status = SAILRunStatus(current_iteration=2, current_phase="generate", state=RunState.RUNNING)
+    decision = decide(observe(make_spec(sail={"rounds": 1}), status, [attempt(2, Phase.GENERATE)]), T0)
+    assert decision.status.state == RunState.SUCCEEDED
+    assert DeletePhaseJob(name=build_job_name(RUN, 2, Phase.GENERATE, 1)) in decision.actions
+
+
+def test_start_iteration_on_a_new_run_starts_there_with_the_previous_checkpoint():
+    decision = decide(observe(make_spec(sail={"rounds": 3}, startIteration=2)), T0)
+    assert [(c.iteration, c.phase) for c in decision.creates] == [(2, Phase.GENERATE)]
+    assert decision.status.checkpoint.uri == f"{ROOT}/iter-001/train/model"
+    assert decision.status.progress.completed_phases == 6
+
+
+def test_complete_run_reports_complete_once():
+    status, _ = play(make_spec(sail={"rounds": 0}))
+    again = decide(observe(make_spec(sail={"rounds": 0}), status), T0 + timedelta(hours=1))
+    assert again.actions == () and again.status.state == RunState.SUCCEEDED

@@ -540,6 +540,8 @@ class _Planner:
         until = parse_time(self.status.backoff_until)
         if until is not None and self.now < until:
             self.actions.append(RequeueAfter(seconds=max((until - self.now).total_seconds(), 0.001)))
+            if self.status.state == RunState.RUNNING:  # e.g. resumed while backing off
+                self.status.state = RunState.RETRYING
             return
         if self._may_create(spec):
             self._create(spec, step, attempt + 1)
