@@ -1,0 +1,65 @@
+"""The CLI's pure parts: shard flags, the summary size limit, exit-code classification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sail_api.phases import ExitCode, Phase, PhaseSummary, build_phase_args
+from sail_api.storage import StorageUnavailable
+from sail_trainer.cli import UsageError, build_parser, fit_summary, parse_shard, write_termination_log
+from sail_trainer.data.errors import DataError
+from sail_trainer.errors import BadSpecError, classify_exit_code
+
+
+def test_parser_accepts_the_executors_command_line() -> None:
+    args = build_parser().parse_args(build_phase_args(Phase.GENERATE, "s3://b/r", 2, "/etc/sail/spec.json", shards=4))
+    assert (args.command, args.run, args.iteration, args.spec, args.shards) == ("generate", "s3://b/r", 2,
+                                                                               "/etc/sail/spec.json", 4)
+
+
+@pytest.mark.parametrize("phase,shards,shard,env,expected", [
+    (Phase.GENERATE, 4, None, {"JOB_COMPLETION_INDEX": "3"}, (3, 4)),
+    (Phase.ANNOTATE, None, "1/2", {}, (1, 2)),
+    (Phase.GENERATE, None, None, {}, (0, 1)),
+    (Phase.TRAIN, None, None, {}, (None, None)),
+])
+def test_shard_comes_from_the_flag_or_the_completion_index(phase, shards, shard, env, expected) -> None:
+    assert parse_shard(phase, shards, shard, env) == expected
+
+
+@pytest.mark.parametrize("phase,shards,shard,env,needle", [
+    (Phase.GENERATE, 2, None, {}, "JOB_COMPLETION_INDEX"),
+    (Phase.GENERATE, 2, None, {"JOB_COMPLETION_INDEX": "2"}, "0 <= K < S"),
+    (Phase.ANNOTATE, None, "one/two", {}, "K/S"),
+    (Phase.TRAIN, None, "0/2", {}, "not sharded"),
+])
+def test_bad_shard_flags_name_the_flag(phase, shards, shard, env, needle) -> None:
+    with pytest.raises(UsageError, match=needle):
+        parse_shard(phase, shards, shard, env)
+
+
+def test_summary_fits_the_termination_message_limit() -> None:
+    big = PhaseSummary(phase=Phase.TRAIN, iteration=1, outcome="failed", exit_code=1, error="x" * 5000,
+                       metrics={f"m{i}": float(i) for i in range(300)}, extra={"k": "v" * 3000})
+    assert len(fit_summary(big).encode()) < 4096
+    small = PhaseSummary(phase=Phase.MIXUP, iteration=0, outcome="committed", metrics={"loss": 0.5})
+    assert '"loss":0.5' in fit_summary(small)
+
+
+def test_termination_log_is_skipped_when_not_writable(tmp_path: Path) -> None:
+    write_termination_log("{}", {"SAIL_TERMINATION_LOG": str(tmp_path / "missing-dir" / "log")})
+    target = tmp_path / "log"
+    write_termination_log('{"a":1}', {"SAIL_TERMINATION_LOG": str(target)})
+    assert target.read_text() == '{"a":1}'
+
+
+@pytest.mark.parametrize("exc,code", [
+    (BadSpecError("x"), ExitCode.BAD_SPEC),
+    (DataError("bad", source="f.jsonl"), ExitCode.BAD_DATA),
+    (StorageUnavailable("down"), ExitCode.TRANSIENT),
+    (RuntimeError("boom"), ExitCode.FAILURE),
+])
+def test_exceptions_map_to_documented_exit_codes(exc: Exception, code: ExitCode) -> None:
+    assert classify_exit_code(exc) == code

@@ -1,0 +1,61 @@
+"""Pure planning of the trainer: round prompts, shard assignment, seeds, steps and batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from sail_trainer.plan import (
+    compute_accumulation,
+    count_train_steps,
+    default_learning_rate,
+    derive_seed,
+    select_round_prompts,
+    select_shard_positions,
+    split_groups,
+)
+
+
+def test_rounds_take_disjoint_prompts_and_cover_the_pool_in_order() -> None:
+    rounds = [select_round_prompts(12, 4, i, run_seed=7) for i in (1, 2, 3)]
+    assert sorted(sum(rounds, [])) == list(range(12))
+    assert rounds[0] == select_round_prompts(12, 4, 1, run_seed=7)
+    assert rounds[0] != select_round_prompts(12, 4, 1, run_seed=8)
+
+
+def test_a_pool_too_small_for_the_round_names_the_fix() -> None:
+    with pytest.raises(ValueError, match="promptsPerRound"):
+        select_round_prompts(10, 4, 3, run_seed=0)
+    with pytest.raises(ValueError):
+        select_round_prompts(10, 4, 0, run_seed=0)
+
+
+@pytest.mark.parametrize("count,group,shards", [(10, 1, 3), (10, 4, 2), (7, 3, 5), (0, 2, 2), (5, 8, 2)])
+def test_shards_partition_the_positions_in_whole_groups(count: int, group: int, shards: int) -> None:
+    parts = [select_shard_positions(count, group, k, shards) for k in range(shards)]
+    assert sorted(sum(parts, [])) == list(range(count))
+    single = split_groups(select_shard_positions(count, group, 0, 1), group)
+    sharded = sorted((g for part in parts for g in split_groups(part, group)), key=lambda g: g[0])
+    assert sharded == single  # every batch holds the same positions whatever the shard count
+
+
+def test_shard_index_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError):
+        select_shard_positions(4, 1, 2, 2)
+
+
+def test_seeds_are_stable_and_differ_by_every_part() -> None:
+    assert derive_seed(0, 1, 2, 3) == derive_seed(0, 1, 2, 3)
+    seeds = {derive_seed(0, 1, 2, 3), derive_seed(1, 1, 2, 3), derive_seed(0, 2, 2, 3), derive_seed(0, 1, 3, 3),
+             derive_seed(0, 1, 2, 4)}
+    assert len(seeds) == 5
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_steps_default_to_one_pass_and_accumulation_must_divide() -> None:
+    assert count_train_steps(130, 128, None) == 2
+    assert count_train_steps(3, 128, None) == 1
+    assert count_train_steps(130, 128, 7) == 7
+    assert compute_accumulation(128, 8, 4) == 4
+    with pytest.raises(ValueError, match="effectiveBatch"):
+        compute_accumulation(10, 4, 1)
+    assert default_learning_rate(128) == pytest.approx(1.28e-6)
