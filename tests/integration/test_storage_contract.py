@@ -154,10 +154,11 @@ def test_a_crash_while_writing_leaves_no_visible_local_file(local_store: LocalSt
     assert [entry.path for entry in local_store.commit("iter-004/annotate").files] == ["scores.pt"]
 
 
-def test_two_concurrent_committers_exactly_one_wins(store: Store) -> None:
+@pytest.mark.parametrize("committers", [2, 4])
+def test_concurrent_committers_exactly_one_wins(store: Store, committers: int) -> None:
     store.write_bytes("iter-005/train/model/unet.bin", b"weights")
-    barrier = threading.Barrier(2)
-    outcomes: list[Any] = [None, None]
+    barrier = threading.Barrier(committers)
+    outcomes: list[Any] = [None] * committers
 
     def committer(index: int) -> None:
         barrier.wait()
@@ -166,15 +167,15 @@ def test_two_concurrent_committers_exactly_one_wins(store: Store) -> None:
         except AlreadyCommitted as exc:
             outcomes[index] = exc
 
-    threads = [threading.Thread(target=committer, args=(index,)) for index in range(2)]
+    threads = [threading.Thread(target=committer, args=(index,)) for index in range(committers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     winners = [outcome for outcome in outcomes if isinstance(outcome, PhaseManifest)]
     losers = [outcome for outcome in outcomes if isinstance(outcome, AlreadyCommitted)]
-    assert len(winners) == 1 and len(losers) == 1, outcomes
-    assert losers[0].manifest == winners[0]
+    assert len(winners) == 1 and len(losers) == committers - 1, outcomes
+    assert all(loser.manifest == winners[0] for loser in losers)
     assert store.read_manifest("iter-005/train") == winners[0]
 
 

@@ -15,6 +15,8 @@ stopped moto otherwise keeps serving pooled connections), so a client sees a dea
 `MotoPeer.inject(Fault(...))` arms failures: an outage the moment a matching request arrives
 (a server dying in the middle of an upload, back `down_for` seconds later), a 503 SlowDown, or a
 response lost after the write landed. `MotoPeer.requests` records what reached the server.
+Conditional writes (`If-None-Match: *`) are serialised: moto checks then stores in two steps,
+while S3 decides atomically, and the exactly-once tests must test our code, not moto's race.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class _FaultInjector:
 
     def __call__(self, environ: Environ, start_response: Callable[..., Any]) -> Any:
         fault = self.peer.take_fault(environ)
+        if fault is None and environ.get("HTTP_IF_NONE_MATCH") == "*":
+            # moto checks If-None-Match and then stores, two steps another thread can run between;
+            # real S3 decides atomically. Serialising conditional writes restores S3's behaviour.
+            with self.peer.conditional_writes:
+                return list(self.app(environ, start_response))
         if fault is None:
             return self.app(environ, start_response)
         if fault.kind == "outage":
@@ -168,6 +175,7 @@ class MotoPeer:
     def __init__(self) -> None:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
+        self.conditional_writes = threading.Lock()
         self._server: Any = None
         self.running = False
         self.requests: list[str] = []
