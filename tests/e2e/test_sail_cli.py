@@ -1,0 +1,49 @@
+"""`sail` as a user types it: the console entry, delegation to the operator and the toy world, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sail_operator.cli import EXIT_BAD_INPUT, main
+
+
+def sail(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sail_operator", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_command():
+    done = sail("--help")
+    assert done.returncode == 0
+    for command in ("run", "status", "report", "validate", "crd", "operator", "toy"):
+        assert command in done.stdout
+
+
+def test_operator_arguments_go_to_the_kube_entry_point():
+    done = sail("operator", "--help")
+    assert done.returncode == 0
+    assert "--namespace" in done.stdout
+
+
+def test_toy_arguments_go_to_the_trainer_toy_world():
+    done = sail("toy", "--help")
+    assert done.returncode == 0
+    assert "sail-trainer toy" in done.stdout
+
+
+def test_status_of_a_folder_without_a_run_says_what_it_expected(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "local/state.json" in capsys.readouterr().err
+
+
+def test_run_rejects_zero_workers(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "x.yaml"), "--workers", "0"]) == EXIT_BAD_INPUT
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_run_of_an_invalid_file_starts_nothing(tmp_path, capsys):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("apiVersion: sail.dev/v1alpha1\nkind: SAILRun\nmetadata: {name: x}\nspec: {}\n")
+    assert main(["run", str(bad)]) == EXIT_BAD_INPUT
+    assert "spec.model: required field is missing" in capsys.readouterr().err
+    assert not (tmp_path / ".sail").exists()
