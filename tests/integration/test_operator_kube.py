@@ -21,6 +21,8 @@ import kmock
 import pytest
 
 from sail_api.phases import Phase, phases_of_iteration
+from sail_operator.kube.act import build_kube_api, create_owned
+from sail_operator.kube.settings import OperatorSettings
 from sail_operator.metrics import METRIC_NAMES
 from sail_operator.planner.model import build_job_name
 from tests.peers.kube import Scripted, wait_for
@@ -246,3 +248,38 @@ def test_sigkill_many_times(kube_cluster, job_controller, operator_process, seed
     _kill_and_restart_until_done(kube_cluster, op, "theta", kills=8, seed=seed)
     wait_state(kube_cluster, "theta", "Succeeded", op, timeout=120)
     assert kube_cluster.job_creations() == planned_jobs("theta", 3)
+
+
+def test_create_on_conflict_adopts_only_an_object_with_our_owner_uid(kube_cluster):
+    api = build_kube_api(OperatorSettings(kubeconfig=str(kube_cluster.kubeconfig)))
+    owner = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "name": "r", "uid": "uid-1", "controller": True}
+    body = {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "r-spec", "namespace": NS, "ownerReferences": [owner]}, "data": {"a": "1"}}
+    path = f"/api/v1/namespaces/{NS}/configmaps"
+    try:
+        assert create_owned(api, path, body, "uid-1").created
+        assert create_owned(api, path, body, "uid-1").adopted
+        outcome = create_owned(api, path, body, "uid-2")
+        assert not outcome.created and not outcome.adopted
+        assert "not owned by this SAILRun" in outcome.conflict
+    finally:
+        api.close()
+
+
+def test_a_foreign_job_with_our_name_is_never_adopted(kube_cluster, job_controller, operator_process):
+    created = kube_cluster.create_run(build_run("iota", rounds=0))
+    squatter = build_job_name("iota", 0, Phase.MIXUP, 1)
+    kube_cluster.client.create(f"/apis/batch/v1/namespaces/{NS}/jobs", {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": squatter, "namespace": NS, "labels": {
+            "app.kubernetes.io/managed-by": "sail-operator", "sail.dev/run": "iota", "sail.dev/iteration": "0",
+            "sail.dev/phase": "mixup", "sail.dev/attempt": "1"},
+            "ownerReferences": [{"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "name": "iota",
+                                 "uid": "an-older-run-with-the-same-name", "controller": True}]},
+        "spec": {"suspend": True, "template": {"spec": {"containers": []}}},
+    })
+    op = operator_process().start()
+    run = wait_state(kube_cluster, "iota", "Failed", op)
+    assert "not owned by this SAILRun" in run["status"]["message"]
+    assert kube_cluster.job_creations() == [squatter]  # only the squatter's own POST
+    assert created["metadata"]["uid"] != "an-older-run-with-the-same-name"

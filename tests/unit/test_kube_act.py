@@ -1,0 +1,40 @@
+"""act's pure helpers: the one status patch per reconcile, and the Event it posts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sail_api.status import CurrentAttempt, RunState, SAILRunStatus
+from sail_operator.kube.act import build_event, build_status_patch
+from sail_operator.planner.model import EmitEvent
+
+
+def test_an_unchanged_status_is_not_written_again():
+    status = SAILRunStatus(state=RunState.RUNNING, current_iteration=1)
+    stored = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert build_status_patch(stored, status) is None
+
+
+def test_a_cleared_field_is_removed_by_the_merge_patch():
+    old = SAILRunStatus(state=RunState.RUNNING, current=CurrentAttempt(
+        job_name="r-i000-mixup-a1", iteration=0, phase="mixup", attempt=1))
+    new = SAILRunStatus(state=RunState.RUNNING)
+    patch = build_status_patch(old.model_dump(mode="json", by_alias=True, exclude_none=True), new)
+    assert patch["status"]["current"] is None
+    assert patch["status"]["state"] == "Running"
+
+
+def test_keys_we_do_not_know_are_cleared_too():
+    patch = build_status_patch({"state": "Running", "legacyField": 1}, SAILRunStatus(state=RunState.RUNNING))
+    assert patch["status"]["legacyField"] is None
+
+
+def test_event_is_about_the_sailrun_and_bounded():
+    run = {"metadata": {"name": "r1", "namespace": "ns", "uid": "u-1", "resourceVersion": "7"}}
+    event = build_event(run, EmitEvent("Warning", "InvalidSpec", "x" * 5000), datetime(2026, 11, 25, tzinfo=UTC))
+    assert event["involvedObject"] == {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "name": "r1",
+                                       "namespace": "ns", "uid": "u-1", "resourceVersion": "7"}
+    assert (event["type"], event["reason"]) == ("Warning", "InvalidSpec")
+    assert len(event["message"]) == 1024
+    assert event["metadata"]["namespace"] == "ns" and event["metadata"]["name"].startswith("r1.")
+    assert event["firstTimestamp"] == "2026-11-25T00:00:00Z"
