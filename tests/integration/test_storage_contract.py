@@ -16,6 +16,7 @@ from sail_api.storage import (
     AlreadyCommitted,
     ChecksumMismatch,
     LocalStore,
+    MemoryStore,
     NotCommitted,
     S3Store,
     StorageNotFound,
@@ -212,6 +213,8 @@ def test_verify_detects_a_missing_file(store: Store) -> None:
 def remove_behind_the_stores_back(store: Store, key: str) -> None:
     if isinstance(store, LocalStore):
         Path(store.uri(key)).unlink()
+    elif isinstance(store, MemoryStore):
+        del store.objects[key]
     else:
         assert isinstance(store, S3Store)
         create_admin_client(store.endpoint).delete_object(Bucket=store.bucket, Key=f"{store.prefix}/{key}")

@@ -7,7 +7,8 @@ Fixtures:
 - `s3_bucket` (function): a fresh bucket, emptied afterwards (moto keeps objects in memory).
 - `s3_store` (function): an S3Store on `s3://<bucket>/run` with a short retry budget.
 - `local_store` (function): a LocalStore in tmp_path.
-- `store` (function): parametrized over "local" and "s3", so one test covers both backends.
+- `memory_store` (function): the in-memory store for unit tests.
+- `store` (function): parametrized over "local", "s3" and "memory", so one test covers them all.
 
 `MotoPeer.stop()` really closes the listening socket and resets open keep-alive connections (a
 stopped moto otherwise keeps serving pooled connections), so a client sees a dead server;
@@ -31,7 +32,7 @@ from typing import Any, Literal
 
 import pytest
 
-from sail_api.storage import LocalStore, RetryPolicy, S3Store
+from sail_api.storage import LocalStore, MemoryStore, RetryPolicy, S3Store
 
 REGION = "us-east-1"
 FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
@@ -291,7 +292,12 @@ def local_store(tmp_path: Any) -> LocalStore:
     return LocalStore(tmp_path / "run")
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture
+def memory_store() -> MemoryStore:
+    return MemoryStore("memory://run")
+
+
+@pytest.fixture(params=["local", "s3", "memory"])
 def store(request: pytest.FixtureRequest) -> Any:
-    """The same test against both backends."""
+    """The same test against both backends (and the in-memory store unit tests use)."""
     return request.getfixturevalue(f"{request.param}_store")

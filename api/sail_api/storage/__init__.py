@@ -18,6 +18,7 @@ from sail_api.storage.base import (
     Store,
 )
 from sail_api.storage.local import LocalStore
+from sail_api.storage.memory import MemoryStore
 from sail_api.storage.retry import RetryPolicy
 from sail_api.storage.s3 import BucketNotFound, S3Store
 from sail_api.storage.uris import is_s3_uri, split_uri
@@ -46,6 +47,7 @@ __all__ = [
     "BucketNotFound",
     "ChecksumMismatch",
     "LocalStore",
+    "MemoryStore",
     "NotCommitted",
     "RetryPolicy",
     "S3Store",
