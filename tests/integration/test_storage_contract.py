@@ -239,3 +239,11 @@ def test_delete_prefix_removes_leftovers_and_marker(store: Store) -> None:
     store.delete_prefix("iter-007/generate")
     assert not store.is_committed("iter-007/generate/shard-00000-of-00001")
     assert list(store.list("iter-007")) == ["iter-007/annotate/keep.bin"]
+
+
+def test_delete_prefix_of_a_file_key_deletes_exactly_that_file(store: Store) -> None:
+    for key in ["out/a.bin", "out/a.bin2", "out/a.bin/inner"] if not isinstance(store, LocalStore) \
+            else ["out/a.bin", "out/a.bin2"]:
+        store.write_bytes(key, b"x")
+    store.delete_prefix("out/a.bin")
+    assert list(store.list("out")) == ["out/a.bin2"]

@@ -200,7 +200,8 @@ class LocalStore:
         return iter(sorted(keys))
 
     def delete_prefix(self, prefix: str) -> None:
-        """Delete the folder `prefix`; commit markers go first so no reader trusts a half-deleted folder."""
+        """Delete the file `prefix` or the folder `prefix`; commit markers go first so no reader trusts
+        a half-deleted folder."""
         base_key = self._key(prefix)
         base = self._path(base_key)
         for key in self.list(base_key):

@@ -79,7 +79,7 @@ class MemoryStore:
             return iter(sorted(key for key in self.objects if key.startswith(start)))
 
     def delete_prefix(self, prefix: str) -> None:
-        keys = list(self.list(prefix))
+        keys = [*self.list(prefix), self._key(prefix)]
         with self._lock:
             for key in keys:
                 self.objects.pop(key, None)

@@ -369,8 +369,11 @@ class S3Store:
         return iter(sorted(self._call("LIST", self.uri(relative), action)))
 
     def delete_prefix(self, prefix: str) -> None:
-        """Delete every object under `prefix` (markers first) and abort its unfinished multipart uploads."""
+        """Delete the object `prefix` and every object under the folder `prefix` (markers first), and
+        abort unfinished multipart uploads there."""
         keys = list(self.list(prefix))
+        if self._key(prefix) and self.exists(prefix):
+            keys.append(self._key(prefix))
         markers = [key for key in keys if key.rsplit("/", 1)[-1] == COMMIT_MARKER]
         others = [key for key in keys if key.rsplit("/", 1)[-1] != COMMIT_MARKER]
         for batch_start in range(0, len(markers), 1000):
@@ -393,15 +396,18 @@ class S3Store:
 
     def _abort_uploads(self, prefix: str) -> None:
         relative = self._key(prefix)
-        object_prefix = join_key(self.prefix, relative)
-        object_prefix = f"{object_prefix}/" if object_prefix else ""
+        object_key = join_key(self.prefix, relative)
+
+        def inside(key: str) -> bool:
+            return not object_key or key == object_key or key.startswith(f"{object_key}/")
 
         def action() -> None:
             paginator = self._client.get_paginator("list_multipart_uploads")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=object_prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=object_key):
                 for upload in page.get("Uploads", []):
-                    self._client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    if inside(upload["Key"]):
+                        self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
 
         self._call("ABORT-UPLOADS", self.uri(relative), action)
 
