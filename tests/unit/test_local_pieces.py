@@ -112,7 +112,8 @@ def test_plain_progress_output_is_throttled_and_names_the_phase():
         display.phase(("job", 1), ProgressLine("train", done, 10, 2.0))
     display.phase(("job", 1), ProgressLine("train", 10, 10, 2.0))
     lines = out.getvalue().splitlines()
-    assert lines == ["run [iteration 0/1 train]: 1/6 (16%)", "  train: 1/10 (10%) 2.00/s", "  train: 10/10 (100%) 2.00/s"]
+    assert lines == ["run [iteration 0/1 train]: 1/6 (16%)", "  train: 1/10 (10%) 2.00/s ETA 0:04",
+                     "  train: 10/10 (100%) 2.00/s ETA 0:00"]
 
 
 # ------------------------------------------------------------------ state

@@ -11,6 +11,7 @@ tqdm bars when its output is a terminal, throttled plain lines otherwise (CI log
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -50,8 +51,30 @@ def combine_shards(lines: list[ProgressLine]) -> ProgressLine | None:
 
 def format_plain(label: str, done: int, total: int, rate: float | None = None) -> str:
     percent = (100 * done // total) if total else 0
-    tail = f" {rate:.2f}/s" if rate else ""
+    tail = " " + format_rate_eta(ProgressLine(label, done, total, rate)) if rate else ""
     return f"{label}: {done}/{total} ({percent}%){tail}"
+
+
+# tqdm puts ", " in front of a postfix
+_OVERALL_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} phases [{elapsed}{postfix}]"
+_PHASE_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
+
+
+def format_rate_eta(line: ProgressLine) -> str:
+    """'3.10/s ETA 0:20' from the trainer's own rate (our process does not see the items)."""
+    if not line.rate:
+        return ""
+    left = max(line.total - line.done, 0) / line.rate
+    minutes, seconds = divmod(int(left), 60)
+    return f"{line.rate:.2f}/s ETA {minutes}:{seconds:02d}"
+
+
+def _is_sized_terminal(out: TextIO) -> bool:
+    """Bars only on a real terminal with a width (a 0-column pty would show nothing)."""
+    try:
+        return out.isatty() and os.get_terminal_size(out.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class ProgressDisplay:
@@ -59,7 +82,7 @@ class ProgressDisplay:
 
     def __init__(self, out: TextIO, *, use_bars: bool | None = None, every_seconds: float = 10.0) -> None:
         self.out = out
-        self.use_bars = out.isatty() if use_bars is None else use_bars
+        self.use_bars = _is_sized_terminal(out) if use_bars is None else use_bars
         self.every = every_seconds
         self._overall: Any = None
         self._phase: Any = None
@@ -82,8 +105,8 @@ class ProgressDisplay:
             from tqdm import tqdm
 
             if self._overall is None:
-                self._overall = tqdm(total=total, desc="run", position=0, file=self.out, unit="phase",
-                                     dynamic_ncols=True)
+                self._overall = tqdm(total=total, initial=done, desc="run", position=0, file=self.out,
+                                     dynamic_ncols=True, bar_format=_OVERALL_FORMAT)
             self._overall.total = total
             self._overall.n = done
             self._overall.set_postfix_str(label)
@@ -103,10 +126,11 @@ class ProgressDisplay:
                 if self._phase is not None:
                     self._phase.close()
                 self._phase = tqdm(total=line.total, desc=line.phase, position=1, leave=False, file=self.out,
-                                   dynamic_ncols=True)
+                                   dynamic_ncols=True, bar_format=_PHASE_FORMAT)
                 self._phase_key = key
             self._phase.total = line.total
             self._phase.n = line.done
+            self._phase.set_postfix_str(format_rate_eta(line), refresh=False)
             self._phase.refresh()
             return
         now = time.monotonic()
