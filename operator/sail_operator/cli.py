@@ -121,7 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     local_run, paths = build_local_run(run, args.file, args.storage)
     _out(f"run {run.metadata.name}: storage {paths.storage_uri}; state {paths.state_file}")
     try:
-        executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=workers, gpus=gpus)
+        executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=workers, gpus=gpus,
+                                 source_file=args.file)
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT

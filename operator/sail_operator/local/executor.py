@@ -159,7 +159,8 @@ class LocalExecutor:
 
     def __init__(self, run: SAILRun, paths: RunPaths, *, out: TextIO, workers: int = 1,
                  program: list[str] | None = None, use_bars: bool | None = None,
-                 extra_env: dict[str, str] | None = None, gpus: list[str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, gpus: list[str] | None = None,
+                 source_file: Path | None = None) -> None:
         self.run_obj = run
         self.paths = paths
         self.out = out
@@ -170,6 +171,8 @@ class LocalExecutor:
         self.display = ProgressDisplay(out, use_bars=use_bars)
         self.running: dict[str, RunningAttempt] = {}
         self.state = self._load_state()
+        if source_file is not None:
+            self.state.source_file = str(source_file.resolve())
 
     # -------------------------------------------------------------- setup
 
@@ -186,7 +189,6 @@ class LocalExecutor:
             if state is not previous:
                 self.display.message(f"previous attempt failed ({previous.status.message}); retrying that phase")
         state = build_resumed_state(state, spec)
-        state.source_file = str(self.paths.local_dir)
         state.spec = spec.model_dump(mode="json", by_alias=True)
         return state
 
