@@ -14,6 +14,7 @@ import pytest
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_trainer.cli import main
+from sail_trainer.phases import artifacts
 from sail_trainer.phases.artifacts import load_tensors
 from tests.builders.tiny_run import create_tiny_run, phase_args
 
@@ -26,9 +27,10 @@ def _generated(layout: RunLayout, shards: int) -> dict[int, object]:
     out = {}
     for k in range(shards):
         folder = Path(layout.shard_dir(1, Phase.GENERATE, k, shards))
-        tensors = load_tensors((folder / "latents.safetensors").read_bytes())
-        for row, j in enumerate(tensors["prompt_index"].tolist()):
-            out[j] = tensors["latents"][row]
+        for part in sorted(folder.glob("latents-*.safetensors")):
+            tensors = load_tensors(part.read_bytes())
+            for row, j in enumerate(tensors["prompt_index"].tolist()):
+                out[j] = tensors["latents"][row]
     return out
 
 
@@ -45,6 +47,7 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     import torch
 
     monkeypatch.setenv("SAIL_TERMINATION_LOG", str(tmp_path / "term"))
+    monkeypatch.setattr(artifacts, "GEN_PART", 2)  # several latent part files per shard
     # batchSize 2 with N=2: one prompt per generate batch, so the two shards really split the prompts
     run = create_tiny_run(tmp_path, promptsPerRound=5, sampler={"batchSize": 2, "kind": "euler_ancestral"})
     _ok(phase_args(run, "mixup", 0))
@@ -67,6 +70,10 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     a1, a2 = _annotated(layout, 1), _annotated(layout, 2)
     assert a1 == a2 and len(a1) == 5
     assert {len(v) for v in _shard_prompts(layout, 2)} == {2, 3}
+    assert len(list(Path(layout.shard_dir(1, Phase.GENERATE, 0, 1)).glob("latents-*.safetensors"))) == 3
+
+    _ok(phase_args(run, "mixup", 1))  # reads the 2-shard annotate set, the most shards committed
+    _ok(phase_args(run, "train", 1))  # self pairs resolved through part files and candidate indices
 
 
 def _shard_prompts(layout: RunLayout, shards: int) -> list[list[int]]:

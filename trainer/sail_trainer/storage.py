@@ -62,12 +62,13 @@ def require_committed(store: Store, folder: str, what: str) -> None:
         raise MissingInputError(f"{store.uri(folder)} is not committed: {what} must run first")
 
 
-def read_committed_bytes(store: Store, folder: str, name: str) -> bytes:
-    """Read `folder/name`, which must be listed in the folder's committed manifest."""
+def read_committed_bytes(store: Store, folder: str, name: str, *, check_only: bool = False) -> bytes:
+    """Read `folder/name`, which must be listed in the folder's committed manifest
+    (with check_only, just check that and return b"")."""
     try:
         manifest = store.read_manifest(folder)
     except NotCommitted as exc:
         raise MissingInputError(str(exc)) from exc
     if name not in {entry.path for entry in manifest.files}:
         raise MissingInputError(f"{store.uri(join(folder, name))} is not listed in the committed manifest")
-    return store.read_bytes(join(folder, name))
+    return b"" if check_only else store.read_bytes(join(folder, name))

@@ -84,6 +84,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
                                  device, dtype)
     judge = load_unet(resolve_judge_folder(ctx), device, dtype)
     text = TextEncoder(components)
+    latents = art.LatentFiles(ctx.store, ctx.work_dir)
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
     resolution, batch, m = s.sampler.resolution, s.sampler.batch_size, s.reward_draws
     progress = Progress("annotate", len(positions))
@@ -92,7 +93,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     for p in positions:
         j = round_indices[p]
         shard, row = generated[j]
-        x = shard.latents[row].to(device)  # [N, C, h, w]
+        x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
         n = x.shape[0]
         gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
         t, eps = draw_shared_noise(gen, m, tuple(x.shape[1:]), components.num_train_timesteps)
@@ -131,4 +132,4 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         "prompts_per_second": len(records) / max(time.monotonic() - started, 1e-9),
     }
     log.info("annotated %d prompts; mean margin %.4g", len(records), metrics["mean_margin"])
-    return ctx.commit(files, metrics, {"prompt_indices": [r["prompt_index"] for r in records]})
+    return ctx.commit(files, metrics, {"draws": m})

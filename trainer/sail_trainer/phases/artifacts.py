@@ -2,20 +2,23 @@
 
     iter-000/mixup/seed-pairs.json               {"count", "chunk_size", "prompts", "latent_shape", "resolution"}
     iter-000/mixup/seed-latents-CCCCC.safetensors   winner/loser [chunk, C, h, w] fp32 (VAE sample x scaling)
-    iter-NNN/generate/shard-K-of-S/latents.safetensors  latents [P_k, N, C, h, w] fp32, prompt_index [P_k]
-    iter-NNN/generate/shard-K-of-S/prompts.json  {"prompt_indices", "prompts", "candidates", "latent_shape"}
+    iter-NNN/generate/shard-K-of-S/latents-PPPPP.safetensors  latents [<=part_size, N, C, h, w] fp32, prompt_index
+    iter-NNN/generate/shard-K-of-S/prompts.json  {"prompt_indices", "prompts", "candidates", "latent_shape", "part_size"}
     iter-NNN/annotate/shard-K-of-S/annotations.json  per prompt: index, prompt, rewards, winner, loser, margin,
                                                       generate shard folder + row of its latents
     iter-NNN/mixup/self-pairs.json               the round's self pairs (annotate order), with latent refs
     iter-NNN/mixup/mixture.json                  MixupPlan.to_dict(): entries [["self"|"seed", index], ...]
 
 Latents are stored, never images, so training sees exactly what the sampler produced.
+Large sets are split into part files and read row by row through memory-mapped local copies
+(`LatentFiles`), so no phase holds a whole round's latents in memory.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sail_api.layout import RunLayout, join
@@ -27,7 +30,7 @@ SEED_CHUNK = 4096  # pairs per seed latent file (choice: ~270 MB of fp32 SD1.5 l
 SEED_INDEX = "seed-pairs.json"
 MIXTURE = "mixture.json"
 SELF_PAIRS = "self-pairs.json"
-GEN_LATENTS = "latents.safetensors"
+GEN_PART = 256  # prompts per generate latent file (choice: ~540 MB for SDXL with N=8 in fp32)
 GEN_PROMPTS = "prompts.json"
 ANNOTATIONS = "annotations.json"
 ANNOTATION_TENSORS = "annotations.safetensors"
@@ -53,16 +56,42 @@ def seed_chunk_name(chunk: int) -> str:
     return f"seed-latents-{chunk:05d}.safetensors"
 
 
-@dataclass
-class SeedSet:
-    """The encoded human seed pairs of iteration 0 (in memory)."""
+def gen_part_name(part: int) -> str:
+    return f"latents-{part:05d}.safetensors"
 
-    prompts: list[str]
-    winners: Any  # [S, C, h, w]
-    losers: Any
 
-    def __len__(self) -> int:
-        return len(self.prompts)
+class LatentFiles:
+    """Row access to latent tensors in committed safetensors files, via local memory-mapped copies.
+
+    Each file is downloaded once into `work_dir` (checked against nothing more than the store's
+    own commit: readers only name files listed in committed manifests) and opened with
+    `safetensors.safe_open`, so a row costs one slice read and memory stays bounded.
+    """
+
+    def __init__(self, store: Store, work_dir: Path) -> None:
+        self.store = store
+        self.work_dir = work_dir / "latents"
+        self._handles: dict[str, Any] = {}
+
+    def _open(self, folder: str, name: str) -> Any:
+        from safetensors import safe_open
+
+        uri = self.store.uri(join(folder, name))
+        if uri not in self._handles:
+            import hashlib
+
+            local = self.work_dir / (hashlib.sha256(uri.encode()).hexdigest()[:24] + ".safetensors")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            read_committed_bytes(self.store, folder, name, check_only=True)
+            self.store.download_file(join(folder, name), local)
+            self._handles[uri] = safe_open(str(local), framework="pt")
+        return self._handles[uri]
+
+    def row(self, folder: str, name: str, key: str, index: int) -> Any:
+        return self._open(folder, name).get_slice(key)[index : index + 1][0]
+
+    def count(self, folder: str, name: str, key: str) -> int:
+        return int(self._open(folder, name).get_slice(key).get_shape()[0])
 
 
 def read_seed_index(store: Store, layout: RunLayout) -> dict[str, Any]:
@@ -71,28 +100,48 @@ def read_seed_index(store: Store, layout: RunLayout) -> dict[str, Any]:
     return json.loads(read_committed_bytes(store, folder, SEED_INDEX))
 
 
-def read_seed_set(store: Store, layout: RunLayout) -> SeedSet:
-    import torch
+@dataclass(frozen=True)
+class LatentRef:
+    """Where one latent lives: a committed folder, a file in it, a tensor key, a row, and for
+    generate files the candidate within the row."""
 
+    folder: str
+    name: str
+    key: str
+    row: int
+    candidate: int | None = None
+
+    def fetch(self, files: LatentFiles) -> Any:
+        value = files.row(self.folder, self.name, self.key, self.row)
+        return value if self.candidate is None else value[self.candidate]
+
+
+def seed_refs(layout: RunLayout, index: dict[str, Any], i: int) -> tuple[LatentRef, LatentRef]:
+    """Winner and loser latents of seed pair `i`."""
     folder = layout.phase_dir(0, Phase.MIXUP)
-    index = read_seed_index(store, layout)
-    chunks = [load_tensors(read_committed_bytes(store, folder, seed_chunk_name(c)))
-              for c in range((index["count"] + index["chunk_size"] - 1) // index["chunk_size"])]
-    return SeedSet(index["prompts"], torch.cat([c["winner"] for c in chunks]), torch.cat([c["loser"] for c in chunks]))
+    chunk, row = divmod(i, index["chunk_size"])
+    name = seed_chunk_name(chunk)
+    return LatentRef(folder, name, "winner", row), LatentRef(folder, name, "loser", row)
 
 
 @dataclass
 class GenerateShard:
+    """The index of a committed generate shard (prompts.json); latents are read through LatentRef."""
+
     folder: str
     prompt_indices: list[int]
     prompts: list[str]
-    latents: Any  # [P_k, N, C, h, w]
+    candidates: int
+    part_size: int
+
+    def ref(self, row: int, candidate: int | None = None) -> LatentRef:
+        part, offset = divmod(row, self.part_size)
+        return LatentRef(self.folder, gen_part_name(part), "latents", offset, candidate)
 
 
 def read_generate_shard(store: Store, folder: str) -> GenerateShard:
     meta = json.loads(read_committed_bytes(store, folder, GEN_PROMPTS))
-    tensors = load_tensors(read_committed_bytes(store, folder, GEN_LATENTS))
-    return GenerateShard(folder, meta["prompt_indices"], meta["prompts"], tensors["latents"])
+    return GenerateShard(folder, meta["prompt_indices"], meta["prompts"], meta["candidates"], meta["part_size"])
 
 
 def relative_folder(layout: RunLayout, folder: str) -> str:

@@ -67,35 +67,52 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     text = TextEncoder(components)
     progress = Progress("generate", len(positions) * n)
     started = time.monotonic()
-    chunks = []
+    shard_indices = [round_indices[p] for p in positions]
+    files: list[str] = []
+    pending: list = []  # per-prompt latents [N, C, h, w] not yet in a part file
+    previews: list = []
     for batch in split_groups(positions, group):
         indices = [round_indices[p] for p in batch]
-        generators = [torch.Generator().manual_seed(seed) for j in indices for seed in sample_seeds(s.seed, ctx.iteration, j, n)]
+        generators = [torch.Generator().manual_seed(seed) for j in indices
+                      for seed in sample_seeds(s.seed, ctx.iteration, j, n)]
         cond = text.encode([pool[j] for j in indices]).repeat(n)
         latents = sample_latents(
             components.unet, components, build_scheduler(sampler.kind, components.scheduler_config), cond,
             text.unconditional(len(generators)), generators, steps=sampler.steps,
             guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
         )
-        chunks.append(latents.cpu().view(len(indices), n, *latents.shape[1:]))
+        rows = list(latents.cpu().view(len(indices), n, *latents.shape[1:]))
+        previews.extend(rows[: max(0, PREVIEW_PROMPTS - len(previews))])
+        pending.extend(rows)
+        while len(pending) >= art.GEN_PART:
+            files.append(_write_part(ctx, len(files), pending[: art.GEN_PART], shard_indices))
+            pending = pending[art.GEN_PART :]
         progress.update(len(generators))
     progress.close()
-    shard_indices = [round_indices[p] for p in positions]
-    latents = torch.cat(chunks) if chunks else torch.zeros((0, n, *components.latent_shape(sampler.resolution)))
-    files = [
-        ctx.put_bytes(art.GEN_LATENTS, art.dump_tensors(
-            {"latents": latents, "prompt_index": torch.tensor(shard_indices, dtype=torch.int64)})),
-        ctx.put_bytes(art.GEN_PROMPTS, art.dump_json({
-            "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
-            "latent_shape": list(components.latent_shape(sampler.resolution)),
-        })),
-    ]
-    files += _write_previews(ctx, components, latents[:PREVIEW_PROMPTS], shard_indices[:PREVIEW_PROMPTS])
+    if pending or not files:
+        files.append(_write_part(ctx, len(files), pending, shard_indices, components.latent_shape(sampler.resolution), n))
+    files.append(ctx.put_bytes(art.GEN_PROMPTS, art.dump_json({
+        "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
+        "latent_shape": list(components.latent_shape(sampler.resolution)), "part_size": art.GEN_PART,
+    })))
+    if previews:
+        files += _write_previews(ctx, components, torch.stack(previews), shard_indices[: len(previews)])
     elapsed = max(time.monotonic() - started, 1e-9)
     metrics = {"prompts": float(len(shard_indices)), "images": float(len(shard_indices) * n),
                "images_per_second": len(shard_indices) * n / elapsed}
     log.info("generated %d images for %d prompts", len(shard_indices) * n, len(shard_indices))
-    return ctx.commit(files, metrics, {"prompt_indices": shard_indices})
+    return ctx.commit(files, metrics, {"parts": sum(f.startswith("latents-") for f in files)})
+
+
+def _write_part(ctx: PhaseContext, part: int, rows: list, shard_indices: list[int],
+                latent_shape: tuple[int, ...] = (), n: int = 0) -> str:
+    """Latent file `part` with rows part*GEN_PART... of this shard (an empty shard gets one empty file)."""
+    import torch
+
+    first = part * art.GEN_PART
+    latents = torch.stack(rows) if rows else torch.zeros((0, n, *latent_shape))
+    index = torch.tensor(shard_indices[first : first + len(rows)], dtype=torch.int64)
+    return ctx.put_bytes(art.gen_part_name(part), art.dump_tensors({"latents": latents, "prompt_index": index}))
 
 
 def _write_previews(ctx: PhaseContext, components, latents, indices: list[int]) -> list[str]:

@@ -18,6 +18,7 @@ from sail_api.phases import Phase
 from sail_trainer.logs import Progress
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.models_of_run import resolve_base_folder
 from sail_trainer.plan import derive_seed
 from sail_trainer.storage import find_committed_shards, read_committed_bytes
 
@@ -32,49 +33,79 @@ def _encode_seed(ctx: PhaseContext) -> PhaseManifest:
     import torch
 
     from sail_api.storage import open_store
-    from sail_trainer.data.images import decode_image, image_to_tensor
-    from sail_trainer.data.seed_pairs import read_seed_pairs
+    from sail_trainer.data.errors import DataError
+    from sail_trainer.data.seed_pairs import iter_seed_pairs
     from sail_trainer.math.mixup import build_mixup_plan
     from sail_trainer.models.components import load_components, pick_device
-    from sail_trainer.models.sampling import encode_images
-    from sail_trainer.models.source import resolve_model_folder
 
     alg, storage = ctx.algorithm, ctx.resolved.storage
     opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
-    pairs = read_seed_pairs(alg.seed_pairs.uri, alg.seed_pairs.format, alg.seed_pairs.limit, open_store=opener)
-    folder = resolve_model_folder(alg.model.uri, cache_dir=ctx.cache_dir, endpoint=storage.endpoint,
-                                  region=storage.region, revision=alg.model.revision)
-    components = load_components(folder, alg.model.layout, pick_device(), torch.float32, with_unet=False)
-    resolution = alg.sail.sampler.resolution
-    batch = alg.sail.sampler.batch_size
+    pairs = iter_seed_pairs(alg.seed_pairs.uri, alg.seed_pairs.format, alg.seed_pairs.limit, open_store=opener)
+    components = load_components(resolve_base_folder(ctx), alg.model.layout, pick_device(), torch.float32,
+                                 with_unet=False)
+    resolution, batch = alg.sail.sampler.resolution, alg.sail.sampler.batch_size
     generator = torch.Generator().manual_seed(derive_seed(alg.sail.seed, "seed-encode"))
-    progress = Progress("mixup", len(pairs))
+    progress = Progress("mixup", alg.seed_pairs.limit or 0)
     files: list[str] = []
-    winners, losers = [], []
-    for start in range(0, len(pairs), batch):
-        chunk = pairs[start : start + batch]
-        pixels = [image_to_tensor(decode_image(img, source=f"{p.source} ({side})"), resolution)
-                  for p in chunk for side, img in (("winner", p.winner), ("loser", p.loser))]
-        latents = encode_images(components, torch.stack(pixels), generator)
-        winners.append(latents[0::2])
-        losers.append(latents[1::2])
+    prompts: list[str] = []
+    sources: list[str] = []
+    pending: list = []  # (winner, loser) latents of the chunk being filled
+    latent_shape: list[int] = []
+    for chunk in _batched(pairs, batch):
+        latents = _encode_pairs(components, chunk, resolution, generator)
+        latent_shape = list(latents.shape[1:])
+        pending.extend(zip(latents[0::2], latents[1::2], strict=True))
+        prompts.extend(p.prompt for p in chunk)
+        sources.extend(p.source for p in chunk)
+        while len(pending) >= art.SEED_CHUNK:
+            files.append(_flush_seed_chunk(ctx, len(files), pending[: art.SEED_CHUNK]))
+            pending = pending[art.SEED_CHUNK :]
         progress.update(len(chunk))
     progress.close()
-    winner_all, loser_all = torch.cat(winners), torch.cat(losers)
-    for c, start in enumerate(range(0, len(pairs), art.SEED_CHUNK)):
-        stop = start + art.SEED_CHUNK
-        files.append(ctx.put_bytes(art.seed_chunk_name(c), art.dump_tensors(
-            {"winner": winner_all[start:stop], "loser": loser_all[start:stop]})))
+    if not prompts:
+        raise DataError("no usable seed pairs (the file is empty or every pair is a tie)",
+                        source=alg.seed_pairs.uri, hint="check seedPairs.uri")
+    if pending:
+        files.append(_flush_seed_chunk(ctx, len(files), pending))
     files.append(ctx.put_bytes(art.SEED_INDEX, art.dump_json({
-        "count": len(pairs), "chunk_size": art.SEED_CHUNK, "prompts": [p.prompt for p in pairs],
-        "latent_shape": list(winner_all.shape[1:]), "resolution": resolution,
-        "sources": [p.source for p in pairs],
+        "count": len(prompts), "chunk_size": art.SEED_CHUNK, "prompts": prompts, "latent_shape": latent_shape,
+        "resolution": resolution, "sources": sources,
     })))
-    plan = build_mixup_plan([], len(pairs), alg.sail.alpha, None, derive_seed(alg.sail.seed, 0, "mixup"))
+    plan = build_mixup_plan([], len(prompts), alg.sail.alpha, None, derive_seed(alg.sail.seed, 0, "mixup"))
     files.append(ctx.put_bytes(art.MIXTURE, art.dump_json(plan.to_dict())))
-    metrics = {"seed_pairs": float(len(pairs)), "mixture_size": float(plan.size), "self_pairs": 0.0}
-    log.info("encoded %d seed pairs at %d px; mixture of %d seed pairs", len(pairs), resolution, plan.size)
+    metrics = {"seed_pairs": float(len(prompts)), "mixture_size": float(plan.size), "self_pairs": 0.0}
+    log.info("encoded %d seed pairs at %d px; mixture of %d seed pairs", len(prompts), resolution, plan.size)
     return ctx.commit(files, metrics, {"pairs": plan.size})
+
+
+def _batched(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _encode_pairs(components, chunk, resolution: int, generator):
+    """Latents [2B, ...] ordered winner, loser, winner, loser..."""
+    import torch
+
+    from sail_trainer.data.images import decode_image, image_to_tensor
+    from sail_trainer.models.sampling import encode_images
+
+    pixels = [image_to_tensor(decode_image(img, source=f"{p.source} ({side})"), resolution)
+              for p in chunk for side, img in (("winner", p.winner), ("loser", p.loser))]
+    return encode_images(components, torch.stack(pixels), generator)
+
+
+def _flush_seed_chunk(ctx: PhaseContext, chunk: int, pairs: list) -> str:
+    import torch
+
+    return ctx.put_bytes(art.seed_chunk_name(chunk), art.dump_tensors(
+        {"winner": torch.stack([w for w, _ in pairs]), "loser": torch.stack([lo for _, lo in pairs])}))
 
 
 def _build_round_mixture(ctx: PhaseContext) -> PhaseManifest:

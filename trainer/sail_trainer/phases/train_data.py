@@ -24,46 +24,53 @@ from sail_trainer.storage import read_committed_bytes, require_committed
 
 @dataclass
 class TrainingSet:
-    """Mixture pairs in draw order: prompt, winner/loser latents, whether the pair is a real (seed) one."""
+    """Mixture pairs in draw order: prompt, references to winner/loser latents, real (seed) or not.
+
+    Latents are fetched row by row through `LatentFiles` (memory-mapped local copies), so a
+    mixture of any size costs the memory of its index only.
+    """
 
     prompts: list[str]
-    winners: Any  # [P, C, h, w]
-    losers: Any
+    winners: list[art.LatentRef]
+    losers: list[art.LatentRef]
     real: list[bool]
+    files: art.LatentFiles
+    latent_shape: tuple[int, ...]
 
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def pair(self, i: int) -> tuple[Any, Any]:
+        return self.winners[i].fetch(self.files), self.losers[i].fetch(self.files)
+
 
 def load_training_set(ctx: PhaseContext) -> TrainingSet:
-    """Resolve `iter-i/mixup/mixture.json` into latents (seed set of iteration 0, generate shards)."""
-    import torch
-
+    """Resolve `iter-i/mixup/mixture.json` into latent references (seed chunks, generate parts)."""
     layout, store = ctx.layout, ctx.store
     mixup_dir = layout.phase_dir(ctx.iteration, Phase.MIXUP)
     require_committed(store, mixup_dir, f"mixup of iteration {ctx.iteration}")
     mixture = json.loads(read_committed_bytes(store, mixup_dir, art.MIXTURE))
-    seed = art.read_seed_set(store, layout)
+    seed_index = art.read_seed_index(store, layout)
     self_pairs = [] if ctx.iteration == 0 else json.loads(read_committed_bytes(store, mixup_dir, art.SELF_PAIRS))["pairs"]
     shards: dict[str, art.GenerateShard] = {}
     prompts, winners, losers, real = [], [], [], []
     for source, index in mixture["entries"]:
         if source == "seed":
-            prompts.append(seed.prompts[index])
-            winners.append(seed.winners[index])
-            losers.append(seed.losers[index])
+            w, lo = art.seed_refs(layout, seed_index, index)
+            prompts.append(seed_index["prompts"][index])
             real.append(True)
-            continue
-        pair = self_pairs[index]
-        folder = pair["generate"]
-        if folder not in shards:
-            shards[folder] = art.read_generate_shard(store, art.absolute_folder(layout, folder))
-        latents = shards[folder].latents[pair["row"]]
-        prompts.append(pair["prompt"])
-        winners.append(latents[pair["winner"]])
-        losers.append(latents[pair["loser"]])
-        real.append(False)
-    return TrainingSet(prompts, torch.stack(winners), torch.stack(losers), real)
+        else:
+            pair = self_pairs[index]
+            folder = pair["generate"]
+            if folder not in shards:
+                shards[folder] = art.read_generate_shard(store, art.absolute_folder(layout, folder))
+            w, lo = shards[folder].ref(pair["row"], pair["winner"]), shards[folder].ref(pair["row"], pair["loser"])
+            prompts.append(pair["prompt"])
+            real.append(False)
+        winners.append(w)
+        losers.append(lo)
+    return TrainingSet(prompts, winners, losers, real, art.LatentFiles(store, ctx.work_dir),
+                       tuple(seed_index["latent_shape"]))
 
 
 @dataclass
@@ -94,9 +101,9 @@ def build_batch(data: TrainingSet, positions: list[int], run_seed: int, iteratio
     prompts, xw, xl, ts, noise = [], [], [], [], []
     for pos in positions:
         i = pos % len(data)
-        d = draw_pair(run_seed, iteration, pos, tuple(data.winners.shape[1:]), num_train_timesteps, empty_prob,
+        d = draw_pair(run_seed, iteration, pos, data.latent_shape, num_train_timesteps, empty_prob,
                       random_flip, data.real[i])
-        w, ll = data.winners[i], data.losers[i]
+        w, ll = data.pair(i)
         if d.flip:
             w, ll = w.flip(-1), ll.flip(-1)
         prompts.append("" if d.blank else data.prompts[i])
