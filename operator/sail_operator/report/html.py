@@ -75,6 +75,12 @@ def data_uri(png: bytes) -> str:
 
 
 def build_plots(artifacts: list[IterationArtifacts]) -> dict[str, bytes]:
+    """PNG plots per metric; empty (the report says why) when Pillow is not installed."""
+    try:
+        import PIL  # noqa: F401  (Pillow draws the plots; the lean operator image may lack it)
+    except ImportError:
+        log.warning("Pillow is not installed: the report has no metric plots (pip install pillow)")
+        return {}
     from sail_operator.report.plots import Series, render_line_plot
 
     plots = {}
@@ -124,7 +130,9 @@ def render_report_html(state: LocalState, artifacts: list[IterationArtifacts], p
     for metric, png in plots.items():
         parts.append(f"<img class=plot data-metric={esc(metric)} alt='{esc(metric)}' src='{data_uri(png)}'>")
     if not plots:
-        parts.append("<p>No committed training metrics yet.</p>")
+        has_history = any(a.history for a in artifacts)
+        parts.append("<p>No plots: Pillow is not installed (pip install pillow).</p>" if has_history
+                     else "<p>No committed training metrics yet.</p>")
     parts.append("</div><h2>Phases</h2>" + _phase_table(state))
     spec_text = yaml.safe_dump(state.spec or {}, sort_keys=False) if state.spec else "(no spec recorded)"
     parts.append(f"<h2>Spec</h2><pre id=spec>{esc(spec_text)}</pre></body></html>")
