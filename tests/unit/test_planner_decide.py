@@ -464,3 +464,10 @@ def test_complete_run_reports_complete_once():
     status, _ = play(make_spec(sail={"rounds": 0}))
     again = decide(observe(make_spec(sail={"rounds": 0}), status), T0 + timedelta(hours=1))
     assert again.actions == () and again.status.state == RunState.SUCCEEDED
+
+
+def test_every_condition_carries_the_generation_just_observed():
+    status = started()
+    decision = decide(observe(status=status, attempts=[attempt(0, Phase.MIXUP)], generation=4), T0)
+    assert {c.observed_generation for c in decision.status.conditions} == {4}
+    assert cond(decision.status, "Validated").last_transition_time == format_time(T0)

@@ -208,6 +208,8 @@ class _Planner:
         else:
             self._valid(spec)
         self.status.observed_generation = self.observed.generation
+        for cond in self.status.conditions:  # every condition was re-evaluated for this generation
+            cond.observed_generation = self.observed.generation
         return Decision(status=self.status, actions=tuple(self.actions))
 
     # -------------------------------------------------------------- conditions, events
