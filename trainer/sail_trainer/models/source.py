@@ -24,8 +24,20 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def default_cache_dir() -> Path:
-    """SAIL_CACHE_DIR, else ~/.cache/sail-trainer (read when called, never at import)."""
-    return Path(os.environ.get("SAIL_CACHE_DIR") or Path.home() / ".cache" / "sail-trainer")
+    """SAIL_CACHE_DIR, else ~/.cache/sail-trainer, else <tmp>/sail-trainer-cache when home is read-only
+    (pods run with a read-only root filesystem). Read when called, never at import."""
+    import tempfile
+
+    explicit = os.environ.get("SAIL_CACHE_DIR")
+    candidates = [Path(explicit)] if explicit else [Path.home() / ".cache" / "sail-trainer",
+                                                    Path(tempfile.gettempdir()) / "sail-trainer-cache"]
+    for candidate in candidates:
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            return candidate
+        except OSError:
+            continue
+    return candidates[-1]
 
 
 def compute_cache_key(uri: str, version: str) -> str:

@@ -248,6 +248,10 @@ class _Loop:
         self.__dict__.update(locals())
         self.tr = ctx.algorithm.sail.train
         self.started = time.monotonic()
+        import torch
+
+        # fp16 autocast needs loss scaling (bf16 does not); master weights stay fp32 either way
+        self.scaler = torch.amp.GradScaler("cuda", enabled=components.device.type == "cuda" and dtype == torch.float16)
 
     def _autocast(self) -> Any:
         import torch
@@ -273,13 +277,15 @@ class _Loop:
             with contextlib.nullcontext() if sync else self.model.no_sync():
                 out = dpo_micro_step(self.model, self.reference, self.components, self.text, batch, s.beta,
                                      s.sampler.resolution, self.alphas, self._autocast)
-                (out.loss / self.accumulation).backward()
+                self.scaler.scale(out.loss / self.accumulation).backward()
             n = len(positions)
             sums = [sums[0] + float(out.loss.detach()) * n, sums[1] + float(out.implicit_accuracy) * n,
                     sums[2] + float(out.reward_margin) * n, sums[3] + n]
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), tr.optimizer.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss, acc, margin, pairs = _all_reduce_sum(sums)
