@@ -126,7 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
-    code = executor.execute()
+    try:
+        code = executor.execute()
+    except (OSError, RuntimeError, ValueError) as exc:
+        _err(f"sail run stopped: {exc}; the state is in {paths.state_file}, run `sail run` again to resume")
+        return EXIT_FAILED
     if code == 0 and paths.local_root is not None:
         _out(f"status: sail status {paths.local_root}\nreport: sail report {paths.local_root}")
     return code

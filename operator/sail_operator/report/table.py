@@ -80,6 +80,11 @@ def render_status_text(state: LocalState) -> str:
         f"phases); restarts app={status.restarts.app} infra={status.restarts.infra}",
         f"storage {state.storage_uri}",
     ]
+    if status.current:
+        head.append(f"current {status.current.job_name} (attempt {status.current.attempt}, "
+                    f"recorded {status.current.created_at})")
+    if status.backoff_until:
+        head.append(f"backing off until {status.backoff_until}")
     if status.checkpoint:
         head.append(f"checkpoint iteration {status.checkpoint.iteration}: {status.checkpoint.uri}")
     headers = ["iter", "phase", "result", "attempts", "duration", *METRIC_COLUMNS, "checkpoint"]
