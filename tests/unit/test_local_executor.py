@@ -93,9 +93,9 @@ class Harness:
         (tmp / "plan.json").write_text(json.dumps(plan or {}))
         self.out = io.StringIO()
 
-    def executor(self, workers: int = 2, gpus: list[str] | None = None) -> LocalExecutor:
+    def executor(self, workers: int = 2, gpus: list[str] | None = None, storage: str | None = None) -> LocalExecutor:
         run = SAILRun.model_validate(yaml.safe_load(self.file.read_text()))
-        local, paths = build_local_run(run, self.file, None)
+        local, paths = build_local_run(run, self.file, storage)
         self.paths = paths
         env = {"FAKE_PLAN": str(self.tmp / "plan.json"), "FAKE_CALLS": str(self.calls)}
         return LocalExecutor(local, paths, out=self.out, workers=workers, program=[sys.executable, str(self.script)],
@@ -247,3 +247,14 @@ def test_without_gpus_the_resolved_spec_asks_for_fp32(tmp_path):
     h = Harness(tmp_path, suspend=True)
     h.run()
     assert json.loads(h.paths.spec_file.read_text())["precisionOverride"] == "fp32"
+
+
+def test_fake_trainer_with_an_s3_run_root_keeps_executor_files_beside_the_run_file(tmp_path):
+    h = Harness(tmp_path)
+    assert h.executor(storage="s3://bucket/runs/fake").execute() == EXIT_COMPLETE
+    calls = h.call_log()
+    assert all(c["argv"][c["argv"].index("--run") + 1] == "s3://bucket/runs/fake" for c in calls)
+    assert h.paths.state_file == tmp_path / ".sail" / "fake" / "local" / "state.json"
+    assert h.state().status.checkpoint.uri == "s3://bucket/runs/fake/iter-001/train/model"
+    resolved = json.loads(h.paths.spec_file.read_text())
+    assert resolved["storage"]["uri"] == "s3://bucket/runs/fake"
