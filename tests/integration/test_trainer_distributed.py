@@ -1,4 +1,7 @@
-"""Two gloo processes (torchrun) train like one process at the same global batch.
+"""Two gloo processes train like one process at the same global batch.
+
+The two processes are started the way a train pod starts them: plain `sail-trainer train`
+with the operator's PET_* environment, which re-runs itself under torchrun.
 
 One process runs 2 micro batches of 2 with gradient accumulation; two processes run one
 micro batch of 2 each and average gradients with DDP. Per-pair draws are seeded by global
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +26,12 @@ from tests.builders.tiny_run import REPO_ROOT, create_tiny_run, phase_args
 
 pytestmark = pytest.mark.slow
 SETTINGS = {"train": {"step0Steps": 3, "effectiveBatch": 4, "microBatch": 2, "checkpointEvery": 2}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _history(run_uri: str) -> list[dict]:
@@ -38,15 +48,18 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, monkeypatch: pytes
         assert main(phase_args(run, "mixup", 0)) == 0
     assert main(phase_args(single, "train", 0)) == 0
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT),
+           "SAIL_TERMINATION_LOG": str(tmp_path / "termination-log"), "PET_NNODES": "1",
+           "PET_NPROC_PER_NODE": "2", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
+           "PET_MASTER_PORT": str(_free_port())}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "sail_trainer", "--", *phase_args(double, "train", 0)]
+    cmd = [sys.executable, "-m", "sail_trainer", *phase_args(double, "train", 0)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(summaries) == 2 and {s["outcome"] for s in summaries} == {"committed"}
+    assert len(summaries) == 3 and {s["outcome"] for s in summaries} == {"committed"}  # 2 workers + launcher
+    assert json.loads((tmp_path / "termination-log").read_text()) == summaries[-1]
     assert "2 process(es)" in proc.stderr
 
     one, two = _history(single.run_uri), _history(double.run_uri)

@@ -63,3 +63,23 @@ def test_termination_log_is_skipped_when_not_writable(tmp_path: Path) -> None:
 ])
 def test_exceptions_map_to_documented_exit_codes(exc: Exception, code: ExitCode) -> None:
     assert classify_exit_code(exc) == code
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, 1),
+    ({"PET_NNODES": "1", "PET_NPROC_PER_NODE": "1"}, 1),
+    ({"PET_NNODES": "2", "PET_NPROC_PER_NODE": "4"}, 8),
+    ({"PET_NNODES": "1:2", "PET_NPROC_PER_NODE": "2"}, 4),
+    ({"PET_NNODES": "2", "PET_NPROC_PER_NODE": "4", "RANK": "3"}, 1),  # already a torchrun worker
+])
+def test_pet_environment_decides_whether_train_launches_workers(env: dict[str, str], expected: int) -> None:
+    from sail_trainer.launch import requested_world_size
+
+    assert requested_world_size(env) == expected
+
+
+def test_workers_write_per_rank_termination_logs() -> None:
+    from sail_trainer.launch import resolve_termination_log
+
+    assert resolve_termination_log("/tmp/s-{rank}.json", {"RANK": "1"}) == "/tmp/s-1.json"
+    assert resolve_termination_log("/dev/termination-log", {"RANK": "1"}) == "/dev/termination-log"

@@ -79,7 +79,9 @@ def parse_shard(phase: Phase, shards: int | None, shard: str | None, env: dict[s
 
 def write_termination_log(text: str, env: dict[str, str]) -> None:
     """Best effort: the file may not exist or be writable outside Kubernetes."""
-    path = env.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG)
+    from sail_trainer.launch import resolve_termination_log
+
+    path = resolve_termination_log(env.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG), env)
     try:
         Path(path).write_text(text)
     except OSError:
@@ -114,6 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     phase = Phase(args.command)
     env = dict(os.environ)
+    if phase is Phase.TRAIN:
+        from sail_trainer.launch import launch_workers, requested_world_size
+
+        if requested_world_size(env) > 1:
+            log.info("train: starting %d processes with torchrun (PET_* environment)", requested_world_size(env))
+            code, text = launch_workers(argv, env)
+            if text is not None:
+                write_termination_log(text, env)
+                print(text, flush=True)  # noqa: T201
+            return code
     summary = PhaseSummary(phase=phase, iteration=max(0, args.iteration), outcome="failed")
     try:
         shard, shards = parse_shard(phase, args.shards, args.shard, env)
