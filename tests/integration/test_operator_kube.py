@@ -283,3 +283,45 @@ def test_a_foreign_job_with_our_name_is_never_adopted(kube_cluster, job_controll
     assert "not owned by this SAILRun" in run["status"]["message"]
     assert kube_cluster.job_creations() == [squatter]  # only the squatter's own POST
     assert created["metadata"]["uid"] != "an-older-run-with-the-same-name"
+
+
+def _owned_job_body(run: dict[str, Any], name: str, iteration: int, phase: Phase) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/managed-by": "sail-operator", "sail.dev/run": run["metadata"]["name"],
+              "sail.dev/iteration": str(iteration), "sail.dev/phase": phase.value, "sail.dev/attempt": "1"}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": NS, "labels": labels,
+            "ownerReferences": [{"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "name": run["metadata"]["name"],
+                                 "uid": run["metadata"]["uid"], "controller": True}]},
+        "spec": {"template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "trainer", "command": [
+                                  "sail-trainer", phase.value, "--run", f"s3://runs/{run['metadata']['name']}"]}]}}},
+    }
+
+
+def test_crash_after_the_status_write_and_before_the_create(kube_cluster, job_controller, operator_process):
+    """The previous operator recorded attempt 1 of step-0 mixup and died before POSTing its Job."""
+    kube_cluster.create_run(build_run("kappa", rounds=0))
+    name = build_job_name("kappa", 0, Phase.MIXUP, 1)
+    kube_cluster.client.patch(f"/apis/sail.dev/v1alpha1/namespaces/{NS}/sailruns/kappa/status", {"status": {
+        "state": "Running", "currentIteration": 0, "currentPhase": "mixup", "observedGeneration": 1,
+        "current": {"jobName": name, "iteration": 0, "phase": "mixup", "attempt": 1,
+                    "createdAt": "2026-11-25T10:00:00Z"},
+        "iterations": [{"iteration": 0, "phases": [{"phase": "mixup", "result": "Running", "attempts": 1}]}],
+    }})
+    job_controller(mode="instant")
+    op = operator_process().start()
+    wait_state(kube_cluster, "kappa", "Succeeded", op)
+    assert kube_cluster.job_creations() == planned_jobs("kappa", 0)
+
+
+def test_crash_after_the_create_adopts_the_job_without_a_second_post(kube_cluster, job_controller, operator_process):
+    """The Job exists (ours by UID) but the status never heard of it: adopt it, never duplicate."""
+    run = kube_cluster.create_run(build_run("lamda", rounds=0))
+    name = build_job_name("lamda", 0, Phase.MIXUP, 1)
+    kube_cluster.client.create(f"/apis/batch/v1/namespaces/{NS}/jobs", _owned_job_body(run, name, 0, Phase.MIXUP))
+    job_controller(mode="instant")
+    op = operator_process().start()
+    wait_state(kube_cluster, "lamda", "Succeeded", op)
+    assert kube_cluster.job_creations() == planned_jobs("lamda", 0)  # the first is the test's own POST
+    assert Counter(kube_cluster.job_creations())[name] == 1

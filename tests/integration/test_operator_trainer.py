@@ -62,6 +62,8 @@ def test_step0_and_two_rounds_with_the_real_trainer(
                  interval=0.5)
     finally:
         print(op.logs()[-4000:], controller.errors)
+        for pod_name, output in controller.failed_outputs.items():
+            print(f"--- {pod_name}\n{output}")
     run = kube_cluster.get_run(NS, "real")
     assert run["status"]["state"] == "Succeeded", run["status"]["message"]
     assert controller.errors == []

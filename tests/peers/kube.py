@@ -314,6 +314,7 @@ class JobController:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    failed_outputs: dict[str, str] = field(default_factory=dict)  # pod -> tail of its output, for diagnosis
 
     def start(self) -> JobController:
         thread = threading.Thread(target=self._loop, name="job-controller", daemon=True)
@@ -344,7 +345,7 @@ class JobController:
                     worker = threading.Thread(target=self._play_safely, args=(job,), daemon=True)
                     worker.start()
                     self._threads.append(worker)
-            self._stop.wait(0.05)
+            self._stop.wait(0.1)
 
     def _play_safely(self, job: dict[str, Any]) -> None:
         try:
@@ -432,6 +433,8 @@ class JobController:
         except subprocess.TimeoutExpired as error:
             code, output = 137, f"killed after {self.trainer_timeout}s: {error}"
         (root / "output.log").write_text(output)
+        if code != 0:
+            self.failed_outputs[f"{meta['name']}/{index}"] = output[-3000:]
         message = termination_log.read_text() if termination_log.exists() else ""
         if not message and code != 0:  # terminationMessagePolicy: FallbackToLogsOnError
             message = output[-2048:]

@@ -183,3 +183,12 @@ def test_a_mangled_status_is_planned_from_scratch_not_a_crash():
     observed = build_observed(run_object(GOOD_SPEC, status={"state": "Exploded", "restarts": "many"}), [], [],
                               OperatorSettings())
     assert observed.status.state == "Pending"
+
+
+def test_the_trainers_error_is_part_of_the_failure_message():
+    summary = {"phase": "train", "iteration": 1, "outcome": "failed", "exitCode": 1,
+               "error": "spec.sail.train.microBatch: too large for this GPU"}
+    attempt = build_attempt(job(conditions=failed("BackoffLimitExceeded", "Job has reached the specified backoff limit")),
+                            [pod(1, json.dumps(summary))], UID)
+    assert attempt.message.startswith("spec.sail.train.microBatch: too large")
+    assert "backoff limit" in attempt.message

@@ -218,8 +218,12 @@ def build_attempt(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], run
     cause, message = (None, "")
     status = job.get("status") or {}
     finished_at = parse_time(status.get("completionTime"))
+    summaries = collect_summaries(job_pods)
     if state is AttemptState.FAILED:
         cause, message = classify_failure(job, job_pods)
+        errors = sorted({s.error for s in summaries if s.error})
+        if errors:  # the trainer's own words (field or file at fault) beat the Job controller's
+            message = f"{'; '.join(errors)} ({message})" if message else "; ".join(errors)
         finished_at = parse_time((_condition(job, "Failed") or {}).get("lastTransitionTime")) or finished_at
     elif state is AttemptState.PENDING and _condition(job, "Suspended") is not None:
         message = str((_condition(job, "Suspended") or {}).get("message") or "suspended (queued by Kueue)")
@@ -229,7 +233,7 @@ def build_attempt(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], run
     iteration, phase, attempt = identity
     return AttemptObservation(
         name=name, iteration=iteration, phase=phase, attempt=attempt, state=state, cause=cause,
-        message=message, summaries=collect_summaries(job_pods),
+        message=message, summaries=summaries,
         created_at=parse_time(meta.get("creationTimestamp")), started_at=started_at,
         finished_at=finished_at, owned=is_owned_by(job, run_uid),
     )
