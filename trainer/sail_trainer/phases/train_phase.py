@@ -245,7 +245,9 @@ class _Loop:
     def __init__(self, ctx: PhaseContext, data: TrainingSet, model: Any, policy: Any, reference: Any,
                  components: Any, text: Any, optimizer: Any, scheduler: Any, alphas: Any, accumulation: int,
                  dtype: Any) -> None:
-        self.__dict__.update(locals())
+        self.ctx, self.data, self.model, self.policy, self.reference = ctx, data, model, policy, reference
+        self.components, self.text, self.optimizer, self.scheduler = components, text, optimizer, scheduler
+        self.alphas, self.accumulation, self.dtype = alphas, accumulation, dtype
         self.tr = ctx.algorithm.sail.train
         self.started = time.monotonic()
         import torch
