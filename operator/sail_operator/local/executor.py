@@ -362,16 +362,17 @@ class LocalExecutor:
                 if code is None:
                     continue
                 shard.reader.join(timeout=5)
+                if shard.progress is not None:
+                    attempt.progress[index] = shard.progress
                 del attempt.running[index]
                 self._collect(attempt, shard, code)
             self._check_deadline(attempt)
             self._start_shards(attempt)
+            self._show_phase(attempt)
             if not attempt.running and (not attempt.pending or attempt.failure is not None):
                 self._conclude(attempt)
                 del self.running[name]
                 finished_any = True
-            else:
-                self._show_phase(attempt)
         return finished_any
 
     def _collect(self, attempt: RunningAttempt, shard: ShardProcess, code: int) -> None:
