@@ -252,7 +252,7 @@ class LocalExecutor:
             elif isinstance(action, DeletePhaseJob):
                 self._delete(action.name)
             elif isinstance(action, EmitEvent):
-                log.info("event %s %s: %s", action.type, action.reason, action.message)
+                log.info("run=%s event %s %s: %s", self.state.name, action.type, action.reason, action.message)
                 prefix = "warning: " if action.type == "Warning" else ""
                 self.display.message(f"{prefix}{action.reason}: {action.message}")
             elif isinstance(action, RequeueAfter):
@@ -327,7 +327,9 @@ class LocalExecutor:
             if self.gpus:  # one GPU per shard process, like one GPU per pod of an Indexed Job
                 busy = {s.gpu for s in attempt.running.values()}
                 env["CUDA_VISIBLE_DEVICES"] = next((g for g in self.gpus if g not in busy), self.gpus[index % len(self.gpus)])
-        log.info("starting %s shard %d: %s", attempt.record.name, index, attempt.command)
+        rec = attempt.record
+        log.info("run=%s iteration=%d phase=%s attempt=%d shard=%d: starting %s", self.state.name, rec.iteration,
+                 rec.phase.value, rec.attempt, index, attempt.command)
         process = subprocess.Popen(  # noqa: S603 - a list of arguments, no shell
             attempt.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, bufsize=1, env=env, start_new_session=True,
@@ -400,6 +402,8 @@ class LocalExecutor:
 
     def _conclude(self, attempt: RunningAttempt) -> None:
         record = attempt.record
+        log.info("run=%s iteration=%d phase=%s attempt=%d: %s", self.state.name, record.iteration,
+                 record.phase.value, record.attempt, f"failed: {attempt.failure}" if attempt.failure else "done")
         record.finished_at = datetime.now(UTC)
         if record.started_at is None:
             record.started_at = record.finished_at
