@@ -17,9 +17,11 @@ import time
 from collections import Counter
 from typing import Any
 
+import jsonschema
 import kmock
 import pytest
 
+from sail_api.crd import build_crd, build_json_schema
 from sail_api.phases import Phase, phases_of_iteration
 from sail_operator.kube.act import build_kube_api, create_owned
 from sail_operator.kube.settings import OperatorSettings
@@ -49,6 +51,12 @@ def build_run(name: str, rounds: int = 2, **spec_overrides: Any) -> dict[str, An
 
 def planned_jobs(run: str, rounds: int) -> list[str]:
     return [build_job_name(run, i, phase, 1) for i in range(rounds + 1) for phase in phases_of_iteration(i)]
+
+
+def jsonpath(obj: Any, path: str) -> Any:
+    for key in path.strip(".").split("."):
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
 
 
 def conditions(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -81,6 +89,11 @@ def test_run_goes_from_step0_through_two_rounds_to_succeeded(kube_cluster, job_c
     assert [r["iteration"] for r in status["iterations"]] == [0, 1, 2]
     assert all(p["result"] == "Succeeded" for r in status["iterations"] for p in r["phases"])
     assert status["iterations"][1]["phases"][0]["manifestUri"].startswith("s3://runs/alpha/iter-001/generate")
+    # what the operator wrote is valid under the CRD's own schema, and the printer columns resolve
+    jsonschema.validate({**run, "metadata": {"name": run["metadata"]["name"]}}, build_json_schema())
+    for column in build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]:
+        if column["name"] not in ("Phase", "Message"):  # no phase in progress once complete
+            assert jsonpath(run, column["jsonPath"]) is not None, column["name"]
     conds = conditions(run)
     assert conds["Validated"]["status"] == "True"
     assert conds["Complete"]["status"] == "True"
@@ -108,7 +121,7 @@ def test_run_goes_from_step0_through_two_rounds_to_succeeded(kube_cluster, job_c
 def test_jobs_carry_owner_labels_shards_and_the_spec_configmap(kube_cluster, job_controller, operator_process):
     job_controller(mode="instant")
     op = operator_process().start()
-    created = kube_cluster.create_run(build_run("beta", rounds=1))
+    created = kube_cluster.create_run(build_run("beta", rounds=1, parallelism={"trainNodes": 2, "gpusPerNode": 0}))
     wait_state(kube_cluster, "beta", "Succeeded", op)
 
     bodies = {r.data["metadata"]["name"]: r.data for r in kube_cluster.requests_of("jobs", kmock.action.CREATE)}
@@ -118,6 +131,13 @@ def test_jobs_carry_owner_labels_shards_and_the_spec_configmap(kube_cluster, job
     assert generate["spec"]["template"]["metadata"]["labels"]["sail.dev/phase"] == "generate"
     env = {e["name"]: e for e in generate["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
+    train = bodies[build_job_name("beta", 1, Phase.TRAIN, 1)]
+    assert train["spec"]["completions"] == 2 and train["spec"]["template"]["spec"]["subdomain"] == train["metadata"]["name"]
+    services = kube_cluster.requests_of("services", kmock.action.CREATE)
+    assert sorted(r.data["metadata"]["name"] for r in services) == sorted(
+        build_job_name("beta", i, Phase.TRAIN, 1) for i in (0, 1))
+    deleted = kube_cluster.requests_of("services", kmock.action.DELETE)
+    assert sorted(r.name for r in deleted) == sorted(r.data["metadata"]["name"] for r in services)
     configmaps = kube_cluster.requests_of("configmaps", kmock.action.CREATE)
     assert configmaps[0].data["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
     assert '"uri": "s3://runs/beta"' in configmaps[0].data["data"]["spec.json"]
@@ -240,7 +260,7 @@ def test_sigkill_at_random_points_never_duplicates_or_loses_a_phase(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 12, 13])
+@pytest.mark.parametrize("seed", [11, 12])
 def test_sigkill_many_times(kube_cluster, job_controller, operator_process, seed):
     job_controller(mode="instant", delay=0.3)
     op = operator_process().start()
