@@ -192,3 +192,19 @@ def test_the_trainers_error_is_part_of_the_failure_message():
                             [pod(1, json.dumps(summary))], UID)
     assert attempt.message.startswith("spec.sail.train.microBatch: too large")
     assert "backoff limit" in attempt.message
+
+
+def test_a_job_that_kueue_evicted_before_it_failed_is_an_infra_failure():
+    conditions = [{"type": "Suspended", "status": "False", "reason": "JobResumed",
+                   "message": "Job resumed after WorkloadEvictedByPreemption"}] + failed("BackoffLimitExceeded")
+    attempt = build_attempt(job(conditions=conditions), [pod(1)], UID)
+    assert attempt.cause is FailureCause.INFRA
+
+
+def test_a_cluster_run_needs_a_storage_uri():
+    spec = {k: v for k, v in GOOD_SPEC.items() if k != "storage"}
+    from sail_operator.policy import OperatorPolicy
+
+    settings = OperatorSettings(policy=OperatorPolicy(require_s3_storage=False))
+    observed = build_observed(run_object(spec), [], [], settings)
+    assert observed.spec is None and "spec.storage.uri" in observed.spec_error

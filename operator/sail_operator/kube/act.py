@@ -297,7 +297,7 @@ def _create_phase(api: KubeApi, raw: Mapping[str, Any], action: CreatePhaseJob, 
     namespace = raw["metadata"]["namespace"]
     uid = raw["metadata"].get("uid")
     children = [(core_path(namespace, "configmaps"), build_spec_configmap(raw))]
-    service = build_headless_service(raw, action)
+    service = build_headless_service(raw, action, settings.master_port)
     if service is not None:
         children.append((core_path(namespace, "services"), service))
     children.append((job_path(namespace), build_phase_job(raw, action, settings)))

@@ -163,6 +163,8 @@ def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
     kopf_settings.watching.connect_timeout = settings.watch_connect_timeout
+    # Only our Jobs travel over the watch (the handler filters client-side as well).
+    kopf_settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     kopf_settings.posting.level = logging.WARNING
     kopf_settings.posting.reporting_component = "sail.dev/operator"
     return kopf_settings

@@ -125,7 +125,9 @@ def build_spec_configmap(run: dict[str, Any] | SAILRun) -> dict[str, Any]:
     }
 
 
-def build_headless_service(run: dict[str, Any] | SAILRun, action: CreatePhaseJob) -> dict[str, Any] | None:
+def build_headless_service(
+    run: dict[str, Any] | SAILRun, action: CreatePhaseJob, port: int = 29500
+) -> dict[str, Any] | None:
     """Stable DNS for the pods of a multi-node train (`{job}-{index}.{service}`); None otherwise."""
     if action.nodes <= 1:
         return None
@@ -144,7 +146,7 @@ def build_headless_service(run: dict[str, Any] | SAILRun, action: CreatePhaseJob
             "clusterIP": "None",
             "publishNotReadyAddresses": True,  # rendezvous happens before readiness
             "selector": {LABEL_JOB_NAME: action.name},
-            "ports": [{"name": "rendezvous", "port": 29500, "targetPort": 29500, "protocol": "TCP"}],
+            "ports": [{"name": "rendezvous", "port": port, "targetPort": port, "protocol": "TCP"}],
         },
     }
 

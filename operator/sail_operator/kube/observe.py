@@ -39,6 +39,8 @@ INFRA_POD_REASONS = frozenset({
 })
 INFRA_CONDITION_REASONS = frozenset({"PreemptionByScheduler", "DeletionByTaintManager", "EvictionByEvictionAPI",
                                      "DeletionByPodGC", "TerminationByKubelet"})
+# A Job that Kueue suspended (evicted, preempted) before it failed: its failure is the cluster's.
+KUEUE_EVICTION_MARKERS = ("Evict", "Preempt", "Kueue", "Workload")
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -147,9 +149,18 @@ def classify_failure(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> t
         return FailureCause.INFRA, message or "a pod was disrupted (preemption, eviction or node loss)"
     if int(ExitCode.TRANSIENT) in codes:
         return FailureCause.INFRA, message or f"trainer exited with TRANSIENT code {int(ExitCode.TRANSIENT)}"
-    if reason in INFRA_CONDITION_REASONS:
-        return FailureCause.INFRA, message or reason
+    if reason in INFRA_CONDITION_REASONS or _was_evicted_by_kueue(job):
+        return FailureCause.INFRA, message or reason or "the Job was evicted by Kueue"
     return FailureCause.APP, message or (f"trainer exited with code {sorted(codes)}" if codes else reason)
+
+
+def _was_evicted_by_kueue(job: Mapping[str, Any]) -> bool:
+    for condition in ((job.get("status") or {}).get("conditions")) or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Suspended":
+            text = f"{condition.get('reason', '')} {condition.get('message', '')}"
+            if any(marker in text for marker in KUEUE_EVICTION_MARKERS):
+                return True
+    return False
 
 
 def _earliest_pod_start(pods: Iterable[Mapping[str, Any]]) -> datetime | None:
@@ -260,6 +271,9 @@ def validate_run(raw: Mapping[str, Any], settings: OperatorSettings) -> tuple[SA
     except Exception as error:  # a bad object must never crash the operator
         return None, f"spec: {error}"
     problems = compute_policy_violations(parsed.spec, settings.policy)
+    if not parsed.spec.storage.uri:
+        problems.append("spec.storage.uri is required on a cluster: the s3:// prefix where the run keeps "
+                        "its artifacts and checkpoints")
     if problems:
         return None, "; ".join(problems)
     return parsed.spec, None
