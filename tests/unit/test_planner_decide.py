@@ -15,6 +15,7 @@ from sail_api.phases import Phase, PhaseSummary
 from sail_api.spec import SAILRunSpec
 from sail_api.status import MAX_ITERATION_HISTORY, RunState, SAILRunStatus
 from sail_operator.planner.decide import (
+    Step,
     build_plan,
     compute_backoff_seconds,
     compute_jitter_fraction,
@@ -471,3 +472,30 @@ def test_every_condition_carries_the_generation_just_observed():
     decision = decide(observe(status=status, attempts=[attempt(0, Phase.MIXUP)], generation=4), T0)
     assert {c.observed_generation for c in decision.status.conditions} == {4}
     assert cond(decision.status, "Validated").last_transition_time == format_time(T0)
+
+
+def test_invalid_edit_of_a_running_run_fails_it_and_a_fix_picks_up_the_running_job():
+    running = [attempt(0, Phase.MIXUP)]
+    broken = decide(observe(status=started(), attempts=running, generation=2, spec_error="spec.sail.beta: bad"), T0)
+    assert broken.status.state == RunState.FAILED and broken.actions[-1].type == "Warning"
+    assert not any(isinstance(a, DeletePhaseJob) for a in broken.actions)
+    fixed = decide(observe(status=broken.status, attempts=running, generation=3), T0)
+    assert fixed.status.state == RunState.RUNNING and fixed.creates == ()
+    assert fixed.status.current.job_name == build_job_name(RUN, 0, Phase.MIXUP, 1)
+
+
+def test_rewind_deletes_the_jobs_of_the_iterations_it_drops_and_continues_attempt_numbers():
+    status = SAILRunStatus(current_iteration=2, current_phase="annotate", state=RunState.RUNNING)
+    jobs = [attempt(2, Phase.ANNOTATE), done(2, Phase.GENERATE)]
+    spec = make_spec(sail={"rounds": 3}, startIteration=2)
+    decision = decide(observe(spec, status, jobs, generation=5), T0)
+    deleted = {a.name for a in decision.actions if isinstance(a, DeletePhaseJob)}
+    assert deleted == {build_job_name(RUN, 2, Phase.ANNOTATE, 1), build_job_name(RUN, 2, Phase.GENERATE, 1)}
+    assert [(c.iteration, c.phase, c.attempt) for c in decision.creates] == [(2, Phase.GENERATE, 2)]
+
+
+def test_steps_are_ordered_by_the_plan_not_by_phase_name():
+    plan = build_plan(2)
+    assert sorted(reversed(plan)) == list(plan)
+    assert Step(1, Phase.GENERATE) < Step(1, Phase.ANNOTATE) < Step(1, Phase.MIXUP) < Step(2, Phase.GENERATE)
+    assert Step(0, Phase.TRAIN) >= Step(0, Phase.MIXUP)

@@ -88,12 +88,24 @@ def parse_time(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Step:
-    """One phase of the plan: (iteration, phase)."""
+    """One phase of the plan: (iteration, phase), ordered by position in the plan (not by name)."""
 
     iteration: int
     phase: Phase
+
+    def __lt__(self, other: Step) -> bool:
+        return compute_step_index(self) < compute_step_index(other)
+
+    def __le__(self, other: Step) -> bool:
+        return compute_step_index(self) <= compute_step_index(other)
+
+    def __gt__(self, other: Step) -> bool:
+        return compute_step_index(self) > compute_step_index(other)
+
+    def __ge__(self, other: Step) -> bool:
+        return compute_step_index(self) >= compute_step_index(other)
 
 
 def build_plan(rounds: int) -> tuple[Step, ...]:
@@ -192,6 +204,7 @@ class _Planner:
     now: datetime
     status: SAILRunStatus = field(init=False)
     actions: list[Action] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)  # Jobs a rewind deletes: never adopted, names not reused
 
     def __post_init__(self) -> None:
         self.status = self.observed.status.model_copy(deep=True)
@@ -291,6 +304,7 @@ class _Planner:
         for obs in self.observed.attempts:
             if obs.owned and Step(obs.iteration, obs.phase) >= target:
                 self.actions.append(DeletePhaseJob(name=obs.name))
+                self.dropped.add(obs.name)
         self.status.iterations = [r for r in self.status.iterations if r.iteration < iteration]
         self.status.current_iteration = iteration
         self.status.current_phase = target.phase.value
@@ -368,7 +382,7 @@ class _Planner:
             current = self.status.current
         if number == 0:
             if self._may_create(spec):
-                self._create(spec, step, 1)
+                self._create(spec, step, self._first_attempt(step))
             return False
         obs = latest if latest is not None and latest.attempt == number else None
         if obs is None:
@@ -382,7 +396,14 @@ class _Planner:
 
     def _attempts_of(self, step: Step, *, owned: bool) -> list[AttemptObservation]:
         return [o for o in self.observed.attempts
-                if o.iteration == step.iteration and o.phase == step.phase and o.owned == owned]
+                if o.iteration == step.iteration and o.phase == step.phase and o.owned == owned
+                and o.name not in self.dropped]
+
+    def _first_attempt(self, step: Step) -> int:
+        """1, or past the attempts a rewind is deleting (their names may linger while they go)."""
+        numbers = [o.attempt for o in self.observed.attempts
+                   if o.name in self.dropped and (o.iteration, o.phase) == (step.iteration, step.phase)]
+        return max(numbers, default=0) + 1
 
     def _may_create(self, spec: SAILRunSpec) -> bool:
         return not spec.suspend and self.status.state not in TERMINAL_STATES
@@ -587,7 +608,7 @@ class _Planner:
         cursor = self._cursor()
         deleting = {a.name for a in self.actions if isinstance(a, DeletePhaseJob)}
         for obs in self.observed.attempts:
-            if not obs.owned or obs.name in deleting:
+            if not obs.owned or obs.name in deleting or obs.name in self.dropped:
                 continue
             if obs.state not in (AttemptState.SUCCEEDED, AttemptState.FAILED):
                 continue
