@@ -101,10 +101,15 @@ def test_run_goes_from_step0_through_two_rounds_to_succeeded(kube_cluster, job_c
     assert conds["Failed"]["status"] == "False"
     assert all(c.get("observedGeneration") == 1 for c in conds.values())
     # the status was written before each Job was created (status patch precedes every Job POST)
-    writes = [(r.resource.plural, r.action, r.subresource) for r in kube_cluster.requests()
-              if r.resource is not None and r.action in (kmock.action.CREATE, kmock.action.UPDATE)]
-    first_job = writes.index(("jobs", kmock.action.CREATE, None))
-    assert ("sailruns", kmock.action.UPDATE, "status") in writes[:first_job]
+    recorded: set[str] = set()
+    for request in kube_cluster.requests():
+        if request.resource is None:
+            continue
+        if request.resource.plural == "sailruns" and request.subresource == "status":
+            current = (request.data.get("status") or {}).get("current") or {}
+            recorded.add(current.get("jobName"))
+        elif request.resource.plural == "jobs" and request.action == kmock.action.CREATE:
+            assert request.data["metadata"]["name"] in recorded, request.data["metadata"]["name"]
     # Events on the SAILRun for every transition
     events = kube_cluster.events(NS, "alpha")
     reasons = Counter(e["reason"] for e in events)
@@ -345,3 +350,18 @@ def test_crash_after_the_create_adopts_the_job_without_a_second_post(kube_cluste
     wait_state(kube_cluster, "lamda", "Succeeded", op)
     assert kube_cluster.job_creations() == planned_jobs("lamda", 0)  # the first is the test's own POST
     assert Counter(kube_cluster.job_creations())[name] == 1
+
+
+def test_kueue_queue_holds_jobs_until_admitted(kube_cluster, job_controller, operator_process):
+    job_controller(mode="instant")  # plays a Job only once it is unsuspended
+    op = operator_process().start()
+    kube_cluster.create_run(build_run("mu", rounds=0, queueName="gpu-queue"))
+    for name in planned_jobs("mu", 0):
+        path = f"/apis/batch/v1/namespaces/{NS}/jobs/{name}"
+        job = wait_for(lambda p=path: kube_cluster.client.get(p), 30, f"Job {name}")
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+        assert job["spec"]["suspend"] is True
+        assert kube_cluster.run_state(NS, "mu") == "Running"
+        kube_cluster.client.patch(path, {"spec": {"suspend": False}})  # what Kueue does on admission
+    wait_state(kube_cluster, "mu", "Succeeded", op)
+    assert kube_cluster.job_creations() == planned_jobs("mu", 0)
