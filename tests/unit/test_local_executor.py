@@ -46,11 +46,12 @@ shard = os.environ.get("JOB_COMPLETION_INDEX")
 plan = json.load(open(os.environ["FAKE_PLAN"]))
 key = f"{phase}:{iteration}"
 calls = os.environ["FAKE_CALLS"]
-count = sum(1 for line in open(calls) if json.loads(line)["key"] == key and json.loads(line)["shard"] == shard) \
-    if os.path.exists(calls) else 0
+rows = [json.loads(line) for line in open(calls)] if os.path.exists(calls) else []
+count = sum(1 for r in rows if r["key"] == key and r["shard"] == shard and r["event"] == "start")
 with open(calls, "a") as f:
     f.write(json.dumps({"key": key, "shard": shard, "shards": opts.get("--shards"), "spec": opts["--spec"],
-                        "pid": os.getpid(), "argv": args, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}) + "\n")
+                        "pid": os.getpid(), "argv": args, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        "event": "start"}) + "\n")
 print(f"progress phase={phase} done=1 total=2 rate=1.0/s", flush=True)
 time.sleep(plan.get("sleep", {}).get(key, 0))
 codes = plan.get("codes", {}).get(key, [0])
@@ -65,6 +66,8 @@ if code:
 if not plan.get("no_summary"):
     open(os.environ["SAIL_TERMINATION_LOG"], "w").write(json.dumps(summary))
 print(f"progress phase={phase} done=2 total=2 rate=1.0/s", flush=True)
+with open(calls, "a") as f:
+    f.write(json.dumps({"key": key, "shard": shard, "event": "end"}) + "\n")
 sys.exit(code)
 '''
 
@@ -104,8 +107,11 @@ class Harness:
     def run(self, workers: int = 2, gpus: list[str] | None = None) -> int:
         return self.executor(workers, gpus).execute()
 
-    def call_log(self) -> list[dict]:
+    def events(self) -> list[dict]:
         return [json.loads(line) for line in self.calls.read_text().splitlines()] if self.calls.exists() else []
+
+    def call_log(self) -> list[dict]:
+        return [e for e in self.events() if e["event"] == "start"]
 
     def state(self):
         return load_state(self.paths.state_file)
@@ -260,3 +266,10 @@ def test_fake_trainer_with_an_s3_run_root_keeps_executor_files_beside_the_run_fi
     assert h.state().status.checkpoint.uri == "s3://bucket/runs/fake/iter-001/train/model"
     resolved = json.loads(h.paths.spec_file.read_text())
     assert resolved["storage"]["uri"] == "s3://bucket/runs/fake"
+
+
+def test_fake_trainer_with_one_worker_runs_shards_one_after_another(tmp_path):
+    h = Harness(tmp_path)
+    assert h.run(workers=1) == EXIT_COMPLETE
+    annotate = [(e["event"], e["shard"]) for e in h.events() if e["key"] == "annotate:1"]
+    assert annotate == [("start", "0"), ("end", "0"), ("start", "1"), ("end", "1"), ("start", "2"), ("end", "2")]
