@@ -29,7 +29,7 @@ from sail_api.status import RunState
 PHASES = tuple(phase.value for phase in Phase)
 RESULTS = ("succeeded", "failed")
 CAUSES = ("none", "app", "infra", "non_retryable", "deadline")
-HANDLERS = ("reconcile", "job_event", "run_event", "timer", "delete")
+HANDLERS = ("run_event", "job_event", "timer", "requeue")  # the `handler` label of the handler metrics
 RESTART_CAUSES = ("app", "infra")
 
 COUNTERS = (

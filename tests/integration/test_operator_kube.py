@@ -9,11 +9,13 @@ HTTP API; the assertions read the emulator's request log and the objects over HT
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -120,6 +122,9 @@ def test_run_goes_from_step0_through_two_rounds_to_succeeded(kube_cluster, job_c
     deletes = kube_cluster.requests_of("jobs", kmock.action.DELETE)
     assert sorted(r.name for r in deletes) == sorted(planned_jobs("alpha", 2))
     assert all(r.data.get("propagationPolicy") == "Background" for r in deletes)
+    # no finalizer (children are owned), and kopf kept no state under its default prefix
+    assert not run["metadata"].get("finalizers")
+    assert not [key for key in run["metadata"].get("annotations") or {} if key.startswith("kopf.zalando.org")]
     assert op.alive
 
 
@@ -230,6 +235,9 @@ def test_metrics_are_served_and_per_run_series_vanish_after_deletion(kube_cluste
         lint = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True,
                               check=False)
         assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.liveness_port}/healthz", timeout=10) as response:
+        assert response.status == 200 and json.loads(response.read())["runs"] >= 1  # our probe: runs served
 
     kube_cluster.delete_run(NS, "zeta")
     wait_for(lambda: not _series(op.scrape(), "zeta"), 30, "zeta's series to vanish")

@@ -136,10 +136,15 @@ class Controller:
                 self.metrics.handler_errors.labels("timer").inc()
                 log.exception("resync: listing SAILRuns failed")
                 continue
+            alive: set[RunKey] = set()
             for raw in runs:
                 meta = raw.get("metadata") or {}
                 if self.serves(meta.get("namespace")):
+                    alive.add((str(meta.get("namespace")), str(meta.get("name"))))
                     self._spawn((str(meta.get("namespace")), str(meta.get("name"))), "timer")
+            for snapshot in self.metrics.index.snapshots():  # a DELETED event raced with a reconcile
+                if (snapshot.namespace, snapshot.name) not in alive:
+                    self.forget(snapshot.namespace, snapshot.name)
 
     async def shutdown(self) -> None:
         for handle in self._wakeups.values():
