@@ -29,8 +29,11 @@ EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sail", description="SAIL: align text-to-image diffusion models, "
-                                     "on one machine (sail run) or on Kubernetes (sail operator).")
+    parser = argparse.ArgumentParser(
+        prog="sail", description="SAIL: align text-to-image diffusion models, on one machine (sail run) or on "
+        "Kubernetes (sail operator).",
+        epilog="exit codes: 0 success, 1 run failed, 2 bad input, 3 run suspended, 130 interrupted. "
+        "Docs: docs/cli.md")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a SAILRun file here, phase by phase; run again to resume")
@@ -54,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if len(args_list) > 1 and args_list[0] in ("-v", "--verbose") and args_list[1] in ("operator", "toy"):
+        args_list = args_list[1:]  # the delegated commands have their own logging options
     if args_list and args_list[0] == "operator":
         return run_operator(args_list[1:])
     if args_list and args_list[0] == "toy":
