@@ -70,3 +70,19 @@ def test_sigkilled_train_resumes_to_the_same_weights(tmp_path: Path, monkeypatch
     uninterrupted = load_file(Path(RunLayout(reference.run_uri).model_dir(0), weights))
     assert resumed.keys() == uninterrupted.keys()
     assert all((resumed[k] - uninterrupted[k]).abs().max() <= 1e-6 for k in resumed)
+
+
+def test_leftovers_of_a_crashed_attempt_are_replaced_not_committed(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAIL_TERMINATION_LOG", str(tmp_path / "term"))
+    run = create_tiny_run(tmp_path)
+    layout = RunLayout(run.run_uri)
+    folder = Path(layout.phase_dir(0, Phase.MIXUP))
+    folder.mkdir(parents=True)
+    (folder / "mixture.json").write_text('{"entries": [["seed", 99')  # torn write of a crashed attempt
+    (folder / "seed-latents-00007.safetensors").write_bytes(b"stale")
+    assert main(phase_args(run, "mixup", 0)) == 0
+    manifest = LocalStore(run.run_uri).read_manifest(str(folder), verify=True)
+    assert "seed-latents-00007.safetensors" not in {f.path for f in manifest.files}
+    assert not (folder / "seed-latents-00007.safetensors").exists()
+    assert len(json.loads((folder / "mixture.json").read_text())["entries"]) == 8

@@ -70,7 +70,10 @@ def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
 
         return Path(snapshot_download(repo_id, revision=revision))
     except Exception as exc:
-        raise BadSpecError(f"{field}: could not fetch hub model {repo_id!r} (revision {revision}): {exc}") from exc
+        raise BadSpecError(
+            f"{field}: {repo_id} is not a local folder, and fetching it as a hub id (revision {revision}) failed: "
+            f"{type(exc).__name__}: {exc}; use a local or s3:// pipeline folder where no hub is reachable"
+        ) from exc
 
 
 def _fetch_s3_folder(
