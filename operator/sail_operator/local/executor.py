@@ -260,6 +260,9 @@ class LocalExecutor:
 
     def _wait(self, decision: Decision) -> None:
         requeue = [a.seconds for a in decision.actions if isinstance(a, RequeueAfter)]
+        if requeue and not self.running and self.state.status.backoff_until:
+            self.display.message(f"backing off: next attempt at {self.state.status.backoff_until} "
+                                 f"(in {min(requeue):.0f} s)")
         deadline = time.monotonic() + (min(requeue) if requeue else 3600.0)
         if not self.running and not requeue and not decision.actions:
             raise RuntimeError(f"the planner made no progress in state {self.state.status.state}: "
