@@ -208,6 +208,8 @@ class LocalExecutor:
         try:
             return self._loop()
         except (Interrupted, KeyboardInterrupt):
+            for sig in previous:  # a second Ctrl-C must not cut the clean-up short
+                signal.signal(sig, signal.SIG_IGN)
             self._stop_all(forget=True)
             self._save()
             self.display.close()
