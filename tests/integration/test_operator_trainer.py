@@ -48,7 +48,8 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     spec.update({
         "storage": {"uri": run_uri, "endpoint": moto_s3.endpoint, "region": "us-east-1",
                     "credentialsSecretRef": {"name": "s3-creds"}},
-        "parallelism": {"generateShards": 2, "annotateShards": 1},
+        # one shard each: still Indexed Jobs (`--shards 1`, JOB_COMPLETION_INDEX=0), two trainer starts fewer
+        "parallelism": {"generateShards": 1, "annotateShards": 1},
         "failurePolicy": {"appRetries": 0, "infraRetries": 0},
     })
     controller = job_controller(mode="trainer", secrets={
