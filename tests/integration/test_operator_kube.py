@@ -370,6 +370,9 @@ def test_kueue_queue_holds_jobs_until_admitted(kube_cluster, job_controller, ope
         assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
         assert job["spec"]["suspend"] is True
         assert kube_cluster.run_state(NS, "mu") == "Running"
+        writes = len(kube_cluster.requests_of("sailruns", kmock.action.UPDATE))
+        time.sleep(1.5)  # quiescence: a waiting run is not rewritten over and over (no watch echo loop)
+        assert len(kube_cluster.requests_of("sailruns", kmock.action.UPDATE)) == writes
         kube_cluster.client.patch(path, {"spec": {"suspend": False}})  # what Kueue does on admission
     wait_state(kube_cluster, "mu", "Succeeded", op)
     assert kube_cluster.job_creations() == planned_jobs("mu", 0)

@@ -38,3 +38,13 @@ def test_event_is_about_the_sailrun_and_bounded():
     assert len(event["message"]) == 1024
     assert event["metadata"]["namespace"] == "ns" and event["metadata"]["name"].startswith("r1.")
     assert event["firstTimestamp"] == "2026-11-25T00:00:00Z"
+
+
+def test_nested_nulls_do_not_cause_a_write_loop():
+    """`current.startedAt: null` was deleted by the merge patch; the stored status lacks it."""
+    status = SAILRunStatus(state=RunState.RUNNING, current=CurrentAttempt(
+        job_name="r-i000-mixup-a1", iteration=0, phase="mixup", attempt=1, created_at="2026-11-25T10:00:00Z"))
+    stored = status.model_dump(mode="json", by_alias=True)
+    stored["current"] = {k: v for k, v in stored["current"].items() if v is not None}
+    stored = {k: v for k, v in stored.items() if v is not None}
+    assert build_status_patch(stored, status) is None

@@ -181,13 +181,21 @@ def post_event(api: KubeApi, raw_run: Mapping[str, Any], event: EmitEvent, now: 
         log.warning("could not post event %s on %s: %s", event.reason, namespace, error)
 
 
+def strip_nulls(value: Any) -> Any:
+    """Drop None values at every depth (how a status looks after a merge patch stored it)."""
+    if isinstance(value, Mapping):
+        return {key: strip_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [strip_nulls(item) for item in value]
+    return value
+
+
 def build_status_patch(old: Mapping[str, Any] | None, new: SAILRunStatus) -> dict[str, Any] | None:
     """JSON merge patch of the whole status; None when nothing changed (no write, no watch echo)."""
     body = new.model_dump(mode="json", by_alias=True)
     current = dict(old or {})
-    normalized_old = {key: value for key, value in current.items() if value is not None}
-    normalized_new = {key: value for key, value in body.items() if value is not None}
-    if normalized_old == normalized_new:
+    # A merge patch deletes null keys at every depth, so the stored status never has them.
+    if strip_nulls(current) == strip_nulls(body):
         return None
     patch = dict(body)  # None values delete keys (merge-patch semantics)
     for key in current:
