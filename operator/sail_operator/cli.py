@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     state = load_state(state_file)
     assert state is not None
     try:
-        path = write_report(state, args.out)
+        path = write_report(state, args.out, state_file=state_file)
     except (OSError, ValueError) as exc:
         _err(f"cannot write the report: {exc}")
         return EXIT_FAILED

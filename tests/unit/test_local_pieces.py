@@ -24,7 +24,7 @@ from sail_operator.local.state import (
     save_state,
 )
 from sail_operator.planner.model import AttemptState
-from sail_operator.report.html import parse_metric_history
+from sail_operator.report.artifacts import parse_metric_history
 from sail_operator.report.plots import Series, compute_ticks, render_line_plot
 from sail_operator.report.table import build_status_rows, format_duration, render_status_text
 

@@ -5,69 +5,27 @@ Contents: the run's state and the iteration x phase table, per-iteration sample 
 plus `samples-base.png` for the base model at iteration 0) embedded as data URIs, metric
 plots (PNG, Pillow) from each train phase's `metrics.json`, and the run's spec.
 
-Only files listed in a committed train manifest (`_SUCCESS.json`) are read, like every
-other reader of a run. Local run roots only; the operator package never talks to S3 here.
+What it shows is read by `report.artifacts` (local or s3:// run roots, committed files
+only); this module renders, and `write_report` ties the two together.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from sail_api.layout import COMMIT_MARKER, RunLayout
-from sail_api.manifest import PhaseManifest
-from sail_api.phases import Phase
+from sail_api.layout import RunLayout
 from sail_operator.local.paths import is_remote
 from sail_operator.local.state import LocalState
+from sail_operator.report.artifacts import IterationArtifacts, fetch_run_artifacts
 from sail_operator.report.table import METRIC_COLUMNS, build_status_rows
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
-SAMPLES = "samples.png"
-BASE_SAMPLES = "samples-base.png"
-METRICS = "metrics.json"
-
-
-@dataclass
-class IterationArtifacts:
-    iteration: int
-    samples: bytes | None = None
-    base_samples: bytes | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def read_committed_train(root: Path, iteration: int) -> IterationArtifacts:
-    """The train phase's grids and metric history of one iteration, if committed."""
-    folder = Path(RunLayout(str(root)).phase_dir(iteration, Phase.TRAIN))
-    found = IterationArtifacts(iteration)
-    marker = folder / COMMIT_MARKER
-    if not marker.is_file():
-        return found
-    manifest = PhaseManifest.model_validate_json(marker.read_text())
-    listed = {entry.path for entry in manifest.files}
-    if SAMPLES in listed:
-        found.samples = (folder / SAMPLES).read_bytes()
-    if BASE_SAMPLES in listed:
-        found.base_samples = (folder / BASE_SAMPLES).read_bytes()
-    if METRICS in listed:
-        found.history = parse_metric_history(json.loads((folder / METRICS).read_text()))
-    return found
-
-
-def parse_metric_history(data: object) -> list[dict[str, float]]:
-    """metrics.json: a list of per-step dicts (the trainer's format) or one dict of final values."""
-    rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
-    out = []
-    for row in rows:
-        if isinstance(row, dict):
-            out.append({k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)})
-    return out
 
 
 def data_uri(png: bytes) -> str:
@@ -157,16 +115,22 @@ def _phase_table(state: LocalState) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def write_report(state: LocalState, out: Path | None = None) -> Path:
-    """Read the committed artifacts, render, write; returns the file written."""
-    if is_remote(state.storage_uri):
-        raise ValueError(f"run root {state.storage_uri} is remote: copy it locally (aws s3 sync) and run "
-                         "`sail report` on the copy")
-    root = Path(state.storage_uri)
-    last = max([r.iteration for r in state.status.iterations] + [0])
-    artifacts = [read_committed_train(root, i) for i in range(last + 1)]
+def write_report(state: LocalState, out: Path | None = None, *, state_file: Path | None = None) -> Path:
+    """Read the committed artifacts, render, write; returns the file written.
+
+    Default place: `<run root>/report/report.html` for a local run root; for an s3:// root,
+    `report/report.html` beside the executor's `local/` folder (found from `state_file`).
+    """
+    artifacts = fetch_run_artifacts(state)
     html_text = render_report_html(state, artifacts, build_plots(artifacts))
-    target = out or Path(RunLayout(str(root)).report_dir) / REPORT_FILE
+    if out is not None:
+        target = out
+    elif not is_remote(state.storage_uri):
+        target = Path(RunLayout(state.storage_uri).report_dir) / REPORT_FILE
+    elif state_file is not None:
+        target = state_file.resolve().parent.parent / "report" / REPORT_FILE
+    else:
+        raise ValueError(f"run root {state.storage_uri} is remote: give --out FILE for the report")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(html_text, encoding="utf-8")
     return target.resolve()
