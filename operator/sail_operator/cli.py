@@ -124,6 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if run is None:
         return EXIT_BAD_INPUT
     local_run, paths = build_local_run(run, args.file, args.storage)
+    model_uri = local_run.spec.model.uri
+    if "://" not in model_uri and not Path(model_uri).is_absolute():
+        _err(f"note: spec.model.uri {model_uri!r} is not a folder next to {args.file} "
+             f"({args.file.resolve().parent / model_uri} does not exist): using it as a hub id")
     _out(f"run {run.metadata.name}: storage {paths.storage_uri}; state {paths.state_file}")
     try:
         executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=workers, gpus=gpus,
