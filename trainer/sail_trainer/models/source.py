@@ -3,7 +3,7 @@
 s3:// folders are downloaded once into a cache folder keyed by the URI and a version
 string (the committed manifest of a run checkpoint, else the sorted key listing), written
 to a temp folder and renamed when complete, so a crash never leaves a half cache.
-Hub ids go through `huggingface_hub.snapshot_download` (only where a hub is reachable).
+Hub ids go through `DiffusionPipeline.download` (only where a hub is reachable; never in tests).
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def resolve_model_folder(
 
 def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
     try:
-        from huggingface_hub import snapshot_download
+        from diffusers import DiffusionPipeline
 
-        return Path(snapshot_download(repo_id, revision=revision))
+        # DiffusionPipeline.download fetches only the files the pipeline loads (no .ckpt duplicates)
+        return Path(DiffusionPipeline.download(repo_id, revision=revision))
     except Exception as exc:
         raise BadSpecError(
             f"{field}: {repo_id} is not a local folder, and fetching it as a hub id (revision {revision}) failed: "
