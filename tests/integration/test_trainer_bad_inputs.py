@@ -107,3 +107,9 @@ def test_unreadable_spec_and_bad_shard_flags_are_bad_spec(tmp_path, capsys, monk
     code, summary = _run(["generate", "--run", str(tmp_path), "--iteration", "1", "--spec", str(spec),
                           "--shards", "2"], capsys, monkeypatch, tmp_path)
     assert code == ExitCode.BAD_SPEC and "JOB_COMPLETION_INDEX" in summary["error"]
+
+
+def test_generate_at_iteration_zero_is_bad_spec(tmp_path, capsys, monkeypatch) -> None:
+    code, summary = _run(["generate", "--run", str(tmp_path), "--iteration", "0", "--spec", "unused.json"],
+                         capsys, monkeypatch, tmp_path)
+    assert code == ExitCode.BAD_SPEC and "iteration" in summary["error"]

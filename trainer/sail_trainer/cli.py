@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         summary.shard = None if shard is None else f"{shard}/{shards}"
         if args.iteration < 0:
             raise UsageError(f"--iteration {args.iteration}: must be >= 0")
+        if args.iteration == 0 and phase in (Phase.GENERATE, Phase.ANNOTATE):
+            raise UsageError(f"{phase.value} runs in rounds (--iteration >= 1); iteration 0 is mixup + train only")
         summary = _execute(phase, args, shard, shards)
     except Exception as exc:  # the boundary: classify, report, exit with the documented code
         code = ExitCode.BAD_SPEC if isinstance(exc, UsageError) else _classify(exc)
