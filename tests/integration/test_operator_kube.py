@@ -273,12 +273,12 @@ def test_sigkill_at_random_points_never_duplicates_or_loses_a_phase(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("seed", [11])
 def test_sigkill_many_times(kube_cluster, job_controller, operator_process, seed):
     job_controller(mode="instant", delay=0.3)
     op = operator_process().start()
     kube_cluster.create_run(build_run("theta", rounds=3))
-    _kill_and_restart_until_done(kube_cluster, op, "theta", kills=8, seed=seed)
+    assert _kill_and_restart_until_done(kube_cluster, op, "theta", kills=10, seed=seed) >= 5
     wait_state(kube_cluster, "theta", "Succeeded", op, timeout=120)
     assert kube_cluster.job_creations() == planned_jobs("theta", 3)
 
