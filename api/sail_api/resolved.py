@@ -37,8 +37,16 @@ class ResolvedRun(ApiModel):
         return self.model_dump_json(by_alias=True, indent=2)
 
 
+# Fields of the algorithm part that may change while a run goes on: raising the rounds target
+# extends the run (DESIGN.md: "iterations target" is an execution field) without changing
+# what any committed phase computed.
+DIGEST_EXCLUDED_SAIL_FIELDS = frozenset({"rounds"})
+
+
 def compute_algorithm_digest(algorithm: AlgorithmSpec) -> str:
-    canonical = json.dumps(algorithm.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    body = algorithm.model_dump(mode="json", by_alias=True)
+    body["sail"] = {k: v for k, v in body["sail"].items() if k not in DIGEST_EXCLUDED_SAIL_FIELDS}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 

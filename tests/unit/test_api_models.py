@@ -55,7 +55,9 @@ def test_digest_ignores_execution_fields_but_not_algorithm_fields():
         SAILRun.model_validate(make_run(parallelism={"generateShards": 4})), "/tmp/r"
     ).digest()
     other_beta = build_resolved_run(SAILRun.model_validate(make_run(sail={"beta": 2000})), "/tmp/r").digest()
+    more_rounds = build_resolved_run(SAILRun.model_validate(make_run(sail={"rounds": 7})), "/tmp/r").digest()
     assert base == more_shards
+    assert base == more_rounds, "raising the rounds target must not invalidate committed phases"
     assert base != other_beta
 
 
