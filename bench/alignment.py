@@ -341,6 +341,19 @@ def run_seed_family(ctx: Context, pool: Path, seed: int, family: str, setting: S
     return res
 
 
+def apply_overrides(cfg: BenchConfig, items: list[str]) -> BenchConfig:
+    """`FIELD=VALUE` overrides of numeric BenchConfig fields; a clear error for anything else."""
+    kinds = {f.name: f.type for f in dataclasses.fields(cfg)}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in kinds or kinds[name] not in ("int", "float"):
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{sorted(k for k, t in kinds.items() if t in ('int', 'float'))}")
+        changes[name] = int(value) if kinds[name] == "int" else float(value)
+    return dataclasses.replace(cfg, **changes)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small configuration for 2 CPU cores")
@@ -351,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-lr", type=float, nargs="*", default=None)
     p.add_argument("--sweep-beta", type=float, nargs="*", default=None)
     p.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES)
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="override a size of the configuration, e.g. --set rounds=1 eval_per_caption=4")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("sail_trainer", "diffusers", "transformers"):
@@ -363,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, sweep_lr=tuple(args.sweep_lr))
     if args.sweep_beta:
         cfg = dataclasses.replace(cfg, sweep_beta=tuple(args.sweep_beta))
+    cfg = apply_overrides(cfg, args.set)
     oracles.load_oracle(args.oracle)  # fail early on a bad name
     ctx = Context(cfg, args.oracle, args.model.resolve(), args.out.resolve())
     ctx.out.mkdir(parents=True, exist_ok=True)

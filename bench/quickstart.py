@@ -132,7 +132,7 @@ def read_phase_records(state_file: Path) -> list[dict[str, Any]]:
     rows = []
     for record in state.status.iterations:
         for phase in record.phases:
-            rows.append({"iteration": record.iteration, "phase": phase.phase, "result": str(phase.result.value),
+            rows.append({"iteration": record.iteration, "phase": phase.phase, "result": str(getattr(phase.result, "value", phase.result)),
                          "attempts": phase.attempts, "wall_s": phase.duration_seconds,
                          "metrics": dict(phase.metrics)})
     attempts = {(a.iteration, a.phase.value): a for a in state.attempts.values()}
