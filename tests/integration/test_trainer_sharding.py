@@ -1,5 +1,8 @@
 """1 shard and 2 shards of generate/annotate give identical outputs, prompt by prompt.
 
+The 1-shard generate is first interrupted after its first committed part and resumed, so the
+comparison also proves that a resumed generate equals uninterrupted ones.
+
 Step 0 runs for real (in process, through `sail_trainer.cli.main`); then generate and annotate
 run once as 1/1 and once as 0/2 + 1/2 in the same run root (shard folders differ by count).
 """
@@ -13,6 +16,7 @@ import pytest
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
+from sail_api.storage import LocalStore
 from sail_trainer.cli import main
 from sail_trainer.phases import artifacts
 from sail_trainer.phases.artifacts import load_tensors
@@ -27,7 +31,7 @@ def _generated(layout: RunLayout, shards: int) -> dict[int, object]:
     out = {}
     for k in range(shards):
         folder = Path(layout.shard_dir(1, Phase.GENERATE, k, shards))
-        for part in sorted(folder.glob("latents-*.safetensors")):
+        for part in sorted(folder.glob("parts/part-*/latents.safetensors")):
             tensors = load_tensors(part.read_bytes())
             for row, j in enumerate(tensors["prompt_index"].tolist()):
                 out[j] = tensors["latents"][row]
@@ -53,7 +57,14 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     _ok(phase_args(run, "mixup", 0))
     _ok(phase_args(run, "train", 0))
     layout = RunLayout(run.run_uri)
-    _ok(phase_args(run, "generate", 1, "--shard", "0/1"))
+    _crash_after_first_part(monkeypatch)
+    assert main(phase_args(run, "generate", 1, "--shard", "0/1")) == 1
+    monkeypatch.undo()
+    monkeypatch.setenv("SAIL_TERMINATION_LOG", str(tmp_path / "term"))
+    monkeypatch.setattr(artifacts, "GEN_PART", 2)
+    _ok(phase_args(run, "generate", 1, "--shard", "0/1"))  # resumes: reuses the part the crashed attempt committed
+    one_dir = layout.shard_dir(1, Phase.GENERATE, 0, 1)
+    assert LocalStore(run.run_uri).read_manifest(one_dir).metadata["reused_parts"] == 1
     for k in (0, 1):
         _ok(phase_args(run, "generate", 1, "--shard", f"{k}/2"))
     one, two = _generated(layout, 1), _generated(layout, 2)
@@ -70,10 +81,23 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     a1, a2 = _annotated(layout, 1), _annotated(layout, 2)
     assert a1 == a2 and len(a1) == 5
     assert {len(v) for v in _shard_prompts(layout, 2)} == {2, 3}
-    assert len(list(Path(layout.shard_dir(1, Phase.GENERATE, 0, 1)).glob("latents-*.safetensors"))) == 3
+    assert len(list(Path(one_dir).glob("parts/part-*/latents.safetensors"))) == 3
 
     _ok(phase_args(run, "mixup", 1))  # reads the 2-shard annotate set, the most shards committed
     _ok(phase_args(run, "train", 1))  # self pairs resolved through part files and candidate indices
+
+
+def _crash_after_first_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generate attempt dies right after committing its first part (as if preempted)."""
+    from sail_trainer.phases import generate_phase
+
+    real = generate_phase._commit_part
+
+    def commit_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("preempted")
+
+    monkeypatch.setattr(generate_phase, "_commit_part", commit_then_die)
 
 
 def _shard_prompts(layout: RunLayout, shards: int) -> list[list[int]]:

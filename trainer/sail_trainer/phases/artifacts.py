@@ -2,7 +2,8 @@
 
     iter-000/mixup/seed-pairs.json               {"count", "chunk_size", "prompts", "latent_shape", "resolution"}
     iter-000/mixup/seed-latents-CCCCC.safetensors   winner/loser [chunk, C, h, w] fp32 (VAE sample x scaling)
-    iter-NNN/generate/shard-K-of-S/latents-PPPPP.safetensors  latents [<=part_size, N, C, h, w] fp32, prompt_index
+    iter-NNN/generate/shard-K-of-S/parts/part-PPPPP/latents.safetensors  latents [<=part_size, N, C, h, w] fp32,
+                                                 prompt_index; each part committed on its own (resume unit)
     iter-NNN/generate/shard-K-of-S/prompts.json  {"prompt_indices", "prompts", "candidates", "latent_shape", "part_size"}
     iter-NNN/annotate/shard-K-of-S/annotations.json  per prompt: index, prompt, rewards, winner, loser, margin,
                                                       generate shard folder + row of its latents
@@ -56,8 +57,22 @@ def seed_chunk_name(chunk: int) -> str:
     return f"seed-latents-{chunk:05d}.safetensors"
 
 
+GEN_PARTS_DIR = "parts"
+
+
+def gen_part_folder(part: int) -> str:
+    """Folder of part `part` relative to its shard folder (committed on its own, then listed by the shard)."""
+    return f"{GEN_PARTS_DIR}/part-{part:05d}"
+
+
 def gen_part_name(part: int) -> str:
-    return f"latents-{part:05d}.safetensors"
+    return f"{gen_part_folder(part)}/latents.safetensors"
+
+
+def compute_part_rows(group: int) -> int:
+    """Prompts per generate part: GEN_PART rounded up to whole batches of `group` prompts, so a resumed
+    shard starts at a batch boundary and batches hold the same prompts as in one uninterrupted run."""
+    return -(-GEN_PART // group) * group
 
 
 class LatentFiles:

@@ -14,7 +14,9 @@ import logging
 import time
 from functools import partial
 
+from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
+from sail_api.storage import AlreadyCommitted
 from sail_trainer.errors import BadDataError
 from sail_trainer.logs import Progress
 from sail_trainer.phases import artifacts as art
@@ -68,63 +70,75 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     progress = Progress("generate", len(positions) * n)
     started = time.monotonic()
     shard_indices = [round_indices[p] for p in positions]
+    part_rows = art.compute_part_rows(group)
     files: list[str] = []
-    pending: list = []  # per-prompt latents [N, C, h, w] not yet in a part file
-    previews: list = []
-    for batch in split_groups(positions, group):
-        indices = [round_indices[p] for p in batch]
-        generators = [torch.Generator().manual_seed(seed) for j in indices
-                      for seed in sample_seeds(s.seed, ctx.iteration, j, n)]
-        cond = text.encode([pool[j] for j in indices]).repeat(n)
-        latents = sample_latents(
-            components.unet, components, build_scheduler(sampler.kind, components.scheduler_config), cond,
-            text.unconditional(len(generators)), generators, steps=sampler.steps,
-            guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
-        )
-        rows = list(latents.cpu().view(len(indices), n, *latents.shape[1:]))
-        previews.extend(rows[: max(0, PREVIEW_PROMPTS - len(previews))])
-        pending.extend(rows)
-        while len(pending) >= art.GEN_PART:
-            files.append(_write_part(ctx, len(files), pending[: art.GEN_PART], shard_indices))
-            pending = pending[art.GEN_PART :]
-        progress.update(len(generators))
+    reused = 0
+    for part, first in enumerate(range(0, max(len(positions), 1), part_rows)):
+        part_positions = positions[first : first + part_rows]
+        files.append(art.gen_part_name(part))
+        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
+            reused += 1  # committed by an earlier attempt of this shard: same inputs, same latents
+            progress.update(len(part_positions) * n)
+            continue
+        rows = []
+        for batch in split_groups(part_positions, group):
+            indices = [round_indices[p] for p in batch]
+            generators = [torch.Generator().manual_seed(seed) for j in indices
+                          for seed in sample_seeds(s.seed, ctx.iteration, j, n)]
+            latents = sample_latents(
+                components.unet, components, build_scheduler(sampler.kind, components.scheduler_config),
+                text.encode([pool[j] for j in indices]).repeat(n), text.unconditional(len(generators)), generators,
+                steps=sampler.steps, guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
+            )
+            rows.extend(latents.cpu().view(len(indices), n, *latents.shape[1:]))
+            progress.update(len(generators))
+        _commit_part(ctx, part, rows, [round_indices[p] for p in part_positions],
+                     components.latent_shape(sampler.resolution), n)
     progress.close()
-    if pending or not files:
-        files.append(_write_part(ctx, len(files), pending, shard_indices, components.latent_shape(sampler.resolution), n))
+    if reused:
+        log.info("reused %d part(s) committed by an earlier attempt", reused)
     files.append(ctx.put_bytes(art.GEN_PROMPTS, art.dump_json({
         "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
-        "latent_shape": list(components.latent_shape(sampler.resolution)), "part_size": art.GEN_PART,
+        "latent_shape": list(components.latent_shape(sampler.resolution)), "part_size": part_rows,
     })))
-    if previews:
-        files += _write_previews(ctx, components, torch.stack(previews), shard_indices[: len(previews)])
+    files += _write_previews(ctx, components, shard_indices[:PREVIEW_PROMPTS], part_rows)
     elapsed = max(time.monotonic() - started, 1e-9)
     metrics = {"prompts": float(len(shard_indices)), "images": float(len(shard_indices) * n),
                "images_per_second": len(shard_indices) * n / elapsed}
     log.info("generated %d images for %d prompts", len(shard_indices) * n, len(shard_indices))
-    return ctx.commit(files, metrics, {"parts": sum(f.startswith("latents-") for f in files)})
+    return ctx.commit(files, metrics, {"parts": sum(f.startswith(art.GEN_PARTS_DIR + "/") for f in files),
+                                       "reused_parts": reused})
 
 
-def _write_part(ctx: PhaseContext, part: int, rows: list, shard_indices: list[int],
-                latent_shape: tuple[int, ...] = (), n: int = 0) -> str:
-    """Latent file `part` with rows part*GEN_PART... of this shard (an empty shard gets one empty file)."""
+def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], latent_shape: tuple[int, ...],
+                 n: int) -> None:
+    """Write and commit one part folder (an empty shard gets one empty part)."""
     import torch
 
-    first = part * art.GEN_PART
     latents = torch.stack(rows) if rows else torch.zeros((0, n, *latent_shape))
-    index = torch.tensor(shard_indices[first : first + len(rows)], dtype=torch.int64)
-    return ctx.put_bytes(art.gen_part_name(part), art.dump_tensors({"latents": latents, "prompt_index": index}))
+    folder = join(ctx.output_dir, art.gen_part_folder(part))
+    ctx.store.write_bytes(join(folder, "latents.safetensors"), art.dump_tensors(
+        {"latents": latents, "prompt_index": torch.tensor(indices, dtype=torch.int64)}))
+    try:
+        ctx.store.commit(folder, ["latents.safetensors"], run=ctx.resolved.name, iteration=ctx.iteration,
+                         phase=ctx.phase.value, shard=ctx.shard_label, spec_digest=ctx.resolved.digest())
+    except AlreadyCommitted:
+        log.info("part %d was committed by a concurrent attempt; keeping it (same inputs, same latents)", part)
 
 
-def _write_previews(ctx: PhaseContext, components, latents, indices: list[int]) -> list[str]:
-    """One PNG strip (the N candidates side by side) per previewed prompt."""
+def _write_previews(ctx: PhaseContext, components, indices: list[int], part_rows: int) -> list[str]:
+    """One PNG strip (the N candidates side by side) per previewed prompt, from the committed parts."""
     import numpy as np
     from PIL import Image
 
     from sail_trainer.models.sampling import decode_latents
 
     files = []
-    for row, j in zip(latents, indices, strict=True):
-        images = decode_latents(components, row)
+    reader = art.LatentFiles(ctx.store, ctx.work_dir)
+    for row, j in enumerate(indices):
+        part, offset = divmod(row, part_rows)
+        latents = reader.row(join(ctx.output_dir, art.gen_part_folder(part)), "latents.safetensors", "latents", offset)
+        images = decode_latents(components, latents)
         strip = Image.fromarray(np.concatenate(list(images), axis=1))
         side = min(PREVIEW_SIDE, images.shape[1])
         strip = strip.resize((side * len(images), side))

@@ -5,7 +5,7 @@
    digest differs from the committed one.
 3. If the phase's (or shard's) output folder is already committed: outcome already_committed.
 4. Uncommitted leftovers of a crashed attempt are deleted (train keeps its committed step
-   checkpoints, which is how it resumes).
+   checkpoints and generate its committed parts: that is how they resume).
 5. The phase's `run(ctx)` writes its files and commits `_SUCCESS.json` last.
 """
 
@@ -88,8 +88,12 @@ def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, mani
     )
 
 
+RESUMABLE_SUBDIRS = {Phase.TRAIN: "steps", Phase.GENERATE: "parts"}  # committed sub-folders an attempt resumes from
+
+
 def _clean_leftovers(store: Store, ctx: PhaseContext) -> None:
-    keep = join(ctx.output_dir, "steps") + "/" if ctx.phase is Phase.TRAIN else None
+    sub = RESUMABLE_SUBDIRS.get(ctx.phase)
+    keep = join(ctx.output_dir, sub) + "/" if sub else None
     stale = [k for k in store.list(ctx.output_dir) if keep is None or not store.uri(k).startswith(keep)]
     if stale:
         log.info("removing %d uncommitted leftover file(s) under %s", len(stale), store.uri(ctx.output_dir))
