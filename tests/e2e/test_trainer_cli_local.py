@@ -41,6 +41,11 @@ def test_step0_and_one_round_commit_every_phase_and_load_with_diffusers(tmp_path
     assert {"metrics.json", "samples.png", "samples-base.png", "model/model_index.json",
             "model/unet/diffusion_pytorch_model.safetensors"} <= names
     assert not any(n.startswith("steps/") for n in names)
+    assert train0.metadata["samples"] == ["samples.png", "samples-base.png"]
+    from PIL import Image
+
+    with Image.open(Path(layout.phase_dir(0, Phase.TRAIN), "samples.png")) as grid:
+        assert grid.size == (8 * 16, 2 * 16)  # 8 pool prompts x 2 fixed seeds at 16 px
     metrics = json.loads(Path(layout.phase_dir(1, Phase.TRAIN), "metrics.json").read_text())
     assert [m["step"] for m in metrics] == [1.0, 2.0]
     assert {"loss", "implicit_accuracy", "reward_margin", "lr", "pairs_per_second"} <= set(metrics[0])
