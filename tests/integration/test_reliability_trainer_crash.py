@@ -144,7 +144,8 @@ def test_phases_killed_at_random_points_commit_validly_on_rerun(tmp_path: Path) 
             else:
                 finished += 1
         summary = _run_to_end(_args(run, iteration, phase))
-        assert summary["outcome"] == ("already_committed" if finished else "committed"), summary
+        # a kill may land after the commit and before the exit: then the re-run finds it committed
+        assert summary["outcome"] in (("already_committed",) if finished else ("committed", "already_committed"))
         again = _run_to_end(_args(run, iteration, phase))
         assert again["outcome"] == "already_committed"
         time.sleep(0.05)
