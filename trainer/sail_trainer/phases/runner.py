@@ -119,7 +119,15 @@ def execute_phase(request: PhaseRequest, *, rank: int = 0, world_size: int = 1) 
         store=store, cache_dir=default_cache_dir(), work_dir=Path(tempfile.mkdtemp(prefix="sail-")),
         shard=request.shard, shards=request.shards, rank=rank, world_size=world_size,
     )
-    ensure_run_file(store, ctx.layout.run_file, resolved, may_write=rank == 0)
+    try:
+        return _run_in_context(request, ctx, rank)
+    finally:
+        _remove_tree(ctx.work_dir)
+
+
+def _run_in_context(request: PhaseRequest, ctx: PhaseContext, rank: int) -> PhaseSummary:
+    store = ctx.store
+    ensure_run_file(store, ctx.layout.run_file, ctx.resolved, may_write=rank == 0)
     manifest_uri = store.uri(join(ctx.output_dir, "_SUCCESS.json"))
     if store.is_committed(ctx.output_dir):
         log.info("%s is already committed: nothing to do", store.uri(ctx.output_dir))
@@ -133,8 +141,6 @@ def execute_phase(request: PhaseRequest, *, rank: int = 0, world_size: int = 1) 
         log.info("another attempt committed %s first; keeping its outputs", store.uri(ctx.output_dir))
         manifest = exc.manifest or store.read_manifest(ctx.output_dir)
         return summarize(request, manifest, "already_committed", manifest_uri)
-    finally:
-        _remove_tree(ctx.work_dir)
     return summarize(request, manifest, "committed", manifest_uri)
 
 
