@@ -90,6 +90,13 @@ UNET_TINY = dict(  # tests/builders/tiny_pipeline.py build_tiny_sd15
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     cross_attention_dim=32, attention_head_dim=4, norm_num_groups=32,
 )
+UNET_TINY_SDXL = dict(  # tests/builders/tiny_pipeline.py build_tiny_sdxl (text_time conditioning, 2 encoders)
+    block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+    addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=6 * 8 + 32,
+    cross_attention_dim=64, norm_num_groups=32,
+)
 UNET_SMALL = dict(
     block_out_channels=(64, 128, 128), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -128,6 +135,9 @@ class Shape:
 SHAPES: dict[str, Shape] = {
     "tiny": Shape("sd15", UNET_TINY, VAE_TINY, (32,), 16, 16, 0.18215, gen_batch=4, gen_steps=4, guidance=7.5,
                   ann_images=8, ann_candidates=4, ann_draws=2, ann_batch=8, train_pairs=2),
+    "tiny-sdxl": Shape("sdxl", UNET_TINY_SDXL, VAE_TINY, (32, 32), 16, 16, 0.13025, gen_batch=4, gen_steps=4,
+                       guidance=5.0, ann_images=8, ann_candidates=4, ann_draws=2, ann_batch=8, train_pairs=2,
+                       optimizer="adafactor", checkpointing=True),
     "small": Shape("sd15", UNET_SMALL, VAE_TINY, (64,), 32, 16, 0.18215, gen_batch=8, gen_steps=10, guidance=7.5,
                    ann_images=16, ann_candidates=8, ann_draws=4, ann_batch=32, train_pairs=4),
     "sd15": Shape("sd15", UNET_SD15, VAE_SD, (768,), 512, 77, 0.18215, gen_batch=32, gen_steps=25, guidance=7.5,
@@ -185,13 +195,6 @@ def build_text_encoder(tokenizer: Any, hidden: int, max_tokens: int, projection:
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
-def build_unet_config(shape: Shape) -> dict[str, Any]:
-    config = dict(shape.unet)
-    if shape.layout == "sdxl" and shape.unet is not UNET_SDXL:  # not used by the built-in shapes
-        raise ValueError("only the anchor SDXL UNet config is an sdxl shape")
-    return config
-
-
 def build_pipeline_folder(shape_name: str, shape: Shape, root: Path) -> Path:
     """Write (once) a pipeline folder for `shape` with seeded random weights; return it.
 
@@ -215,7 +218,7 @@ def build_pipeline_folder(shape_name: str, shape: Shape, root: Path) -> Path:
         return folder
     log.info("building the %s pipeline folder at %s (random weights)", shape_name, folder)
     torch.manual_seed(SEED)
-    unet = UNet2DConditionModel(**build_unet_config(shape))
+    unet = UNet2DConditionModel(**shape.unet)
     vae = AutoencoderKL(**shape.vae, scaling_factor=shape.scaling_factor,
                         sample_size=shape.resolution)
     scheduler = DDIMScheduler(**SCHEDULER)

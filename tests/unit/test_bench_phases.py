@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from bench import phases
 
 
-def test_phases_bench_tiny_cpu_writes_rows_for_every_phase(tmp_path, capsys):
+@pytest.mark.parametrize("shape", ["tiny", pytest.param("tiny-sdxl", marks=pytest.mark.slow)])
+def test_phases_bench_tiny_cpu_writes_rows_for_every_phase(tmp_path, capsys, shape):
     out = tmp_path / "phases.json"
-    code = phases.main(["--shape", "tiny", "--repeats", "1", "--warmup", "0", "--models", str(tmp_path / "models"),
+    code = phases.main(["--shape", shape, "--repeats", "1", "--warmup", "0", "--models", str(tmp_path / "models"),
                         "--out", str(out)])
 
     assert code == 0
@@ -29,7 +32,5 @@ def test_phases_bench_tiny_cpu_writes_rows_for_every_phase(tmp_path, capsys):
 
 
 def test_phases_bench_rejects_an_unknown_phase(tmp_path):
-    import pytest
-
     with pytest.raises(SystemExit, match="unknown"):
         phases.main(["--phases", "generate,sample", "--models", str(tmp_path)])
