@@ -22,6 +22,7 @@ from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase
 from sail_trainer.errors import BadSpecError
+from sail_trainer.logs import Progress
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
 from sail_trainer.phases.models_of_run import resolve_base_folder, resolve_iteration_folder
@@ -219,14 +220,17 @@ def run(ctx: PhaseContext) -> PhaseManifest:
                  len(data), steps, start, lr, accumulation, tr.micro_batch, ctx.world_size)
         loop = _Loop(ctx, data, model, policy, reference, components, TextEncoder(components), optimizer, scheduler,
                      build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation, dtype)
+        progress = Progress("train", steps - start, enabled=ctx.rank == 0)
         for step in range(start, steps):
             history.append(loop.step(step))
             if ctx.rank == 0:
                 _log_step(history[-1], steps)
+            progress.update()
             if (step + 1) % tr.checkpoint_every == 0 and step + 1 < steps:
                 if ctx.rank == 0:
                     save_checkpoint(ctx, step + 1, policy, optimizer, scheduler, history)
                 _barrier()
+        progress.close()
         manifest = _finish(ctx, policy, components, init_folder, history) if ctx.rank == 0 else None
         _barrier()
         if manifest is None:
@@ -300,7 +304,6 @@ def _log_step(m: dict[str, float], steps: int) -> None:
     log.info("step %d/%d loss=%.6f implicit_accuracy=%.3f reward_margin=%.4g lr=%.3g pairs_per_second=%.3g",
              int(m["step"]), steps, m["loss"], m["implicit_accuracy"], m["reward_margin"], m["lr"],
              m["pairs_per_second"])
-    log.info("progress phase=train done=%d total=%d rate=%.3g/s", int(m["step"]), steps, m["pairs_per_second"])
 
 
 def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, history: list[dict]) -> PhaseManifest:
