@@ -83,3 +83,12 @@ def test_workers_write_per_rank_termination_logs() -> None:
 
     assert resolve_termination_log("/tmp/s-{rank}.json", {"RANK": "1"}) == "/tmp/s-1.json"
     assert resolve_termination_log("/dev/termination-log", {"RANK": "1"}) == "/dev/termination-log"
+
+
+def test_toy_subcommand_is_delegated_with_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from sail_trainer.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["toy", "--help"])
+    assert exit_info.value.code == 0
+    assert "toy" in capsys.readouterr().out
