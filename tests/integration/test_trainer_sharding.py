@@ -18,9 +18,11 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.storage import LocalStore
 from sail_trainer.cli import main
-from sail_trainer.phases import artifacts
+from sail_trainer.phases import annotate_phase, artifacts, generate_phase
 from sail_trainer.phases.artifacts import load_tensors
 from tests.builders.tiny_run import create_tiny_run, phase_args
+
+_real_annotate_commit = annotate_phase._commit_part
 
 
 def _ok(args: list[str]) -> None:
@@ -57,7 +59,7 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     _ok(phase_args(run, "mixup", 0))
     _ok(phase_args(run, "train", 0))
     layout = RunLayout(run.run_uri)
-    _crash_after_first_part(monkeypatch)
+    _crash_after_first_part(monkeypatch, generate_phase)
     assert main(phase_args(run, "generate", 1, "--shard", "0/1")) == 1
     monkeypatch.undo()
     monkeypatch.setenv("SAIL_TERMINATION_LOG", str(tmp_path / "term"))
@@ -73,7 +75,13 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
         assert torch.equal(one[j], two[j]), f"prompt {j}: latents differ between 1 and 2 shards"
     assert not torch.equal(one[sorted(one)[0]][0], one[sorted(one)[0]][1]), "candidates of a prompt are identical"
 
-    _ok(phase_args(run, "annotate", 1, "--shard", "0/1"))
+    monkeypatch.setattr(annotate_phase, "ANNOTATE_PART", 2)
+    _crash_after_first_part(monkeypatch, annotate_phase)
+    assert main(phase_args(run, "annotate", 1, "--shard", "0/1")) == 1
+    monkeypatch.setattr(annotate_phase, "_commit_part", _real_annotate_commit)
+    _ok(phase_args(run, "annotate", 1, "--shard", "0/1"))  # resumes after its first committed part
+    assert LocalStore(run.run_uri).read_manifest(
+        layout.shard_dir(1, Phase.ANNOTATE, 0, 1)).metadata == {"draws": 2, "parts": 3, "reused_parts": 1}
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
     _ok(phase_args(run, "annotate", 1, "--shards", "2"))
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
@@ -87,17 +95,15 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     _ok(phase_args(run, "train", 1))  # self pairs resolved through part files and candidate indices
 
 
-def _crash_after_first_part(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The generate attempt dies right after committing its first part (as if preempted)."""
-    from sail_trainer.phases import generate_phase
-
-    real = generate_phase._commit_part
+def _crash_after_first_part(monkeypatch: pytest.MonkeyPatch, module) -> None:
+    """The attempt dies right after committing its first part (as if preempted)."""
+    real = module._commit_part
 
     def commit_then_die(*args, **kwargs):
         real(*args, **kwargs)
         raise RuntimeError("preempted")
 
-    monkeypatch.setattr(generate_phase, "_commit_part", commit_then_die)
+    monkeypatch.setattr(module, "_commit_part", commit_then_die)
 
 
 def _shard_prompts(layout: RunLayout, shards: int) -> list[list[int]]:

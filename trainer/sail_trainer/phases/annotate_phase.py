@@ -14,17 +14,20 @@ from __future__ import annotations
 import logging
 import time
 
+from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase
+from sail_api.storage import AlreadyCommitted
 from sail_trainer.errors import MissingInputError
 from sail_trainer.logs import Progress
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
 from sail_trainer.phases.models_of_run import resolve_iteration_folder, resolve_judge_folder
 from sail_trainer.plan import derive_seed, select_shard_positions
-from sail_trainer.storage import find_committed_shards
+from sail_trainer.storage import find_committed_shards, read_committed_bytes
 
 log = logging.getLogger(__name__)
+ANNOTATE_PART = 256  # prompts per committed annotate part (the unit a re-run resumes from)
 
 
 def compute_errors(unet, components, x0, timesteps, noise, text, resolution: int, alphas_cumprod, batch: int):
@@ -64,7 +67,6 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     import torch
 
     from sail_trainer.math.reward import draw_shared_noise, implicit_reward
-    from sail_trainer.math.selection import select_best_worst
     from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEncoder
@@ -89,40 +91,43 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     resolution, batch, m = s.sampler.resolution, s.sampler.batch_size, s.reward_draws
     progress = Progress("annotate", len(positions))
     started = time.monotonic()
-    rewards, model_errs, ref_errs, records = [], [], [], []
-    for p in positions:
-        j = round_indices[p]
-        shard, row = generated[j]
-        x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
-        n = x.shape[0]
-        gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
-        t, eps = draw_shared_noise(gen, m, tuple(x.shape[1:]), components.num_train_timesteps)
-        x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
-        cond = text.encode([pool[j]])
-        args = (components, x0, ts, noise, cond, resolution, alphas, batch)
-        model_err = compute_errors(components.unet, *args).view(n, m).cpu()
-        ref_err = compute_errors(judge, *args).view(n, m).cpu()
-        rewards.append(implicit_reward(model_err, ref_err, s.beta))
-        model_errs.append(model_err)
-        ref_errs.append(ref_err)
-        records.append({"prompt_index": j, "prompt": pool[j], "generate": art.relative_folder(ctx.layout, shard.folder),
-                        "row": row})
-        progress.update()
+    reused = 0
+    parts = range(0, len(positions), ANNOTATE_PART)
+    for part, first in enumerate(parts):
+        part_positions = positions[first : first + ANNOTATE_PART]
+        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
+            reused += 1  # committed by an earlier attempt of this shard: same draws, same rewards
+            progress.update(len(part_positions))
+            continue
+        rewards, model_errs, ref_errs, records = [], [], [], []
+        for p in part_positions:
+            j = round_indices[p]
+            shard, row = generated[j]
+            x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
+            n = x.shape[0]
+            gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
+            t, eps = draw_shared_noise(gen, m, tuple(x.shape[1:]), components.num_train_timesteps)
+            x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
+            args = (components, x0, ts, noise, text.encode([pool[j]]), resolution, alphas, batch)
+            model_err = compute_errors(components.unet, *args).view(n, m).cpu()
+            ref_err = compute_errors(judge, *args).view(n, m).cpu()
+            rewards.append(implicit_reward(model_err, ref_err, s.beta))
+            model_errs.append(model_err)
+            ref_errs.append(ref_err)
+            records.append({"prompt_index": j, "prompt": pool[j], "row": row,
+                            "generate": art.relative_folder(ctx.layout, shard.folder)})
+            progress.update()
+        _commit_part(ctx, part, records, torch.stack(rewards), torch.stack(model_errs), torch.stack(ref_errs))
     progress.close()
-    reward_t = torch.stack(rewards) if rewards else torch.zeros((0, s.candidates_per_prompt))
-    selection = select_best_worst(reward_t) if rewards else None
-    for i, record in enumerate(records):
-        assert selection is not None
-        record.update(winner=int(selection.winner_idx[i]), loser=int(selection.loser_idx[i]),
-                      margin=float(selection.margin[i]), rewards=[float(r) for r in reward_t[i]])
-    files = [
+    if reused:
+        log.info("reused %d annotate part(s) committed by an earlier attempt", reused)
+    records, tensors = _gather_parts(ctx, len(parts), s.candidates_per_prompt, m)
+    reward_t = tensors["rewards"]
+    files = [f"{art.gen_part_folder(part)}/{name}" for part in range(len(parts))
+             for name in (art.ANNOTATIONS, art.ANNOTATION_TENSORS)]
+    files += [
         ctx.put_bytes(art.ANNOTATIONS, art.dump_json({"pairs": records, "beta": s.beta, "draws": m})),
-        ctx.put_bytes(art.ANNOTATION_TENSORS, art.dump_tensors({
-            "rewards": reward_t,
-            "model_err": torch.stack(model_errs) if model_errs else torch.zeros((0,)),
-            "ref_err": torch.stack(ref_errs) if ref_errs else torch.zeros((0,)),
-            "prompt_index": torch.tensor([r["prompt_index"] for r in records], dtype=torch.int64),
-        })),
+        ctx.put_bytes(art.ANNOTATION_TENSORS, art.dump_tensors(tensors)),
     ]
     margins = [r["margin"] for r in records]
     metrics = {
@@ -132,4 +137,47 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         "prompts_per_second": len(records) / max(time.monotonic() - started, 1e-9),
     }
     log.info("annotated %d prompts; mean margin %.4g", len(records), metrics["mean_margin"])
-    return ctx.commit(files, metrics, {"draws": m})
+    return ctx.commit(files, metrics, {"draws": m, "parts": len(parts), "reused_parts": reused})
+
+
+def _commit_part(ctx: PhaseContext, part: int, records: list[dict], rewards, model_err, ref_err) -> None:
+    """Select best/worst for the part's prompts, write its two files and commit the part folder."""
+    import torch
+
+    from sail_trainer.math.selection import select_best_worst
+
+    selection = select_best_worst(rewards)
+    for i, record in enumerate(records):
+        record.update(winner=int(selection.winner_idx[i]), loser=int(selection.loser_idx[i]),
+                      margin=float(selection.margin[i]), rewards=[float(r) for r in rewards[i]])
+    folder = join(ctx.output_dir, art.gen_part_folder(part))
+    ctx.store.write_bytes(join(folder, art.ANNOTATIONS), art.dump_json({"pairs": records}))
+    ctx.store.write_bytes(join(folder, art.ANNOTATION_TENSORS), art.dump_tensors({
+        "rewards": rewards, "model_err": model_err, "ref_err": ref_err,
+        "prompt_index": torch.tensor([r["prompt_index"] for r in records], dtype=torch.int64)}))
+    try:
+        ctx.store.commit(folder, [art.ANNOTATIONS, art.ANNOTATION_TENSORS], run=ctx.resolved.name,
+                         iteration=ctx.iteration, phase=ctx.phase.value, shard=ctx.shard_label,
+                         spec_digest=ctx.resolved.digest())
+    except AlreadyCommitted:
+        log.info("annotate part %d was committed by a concurrent attempt; keeping it", part)
+
+
+def _gather_parts(ctx: PhaseContext, parts: int, n: int, m: int) -> tuple[list[dict], dict]:
+    """All committed parts of this shard, in order: records and concatenated tensors."""
+    import json
+
+    import torch
+
+    records: list[dict] = []
+    chunks: dict[str, list] = {"rewards": [], "model_err": [], "ref_err": [], "prompt_index": []}
+    for part in range(parts):
+        folder = join(ctx.output_dir, art.gen_part_folder(part))
+        records.extend(json.loads(read_committed_bytes(ctx.store, folder, art.ANNOTATIONS))["pairs"])
+        tensors = art.load_tensors(read_committed_bytes(ctx.store, folder, art.ANNOTATION_TENSORS))
+        for key in chunks:
+            chunks[key].append(tensors[key])
+    empty = {"rewards": (0, n), "model_err": (0, n, m), "ref_err": (0, n, m), "prompt_index": (0,)}
+    out = {k: torch.cat(v) if v else torch.zeros(empty[k], dtype=torch.int64 if k == "prompt_index" else None)
+           for k, v in chunks.items()}
+    return records, out

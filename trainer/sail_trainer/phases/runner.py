@@ -88,7 +88,7 @@ def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, mani
     )
 
 
-RESUMABLE_SUBDIRS = {Phase.TRAIN: "steps", Phase.GENERATE: "parts"}  # committed sub-folders an attempt resumes from
+RESUMABLE_SUBDIRS = {Phase.TRAIN: "steps", Phase.GENERATE: "parts", Phase.ANNOTATE: "parts"}  # committed sub-folders an attempt resumes from
 
 
 def _clean_leftovers(store: Store, ctx: PhaseContext) -> None:
