@@ -57,8 +57,22 @@ class Stamp:
     run: str | None = None
 
 
-def build_timed_emulator_class() -> type:
-    """`SailKubeEmulator` whose requests are stamped on arrival (Job creates and completions)."""
+def match_selector(labels: dict[str, str], selector: str) -> bool:
+    """Equality-based label selector (`a=b,c=d`, what the operator sends) against an object's labels."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        key, _, value = term.partition("=")
+        if labels.get(key.strip()) != value.strip().lstrip("="):
+            return False
+    return True
+
+
+def build_timed_emulator_class(server_side_selectors: bool) -> type:
+    """`SailKubeEmulator` whose requests are stamped on arrival (Job creates and completions).
+
+    With `server_side_selectors`, LIST answers honour `labelSelector` as a real API server does
+    (kmock 0.8 ignores it and returns every object of the namespace, so each reconcile's two
+    child LISTs would grow with the number of runs and never-collected pods).
+    """
     import kmock
 
     from tests.peers.kube import SailKubeEmulator
@@ -67,6 +81,14 @@ def build_timed_emulator_class() -> type:
         def __attrs_post_init__(self) -> None:
             super().__attrs_post_init__()
             self.stamps: list[Stamp] = []
+
+        async def _serve_list(self, request: kmock.Request) -> Any:
+            payload = await super()._serve_list(request)
+            selector = (request.params or {}).get("labelSelector")
+            if server_side_selectors and selector and isinstance(payload, dict):
+                payload["items"] = [i for i in payload.get("items") or []
+                                    if match_selector((i.get("metadata") or {}).get("labels") or {}, selector)]
+            return payload
 
         async def _handle(self, request: kmock.Request) -> Any:
             now = time.monotonic()
@@ -138,12 +160,13 @@ class ScaleResult:
     rows: dict[str, Any] = field(default_factory=dict)
 
 
-def run_scale(n: int, rounds: int, resync: float, timeout: float, workdir: Path) -> dict[str, Any]:
+def run_scale(n: int, rounds: int, resync: float, timeout: float, workdir: Path,
+              server_side_selectors: bool = True) -> dict[str, Any]:
     """One measurement: N runs from creation to Succeeded (or the timeout)."""
     from tests.peers.kube import RESOURCES, JobController, KubeCluster, OperatorProcess
 
     cluster = KubeCluster(workdir)
-    cluster.emulator = build_timed_emulator_class()()
+    cluster.emulator = build_timed_emulator_class(server_side_selectors)()
     for key, info in RESOURCES.items():
         cluster.emulator.resources[key] = info
     cluster.start()
@@ -187,7 +210,7 @@ def run_scale(n: int, rounds: int, resync: float, timeout: float, workdir: Path)
     reconciles = sum_metric(metrics, "sail_operator_handler_duration_seconds_count")
     p99 = percentile(latencies, 99)
     return {
-        "n": n, "rounds": rounds, "resync_s": resync, "succeeded": done, "states": states, "wall_s": wall,
+        "n": n, "rounds": rounds, "resync_s": resync, "server_side_selectors": server_side_selectors, "succeeded": done, "states": states, "wall_s": wall,
         "create_all_s": created_s, "jobs_created": jobs, "transitions": len(latencies),
         "latency_p50_s": percentile(latencies, 50), "latency_p99_s": p99,
         "latency_max_s": max(latencies) if latencies else None,
@@ -216,6 +239,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, nargs="+", default=[10, 100, 500], help="numbers of concurrent runs")
     p.add_argument("--rounds", type=int, default=1, help="SAIL rounds per run (Jobs per run: 2 + 4 x rounds)")
     p.add_argument("--resync", type=float, default=30.0, help="operator --resync-seconds (production default 30)")
+    p.add_argument("--selectors", choices=["server", "client"], default="server",
+                   help="server: the emulator filters LISTs by labelSelector like an API server; client: kmock as is")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every run of one N")
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
     return p.parse_args(argv)
@@ -226,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n in args.n:
         with tempfile.TemporaryDirectory(prefix=f"sail-bench-scale-{n}-") as tmp:
-            result = run_scale(n, args.rounds, args.resync, args.timeout, Path(tmp))
+            result = run_scale(n, args.rounds, args.resync, args.timeout, Path(tmp), args.selectors == "server")
         results.append(result)
         print(format_table([result], COLUMNS), flush=True)
     document = {"benchmark": "operator_scale", "argv": sys.argv[1:] if argv is None else argv,

@@ -45,3 +45,10 @@ def test_operator_scale_bench_runs_two_runs_to_success(tmp_path):
     row = json.loads(out.read_text())["rows"][0]
     assert row["succeeded"] == 2 and row["jobs_created"] == 4 and row["transitions"] == 2, row
     assert row["latency_p99_s"] is not None and row["operator_cpu_s"] > 0 and row["operator_peak_rss_mib"] > 10
+
+
+def test_match_selector_is_equality_of_every_term():
+    labels = {"app.kubernetes.io/managed-by": "sail-operator", "sail.dev/run": "a"}
+    assert scale.match_selector(labels, "app.kubernetes.io/managed-by=sail-operator,sail.dev/run=a")
+    assert not scale.match_selector(labels, "app.kubernetes.io/managed-by=sail-operator,sail.dev/run=b")
+    assert scale.match_selector(labels, "sail.dev/run==a")
