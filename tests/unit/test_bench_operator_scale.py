@@ -52,3 +52,14 @@ def test_match_selector_is_equality_of_every_term():
     assert scale.match_selector(labels, "app.kubernetes.io/managed-by=sail-operator,sail.dev/run=a")
     assert not scale.match_selector(labels, "app.kubernetes.io/managed-by=sail-operator,sail.dev/run=b")
     assert scale.match_selector(labels, "sail.dev/run==a")
+
+
+def test_reaction_time_is_completion_to_the_next_get_of_the_run():
+    stamps = [
+        scale.Stamp(0.0, "create", "a-i000-mixup-a1", "a"),
+        scale.Stamp(0.5, "get_run", "a", "a"),
+        scale.Stamp(1.0, "complete", "a-i000-mixup-a1"),
+        scale.Stamp(1.25, "get_run", "a", "a"),
+        scale.Stamp(2.0, "get_run", "a", "a"),
+    ]
+    assert scale.compute_reaction_times(stamps) == [0.25]
