@@ -27,7 +27,7 @@ import pytest
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
-from sail_api.storage import open_store
+from sail_api.storage import ChecksumMismatch, open_store
 from tests.builders.tiny_run import REPO_ROOT, TinyRun, create_tiny_run, phase_args
 
 
@@ -140,3 +140,60 @@ def test_a_commit_between_the_losers_check_and_its_cleanup_is_kept(tmp_path: Pat
     manifest = store.read_manifest(RunLayout(store.root).phase_dir(0, Phase.MIXUP), verify=True)
     assert f"/{proc.pid}/" not in (manifest.writer or ""), "the loser replaced the winner's commit"
     assert summary["outcome"] == "already_committed", summary
+
+
+# A loser that passed its `is_committed` check and its cleanup before the winner committed keeps writing
+# into the folder the winner has committed by then. The driver makes that certain: the loser's first
+# write into the train folder runs the winner to completion first. The train's metrics.json carries
+# throughput, so the loser's copy differs from the one the winner's manifest hashed.
+_WRITING_DRIVER = textwrap.dedent("""
+    import json, subprocess, sys
+    import sail_trainer.phases.runner as runner
+    from sail_api.storage import LocalStore
+
+    ours, winner = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+
+    class LateStore(LocalStore):
+        fired = False
+
+        def _winner_first(self, key):
+            if not LateStore.fired and "iter-000/train/" in str(key) and "/steps/" not in str(key):
+                LateStore.fired = True
+                subprocess.run(winner, check=True, stdout=subprocess.DEVNULL)
+
+        def write_bytes(self, key, data):
+            self._winner_first(key)
+            return super().write_bytes(key, data)
+
+        def upload_file(self, key, path):
+            self._winner_first(key)
+            return super().upload_file(key, path)
+
+    runner.open_run_store = lambda uri, endpoint=None, region=None: LateStore(uri)
+    from sail_trainer.cli import main
+    sys.exit(main(ours))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=ChecksumMismatch, reason=(
+    "trainer/sail_trainer/phases/context.py:60-66 (put_bytes/put_file) write a phase's outputs straight into the "
+    "shared output folder, unconditionally: a loser that started before the winner committed overwrites the "
+    "committed files (train metrics.json, non-deterministic) and then gets AlreadyCommitted, leaving a committed "
+    "phase whose manifest no longer verifies. Seen for real with an operator and a sail run on one S3 run root "
+    "(tests/e2e/test_reliability_two_executors.py). Fix: stage each attempt's files under an attempt-unique "
+    "prefix (e.g. <folder>/attempt-<writer id>/...) listed in its manifest, so a loser never touches the "
+    "winner's files; readers already resolve files through the manifest"))
+def test_a_loser_still_writing_after_the_winners_commit_does_not_corrupt_it(tmp_path: Path) -> None:
+    run = create_tiny_run(tmp_path / "in", str(tmp_path / "run"), num_pairs=4, train={"step0Steps": 2})
+    setup = subprocess.run([sys.executable, "-m", "sail_trainer", *phase_args(run, "mixup", 0)],
+                           capture_output=True, text=True, env=_env(), timeout=300, check=False)
+    assert setup.returncode == 0, setup.stderr[-3000:]
+    args = phase_args(run, "train", 0)
+    winner = [sys.executable, "-m", "sail_trainer", *args]
+    proc = subprocess.run([sys.executable, "-c", _WRITING_DRIVER, json.dumps(args), json.dumps(winner)],
+                          capture_output=True, text=True, env=_env(), timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["outcome"] == "already_committed"
+    store = open_store(run.run_uri)
+    store.read_manifest(RunLayout(store.root).phase_dir(0, Phase.TRAIN), verify=True)
