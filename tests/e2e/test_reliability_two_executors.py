@@ -7,7 +7,9 @@ must finish successfully, and the storage must show each phase (and shard) commi
 once: of all the phase summaries both executors collected (pod termination messages, the local
 executor's summary files), exactly one per phase folder says `committed` and every other says
 `already_committed` (the loser's clear message), every manifest verifies, and a reader polling
-the manifests during the run never saw a commit replaced or vanish.
+the manifests during the run never saw a commit replaced or vanish. The Secret's
+AWS_SECRET_ACCESS_KEY is a canary: it appears in no operator log, event, status, Job, pod
+termination message or `sail run` output and file.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from tests.peers.kube import wait_for
 pytestmark = pytest.mark.slow
 NS = "default"
 NAME = "shared"
+CANARY = f"CANARYkube{uuid.uuid4().hex}"  # the Secret's AWS_SECRET_ACCESS_KEY (moto accepts any)
 
 
 def _upload(store: Any, local: Path, prefix: str) -> None:
@@ -114,9 +118,9 @@ def test_operator_and_sail_run_on_one_run_root_commit_each_phase_once(
     reader.start()
 
     controller = job_controller(mode="trainer", trainer_timeout=400.0,
-                                secrets={"s3-creds": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}})
+                                secrets={"s3-creds": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": CANARY}})
     op = operator_process().start()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SAIL_CACHE_DIR": str(tmp_path / "cache-local"),
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": CANARY, "OMP_NUM_THREADS": "1", "SAIL_CACHE_DIR": str(tmp_path / "cache-local"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))}
     kube_cluster.create_run(body)
     local = subprocess.Popen([sys.executable, "-m", "sail_operator.cli", "run", str(run_file)],
@@ -136,6 +140,15 @@ def test_operator_and_sail_run_on_one_run_root_commit_each_phase_once(
             local.kill()
         stop.set()
         reader.join(10)
+
+    # the Secret's value reached the trainer (it wrote to S3 with it) but nothing anyone can read
+    seen = {"operator logs": op.logs(), "sail run output": out,
+            "events": json.dumps(kube_cluster.client.items(f"/api/v1/namespaces/{NS}/events")),
+            "run object (status)": json.dumps(kube_cluster.get_run(NS, NAME)),
+            "pods (termination messages)": json.dumps(kube_cluster.client.items(f"/api/v1/namespaces/{NS}/pods")),
+            "jobs": json.dumps(kube_cluster.client.items(f"/apis/batch/v1/namespaces/{NS}/jobs"))}
+    seen |= {str(p): p.read_text(errors="replace") for p in (tmp_path / ".sail").rglob("*") if p.is_file()}
+    assert [where for where, text in seen.items() if CANARY in text] == []
 
     summaries = _summaries_from_pods(kube_cluster)
     local_dir = tmp_path / ".sail" / NAME / "local"
