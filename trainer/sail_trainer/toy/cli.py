@@ -26,7 +26,7 @@ from sail_trainer.toy import domain, oracles
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLER_STEPS = 20
-DEFAULT_GUIDANCE = 3.0
+DEFAULT_GUIDANCE = 1.5
 
 
 def _say(message: str, stream: Any = None) -> None:
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--unet-steps", type=int, default=None)
     b.add_argument("--dataset-size", type=int, default=None)
     b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--vae-from", default=None, help="reuse the VAE of this pipeline folder (skips VAE training)")
 
     q = sub.add_parser("pairs", help="label base-model sample pairs with a noisy oracle (seed-pairs JSONL)")
     q.add_argument("--model", required=True, type=Path, help="pipeline folder")
@@ -81,7 +82,7 @@ def _build(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {
         "seed": args.seed, "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
-        "dataset_size": args.dataset_size, "batch_size": args.batch_size,
+        "dataset_size": args.dataset_size, "batch_size": args.batch_size, "vae_from": args.vae_from,
     }.items() if v is not None}
     info = build_toy_pipeline(args.out, dataclasses.replace(BuildConfig(), **overrides))
     _say(json.dumps(info, indent=2))
