@@ -36,10 +36,11 @@ import copy
 import gc
 import json
 import logging
+import shutil
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -238,8 +239,6 @@ def build_pipeline_folder(shape_name: str, shape: Shape, root: Path) -> Path:
                                          force_zeros_for_empty_prompt=True)
     pipe.save_pretrained(str(folder))
     for i in range(len(shape.text_dims)):
-        import shutil
-
         shutil.rmtree(folder / f"_tok{i}", ignore_errors=True)
     stamp.write_text(wanted)
     return folder
@@ -744,7 +743,6 @@ class BenchContext:
     repeats: int
     fwd_flops: float
     ceiling: float
-    anchors: dict[str, str] = field(default_factory=dict)
 
     def row(self, phase: str, path: str, items: int, timing: dict[str, Any], flops: float, *, unit: str,
             baseline: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
