@@ -120,7 +120,7 @@ _RACING_DRIVER = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
-    "trainer/sail_trainer/phases/runner.py:119-121 checks is_committed() and then _clean_leftovers() deletes the "
+    "trainer/sail_trainer/phases/runner.py:132-136 checks is_committed() and then _clean_leftovers() (:94-104) deletes the "
     "whole output folder, commit marker included (LocalStore/S3Store.delete_prefix delete markers first): a writer "
     "that committed in between loses its commit, the phase is committed twice and readers see a committed phase "
     "vanish. Fix: never delete a committed folder - re-check is_committed() inside _clean_leftovers and skip the "

@@ -224,7 +224,7 @@ def test_self_referencing_alias_is_a_run_file_error(text: str) -> None:
 
 
 @pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "api/sail_api/validation.py:84 parse_yaml_documents catches yaml errors only; 2000 nested '[' make "
+    "api/sail_api/validation.py:82-93 parse_yaml_documents catches yaml errors only; 2000 nested '[' make "
     "PyYAML's composer raise RecursionError, so sail validate crashes with a traceback"))
 def test_deeply_nested_yaml_is_a_run_file_error() -> None:
     code, err = _validate_file("x: " + "[" * 2000)
