@@ -90,6 +90,8 @@ def parse_yaml_documents(text: str, source: str = "<text>") -> list[Any]:
         raise RunFileError(source, [f"YAML syntax error at {where}: {problem}; fix the YAML there"]) from error
     except yaml.YAMLError as error:
         raise RunFileError(source, [f"not valid YAML: {error}"]) from error
+    except RecursionError as error:
+        raise RunFileError(source, ["YAML nested too deeply to be a SAILRun; fix the file's structure"]) from error
     return [document for document in documents if document is not None]
 
 
@@ -167,7 +169,11 @@ def format_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _shown(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    except (TypeError, ValueError, RecursionError):
+        # Self-referencing YAML aliases (`kind: &a [*a]`) and other unserialisable values.
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sail_api.logsafety import quiet_credential_loggers
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -66,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_credential_loggers()
     handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "validate": cmd_validate,
                 "crd": cmd_crd}
     return handlers[args.command](args)

@@ -25,10 +25,14 @@ RESERVED_ENV_PREFIXES = ("AWS_", "SAIL_", "PET_", "JOB_COMPLETION_INDEX", "MASTE
 class OperatorPolicy:
     """Admin-controlled limits; the defaults are the safe ones."""
 
-    allowed_images: tuple[str, ...] = ("*/sail-trainer:*", "*/sail-trainer@*")
+    # fnmatch's `*` crosses '/', so patterns pin the registry and repository, not just the name.
+    allowed_images: tuple[str, ...] = ("ghcr.io/sail-dev/sail-trainer:*", "ghcr.io/sail-dev/sail-trainer@sha256:*")
     allowed_service_accounts: tuple[str, ...] = ()  # empty: only the chart's workload SA (unset field)
     allowed_priority_classes: tuple[str, ...] = ()  # empty: none may be set
     allowed_node_selector_keys: tuple[str, ...] = ("*",)
+    # Taint keys a SAILRun may tolerate; a toleration without a key tolerates every taint
+    # (dedicated and control-plane nodes too) and is refused unless "*" is allowed.
+    allowed_toleration_keys: tuple[str, ...] = ("nvidia.com/gpu",)
     require_s3_storage: bool = True
     max_train_nodes: int = 16
     max_shards: int = 256
@@ -63,6 +67,16 @@ def compute_policy_violations(spec: SAILRunSpec, policy: OperatorPolicy) -> list
     for key in template.node_selector:
         if not _matches(key, policy.allowed_node_selector_keys):
             problems.append(f"spec.template.nodeSelector key {key!r} is not allowed (policy.allowedNodeSelectorKeys)")
+    for index, toleration in enumerate(template.tolerations):
+        key = toleration.key or ""
+        allowed = "*" in policy.allowed_toleration_keys if not key else _matches(key, policy.allowed_toleration_keys)
+        if not allowed:
+            shown = repr(key) if key else "(no key: tolerates every taint)"
+            problems.append(
+                f"spec.template.tolerations[{index}].key {shown} is not allowed "
+                f"(allowed: {', '.join(policy.allowed_toleration_keys) or 'none'}); ask the admin to add it "
+                "to policy.allowedTolerationKeys"
+            )
     forbidden = RESERVED_ENV_PREFIXES + policy.extra_forbidden_env
     for index, env in enumerate(template.env):
         if env.name.startswith(forbidden):

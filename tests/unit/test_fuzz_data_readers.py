@@ -137,9 +137,6 @@ def test_parquet_seed_pairs_give_pairs_or_a_data_error(columns: dict[str, list[A
             _check(error, file)
 
 
-# What pyarrow raises for a corrupt data page (thrift/snappy: OSError; bad lengths: ArrowInvalid; invalid
-# UTF-8 in a string column: UnicodeDecodeError) and the readers do not yet map to DataError.
-KNOWN_PARQUET_LEAKS = (OSError, pa.ArrowException, UnicodeDecodeError)
 
 
 def _flip(data: bytes, positions: list[int], truncate: int | None) -> bytes:
@@ -161,8 +158,6 @@ def test_byte_flipped_parquet_seed_pairs_are_a_data_error_or_read(positions: lis
             read_seed_pairs(str(file))
         except DataError as error:
             _check(error, file)
-        except KNOWN_PARQUET_LEAKS:
-            pass  # pinned by test_corrupt_parquet_page_is_a_data_error (xfail) until the reader maps them
 
 
 @FUZZ
@@ -179,8 +174,6 @@ def test_byte_flipped_parquet_prompts_are_a_data_error_or_read(positions: list[i
             read_prompts(str(file), column=column)
         except DataError as error:
             _check(error, file)
-        except KNOWN_PARQUET_LEAKS:
-            pass  # pinned by test_corrupt_parquet_page_is_a_data_error (xfail) until the reader maps them
 
 
 @FUZZ
@@ -224,10 +217,6 @@ def _corrupt_parquet(file: Path, columns: dict[str, list[Any]], position: int) -
     return file
 
 
-@pytest.mark.xfail(strict=True, raises=KNOWN_PARQUET_LEAKS, reason=(
-    "trainer/sail_trainer/data/prompts.py:119 iterates pf.iter_batches()/to_pylist() outside any try: a corrupt "
-    "data page raises OSError/ArrowInvalid/UnicodeDecodeError (exit FAILURE, retried) instead of DataError "
-    "(BAD_DATA); seed_pairs.py:176 catches only pa.ArrowException, so OSError/UnicodeDecodeError leak the same way"))
 @pytest.mark.parametrize(("reader", "position"), [
     ("prompts", 4), ("prompts", 21), ("prompts", 27), ("seed_pairs", 4), ("seed_pairs", 27)])
 def test_corrupt_parquet_page_is_a_data_error(tmp_path: Path, reader: str, position: int) -> None:

@@ -226,11 +226,6 @@ def test_images_other_than_the_trainer_are_refused(image: str) -> None:
     assert any("spec.template.image" in p for p in problems), image
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator/sail_operator/policy.py:28 (and charts/sail-operator/values.yaml:70-71) default allowedImages "
-    "'*/sail-trainer:*' matches ANY registry and path (fnmatch '*' crosses '/'): evil.example/sail-trainer:1 "
-    "runs attacker code with the run's storage credentials; the default must pin the registry/repository of "
-    "the chart's own trainer image (e.g. 'ghcr.io/sail-dev/sail-trainer:*', 'ghcr.io/sail-dev/sail-trainer@sha256:*')"))
 @pytest.mark.parametrize("image", ["evil.example/sail-trainer:1", "docker.io/attacker/sail-trainer:latest",
                                    "evil.example/x/y/sail-trainer@sha256:" + "0" * 64])
 def test_a_foreign_registry_with_the_trainer_name_is_refused_by_default(image: str) -> None:
@@ -254,10 +249,6 @@ def test_an_admin_can_forbid_more_env_names_and_node_selector_keys() -> None:
     assert any("spec.template.nodeSelector" in p for p in problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "operator/sail_operator/policy.py:42 compute_policy_violations never looks at spec.template.tolerations: a "
-    "namespace user can tolerate every taint (operator Exists, no key) and land on dedicated or control-plane "
-    "nodes; the admin has no allowedTolerations knob to restrict node placement as docs/security.md promises"))
 def test_a_blanket_toleration_is_refused_by_default() -> None:
     spec = _spec(template={"tolerations": [{"operator": "Exists"}]})
     problems = compute_policy_violations(spec, OperatorPolicy())

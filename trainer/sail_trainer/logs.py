@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from sail_api.logsafety import quiet_credential_loggers
+
 _CONTEXT: dict[str, str] = {}
 log = logging.getLogger("sail_trainer.progress")
 
@@ -46,6 +48,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.handlers = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    quiet_credential_loggers()
 
 
 class Progress:

@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from sail_api.logsafety import quiet_credential_loggers
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.policy import OperatorPolicy
 
@@ -26,6 +27,7 @@ _POLICY_FIELDS = {
     "allowedServiceAccounts": "allowed_service_accounts",
     "allowedPriorityClasses": "allowed_priority_classes",
     "allowedNodeSelectorKeys": "allowed_node_selector_keys",
+    "allowedTolerationKeys": "allowed_toleration_keys",
     "requireS3Storage": "require_s3_storage",
     "maxTrainNodes": "max_train_nodes",
     "maxShards": "max_shards",
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_credential_loggers()
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not one INFO line per watch event
     try:

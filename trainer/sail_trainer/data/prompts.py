@@ -116,10 +116,15 @@ def _iter_parquet(path: str, column: str, reader: ByteReader) -> Iterator[str | 
             raise DataError(f"missing column {column!r}; found columns {columns}", source=path, field=column,
                             hint="set prompts.column to the column that holds the prompt")
         row0 = 0
-        for batch in pf.iter_batches(batch_size=4096, columns=[column]):
-            for offset, value in enumerate(batch.column(0).to_pylist()):
-                yield _check_str(value, column, {"source": path, "row": row0 + offset, "row_kind": "row"})
-            row0 += batch.num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=4096, columns=[column]):
+                for offset, value in enumerate(batch.column(0).to_pylist()):
+                    yield _check_str(value, column, {"source": path, "row": row0 + offset, "row_kind": "row"})
+                row0 += batch.num_rows
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            # Corrupt data pages surface only while reading batches, not when opening the file.
+            raise DataError(f"corrupt Parquet data near row {row0} ({exc})", source=path, row=row0,
+                            hint="re-export the file") from exc
 
 
 def _check_str(value: Any, column: str, where: dict[str, Any]) -> str | None:

@@ -173,7 +173,8 @@ def _iter_parquet(path: str, fmt: str, reader: ByteReader) -> Iterator[SeedPair]
                     if result is not None:
                         yield result
                 row0 += len(rows)
-        except pa.ArrowException as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+            # Corrupt data pages surface only while reading batches, not when opening the file.
             raise DataError(f"corrupt Parquet data near row {row0} ({exc})", source=path, row=row0) from exc
 
 
