@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SAIL_EXTRAS=train,operator bash scripts/setup.sh
 .venv/bin/sail run examples/quickstart.yaml "$@"
-.venv/bin/sail report examples/.sail/quickstart
+.venv/bin/sail report examples/.sail/toy-quickstart
