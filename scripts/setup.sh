@@ -10,8 +10,9 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 # torch is pinned in pyproject (CPU build on this kind of machine); an unpinned torch pulls CUDA.
-stamp=.venv/.sail-installed
+extras="${SAIL_EXTRAS:-train,operator,dev}"
+stamp=".venv/.sail-installed-${extras//,/-}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q -e ".[${SAIL_EXTRAS:-train,operator,dev}]"
+  .venv/bin/python -m pip install -q -e ".[${extras}]"
   touch "$stamp"
 fi
