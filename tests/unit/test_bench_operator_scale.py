@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from bench import operator_scale as scale
 from bench.common import percentile
 
@@ -36,7 +34,6 @@ def test_sum_metric_adds_every_labelled_sample():
     assert scale.sum_metric(text, "x_count") == 5.0
 
 
-@pytest.mark.slow  # an operator process start and stop: ~20 s
 def test_operator_scale_bench_runs_two_runs_to_success(tmp_path):
     out = tmp_path / "scale.json"
 

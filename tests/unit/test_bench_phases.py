@@ -12,7 +12,7 @@ import pytest
 from bench import phases
 
 
-@pytest.mark.parametrize("shape", ["tiny", pytest.param("tiny-sdxl", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("shape", ["tiny", "tiny-sdxl"])
 def test_phases_bench_tiny_cpu_writes_rows_for_every_phase(tmp_path, capsys, shape):
     out = tmp_path / "phases.json"
     code = phases.main(["--shape", shape, "--repeats", "1", "--warmup", "0", "--models", str(tmp_path / "models"),

@@ -23,7 +23,7 @@ def test_identify_phase_reads_the_trainer_command_line():
     assert quickstart.identify_phase(["python", "-m", "sail_operator", "run", "x.yaml"]) is None
 
 
-@pytest.mark.slow  # two trainer processes (torch import each): ~15 s of CPU
+@pytest.mark.slow  # two trainer processes, each importing torch: ~11 s on an idle 2-core machine
 def test_quickstart_bench_measures_each_phase_of_a_tiny_run(tmp_path):
     algorithm = build_tiny_algorithm(
         str(build_tiny_sd15(tmp_path / "model")), str(build_tiny_seed_pairs(tmp_path / "seed", 4)),
