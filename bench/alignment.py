@@ -191,9 +191,21 @@ def train_family(ctx: Context, pool: Path, seed: int, family: str, setting: Sett
     return root
 
 
+def committed_model_folder(root: Path, iteration: int) -> Path:
+    """The model folder an iteration's committed train manifest lists (under the winning attempt's prefix)."""
+    from sail_api.storage import open_store
+    from sail_api.storage.resolve import resolve_folder
+
+    train = root / f"iter-{iteration:03d}" / "train"
+    found = resolve_folder(open_store(str(root)).read_manifest(f"iter-{iteration:03d}/train"), "model")
+    if found is None:
+        raise FileNotFoundError(f"{train}/_SUCCESS.json lists no model folder: run the train phase first")
+    return train / found
+
+
 def arm_models(family: str, root: Path, rounds: int) -> dict[str, Path]:
     """Arm name -> model folder of a trained family."""
-    model = lambda i: root / f"iter-{i:03d}" / "train" / "model"  # noqa: E731
+    model = lambda i: committed_model_folder(root, i)  # noqa: E731
     if family.startswith("dpo_full"):
         return {family: model(0)}
     names = {"sail": "sail", "nomix": "sail_nomix", "seed_iter": "seed_iter"}
@@ -235,7 +247,7 @@ def measure(ctx: Context, images: Any, base_images: Any, captions: list[str], cl
 def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[str, float]:
     """Per round: share of annotate's best/worst pairs the oracle orders the same way.
 
-    Reads the annotate phase's committed annotations.json files (one per part) and the generate
+    Reads each committed annotate shard's annotations.json (through its manifest) and the generate
     latents they reference (`GenerateShard.ref(row, candidate)`), decoded with the base VAE (DPO
     does not train the VAE). A drift in the trainer's artifact format is logged and skipped, so
     the rest of the benchmark still reports.
@@ -244,8 +256,9 @@ def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[
 
     import torch
 
+    from sail_trainer.errors import MissingInputError
     from sail_trainer.phases import artifacts as art
-    from sail_trainer.storage import open_run_store
+    from sail_trainer.storage import find_committed_shards, open_run_store, read_committed_bytes
     from sail_trainer.toy.pipeline import load_pipeline
 
     oracle = oracles.load_oracle(ctx.oracle_name)
@@ -255,9 +268,11 @@ def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[
     files = art.LatentFiles(store, Path(tempfile.mkdtemp(prefix="bench-latents-")))
     out = {}
     for i in range(1, rounds + 1):
-        ann_dir = root / f"iter-{i:03d}" / "annotate"
         try:
-            records = [r for f in sorted(ann_dir.rglob(art.ANNOTATIONS)) for r in json.loads(f.read_text())["pairs"]]
+            # Committed shards only, read through their manifests (files sit under attempt prefixes).
+            shard_set = find_committed_shards(store, layout, i, Phase.ANNOTATE)
+            records = [r for folder in shard_set.folders
+                       for r in json.loads(read_committed_bytes(store, folder, art.ANNOTATIONS))["pairs"]]
             shards: dict[str, Any] = {}
             win, lose, caps = [], [], []
             for r in records:
@@ -266,7 +281,7 @@ def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[
                 win.append(shard.ref(r["row"], r["winner"]).fetch(files).float())
                 lose.append(shard.ref(r["row"], r["loser"]).fetch(files).float())
                 caps.append(r["prompt"])
-        except (AttributeError, KeyError, TypeError, OSError) as exc:
+        except (AttributeError, KeyError, TypeError, OSError, MissingInputError) as exc:
             log.warning("self-label agreement of %s round %d not measured: %r", root, i, exc)
             continue
         if not records:

@@ -48,14 +48,21 @@ def png(colour: tuple[int, int, int], size=(64, 32)) -> bytes:
     return buffer.getvalue()
 
 
-def commit_train(root: Path, iteration: int, files: dict[str, bytes]) -> None:
+def commit_train(root: Path, iteration: int, files: dict[str, bytes], attempt: str = "") -> None:
+    """Commit a train folder like the trainer: files under the attempt's prefix (none: the layout
+    before attempt prefixes, which the report still reads), a stale loser's copy beside it."""
     folder = Path(RunLayout(str(root)).phase_dir(iteration, Phase.TRAIN))
-    folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, data in files.items():
-        (folder / name).write_bytes(data)
-        entries.append(FileEntry(path=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    manifest = PhaseManifest(iteration=iteration, phase="train", files=entries)
+        path = f"{attempt}/{name}" if attempt else name
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+        entries.append(FileEntry(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        if attempt:  # an uncommitted attempt's file of the same name is never shown
+            (folder / "attempt-00000000dead" / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "attempt-00000000dead" / name).write_bytes(png((0, 0, 0)) if name.endswith(".png") else b"[]")
+    manifest = PhaseManifest(iteration=iteration, phase="train", files=entries,
+                             metadata={"attempt": attempt} if attempt else {})
     (folder / COMMIT_MARKER).write_text(manifest.model_dump_json(by_alias=True))
 
 
@@ -66,7 +73,7 @@ def build_run_root(root: Path) -> None:
         files = {"samples.png": png((40 * iteration, 120, 200)), "metrics.json": json.dumps(history).encode()}
         if iteration == 0:
             files["samples-base.png"] = png((200, 60, 60))
-        commit_train(root, iteration, files)
+        commit_train(root, iteration, files, attempt="" if iteration == 0 else f"attempt-{iteration:012x}")
     (root / "iter-003" / "train").mkdir(parents=True)  # uncommitted leftovers are never shown
     (root / "iter-003" / "train" / "samples.png").write_bytes(png((0, 0, 0)))
     status = SAILRunStatus(

@@ -10,6 +10,8 @@ import pytest
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase, phases_of_iteration
 from sail_api.storage import LocalStore
+from sail_api.storage.resolve import logical_path
+from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_run import create_tiny_run, phase_args, run_trainer_process
 
 pytestmark = pytest.mark.slow
@@ -37,29 +39,31 @@ def test_step0_and_one_round_commit_every_phase_and_load_with_diffusers(tmp_path
         store.read_manifest(layout.shard_dir(1, phase, 0, 1), verify=True)
 
     train0 = store.read_manifest(layout.phase_dir(0, Phase.TRAIN))
-    names = {f.path for f in train0.files}
+    names = {logical_path(f.path) for f in train0.files}  # physical paths sit under the attempt's prefix
+    assert all(f.path.startswith(train0.metadata["attempt"] + "/") for f in train0.files)
     assert {"metrics.json", "samples.png", "samples-base.png", "model/model_index.json",
             "model/unet/diffusion_pytorch_model.safetensors"} <= names
     assert not any(n.startswith("steps/") for n in names)
     assert train0.metadata["samples"] == ["samples.png", "samples-base.png"]
     from PIL import Image
 
-    with Image.open(Path(layout.phase_dir(0, Phase.TRAIN), "samples.png")) as grid:
+    with Image.open(Path(resolve_committed(store, layout.phase_dir(0, Phase.TRAIN), "samples.png"))) as grid:
         assert grid.size == (8 * 16, 2 * 16)  # 8 pool prompts x 2 fixed seeds at 16 px
-    metrics = json.loads(Path(layout.phase_dir(1, Phase.TRAIN), "metrics.json").read_text())
+    metrics = json.loads(Path(resolve_committed(store, layout.phase_dir(1, Phase.TRAIN), "metrics.json")).read_text())
     assert [m["step"] for m in metrics] == [1.0, 2.0]
     assert {"loss", "implicit_accuracy", "reward_margin", "lr", "pairs_per_second"} <= set(metrics[0])
 
-    annotations = json.loads(Path(layout.shard_dir(1, Phase.ANNOTATE, 0, 1), "annotations.json").read_text())
+    annotations = json.loads(Path(resolve_committed(store, layout.shard_dir(1, Phase.ANNOTATE, 0, 1), "annotations.json")).read_text())
     assert len(annotations["pairs"]) == 4
     assert all(p["winner"] != p["loser"] and p["margin"] >= 0 for p in annotations["pairs"])
-    mixture = json.loads(Path(layout.phase_dir(1, Phase.MIXUP), "mixture.json").read_text())
+    mixture = json.loads(Path(resolve_committed(store, layout.phase_dir(1, Phase.MIXUP), "mixture.json")).read_text())
     assert {source for source, _ in mixture["entries"]} <= {"self", "seed"}
 
     import torch
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(layout.model_dir(1))
+    pipe = DiffusionPipeline.from_pretrained(
+        resolve_committed(store, layout.phase_dir(1, Phase.TRAIN), "model", is_folder=True))
     assert isinstance(pipe, StableDiffusionPipeline)
     base = DiffusionPipeline.from_pretrained(run.model)
     changed = any(not torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(),

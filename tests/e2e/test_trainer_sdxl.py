@@ -10,6 +10,7 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase, phases_of_iteration
 from sail_api.storage import LocalStore
 from sail_trainer.cli import main
+from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_run import create_tiny_run, phase_args
 
 pytestmark = pytest.mark.slow
@@ -31,6 +32,7 @@ def test_tiny_sdxl_step0_and_one_round(tmp_path: Path, monkeypatch: pytest.Monke
 
     from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(layout.model_dir(1))
+    pipe = DiffusionPipeline.from_pretrained(
+        resolve_committed(store, layout.phase_dir(1, Phase.TRAIN), "model", is_folder=True))
     assert isinstance(pipe, StableDiffusionXLPipeline)
     assert pipe.text_encoder_2 is not None and pipe.tokenizer_2 is not None

@@ -21,6 +21,7 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.storage import LocalStore
 from sail_trainer.cli import main
+from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_run import REPO_ROOT, create_tiny_run, phase_args, run_trainer_process
 
 pytestmark = pytest.mark.slow
@@ -62,12 +63,14 @@ def test_sigkilled_train_resumes_to_the_same_weights(tmp_path: Path, monkeypatch
     assert "resumed from" in result.stderr
     manifest = store.read_manifest(layout.phase_dir(0, Phase.TRAIN), verify=True)
     assert manifest.metrics["steps"] == 12
-    history = json.loads(Path(layout.phase_dir(0, Phase.TRAIN), "metrics.json").read_text())
+    history = json.loads(Path(resolve_committed(store, layout.phase_dir(0, Phase.TRAIN), "metrics.json")).read_text())
     assert [h["step"] for h in history] == [float(s) for s in range(1, 13)]
 
     weights = "unet/diffusion_pytorch_model.safetensors"
-    resumed = load_file(Path(layout.model_dir(0), weights))
-    uninterrupted = load_file(Path(RunLayout(reference.run_uri).model_dir(0), weights))
+    resumed = load_file(Path(resolve_committed(store, layout.phase_dir(0, Phase.TRAIN), f"model/{weights}")))
+    uninterrupted = load_file(Path(resolve_committed(LocalStore(reference.run_uri),
+                                                     RunLayout(reference.run_uri).phase_dir(0, Phase.TRAIN),
+                                                     f"model/{weights}")))
     assert resumed.keys() == uninterrupted.keys()
     assert all((resumed[k] - uninterrupted[k]).abs().max() <= 1e-6 for k in resumed)
 
@@ -78,11 +81,15 @@ def test_leftovers_of_a_crashed_attempt_are_replaced_not_committed(tmp_path: Pat
     run = create_tiny_run(tmp_path)
     layout = RunLayout(run.run_uri)
     folder = Path(layout.phase_dir(0, Phase.MIXUP))
-    folder.mkdir(parents=True)
-    (folder / "mixture.json").write_text('{"entries": [["seed", 99')  # torn write of a crashed attempt
-    (folder / "seed-latents-00007.safetensors").write_bytes(b"stale")
+    crashed = folder / "attempt-0123456789ab"  # a crashed attempt's prefix (each attempt writes under its own)
+    crashed.mkdir(parents=True)
+    (crashed / "mixture.json").write_text('{"entries": [["seed", 99')  # torn write of a crashed attempt
+    (crashed / "seed-latents-00007.safetensors").write_bytes(b"stale")
     assert main(phase_args(run, "mixup", 0)) == 0
-    manifest = LocalStore(run.run_uri).read_manifest(str(folder), verify=True)
-    assert "seed-latents-00007.safetensors" not in {f.path for f in manifest.files}
-    assert not (folder / "seed-latents-00007.safetensors").exists()
-    assert len(json.loads((folder / "mixture.json").read_text())["entries"]) == 8
+    store = LocalStore(run.run_uri)
+    manifest = store.read_manifest(str(folder), verify=True)
+    assert not any("seed-latents-00007" in f.path or f.path.startswith(crashed.name) for f in manifest.files)
+    assert not crashed.exists(), "the crashed attempt's uncommitted prefix was left behind"
+    mixture = Path(resolve_committed(store, str(folder), "mixture.json"))
+    assert mixture.parent.name == manifest.metadata["attempt"]
+    assert len(json.loads(mixture.read_text())["entries"]) == 8

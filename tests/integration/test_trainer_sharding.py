@@ -17,9 +17,11 @@ import pytest
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.storage import LocalStore
+from sail_api.storage.resolve import logical_path
 from sail_trainer.cli import main
 from sail_trainer.phases import annotate_phase, artifacts, generate_phase
 from sail_trainer.phases.artifacts import load_tensors
+from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_run import create_tiny_run, phase_args
 
 _real_annotate_commit = annotate_phase._commit_part
@@ -29,11 +31,22 @@ def _ok(args: list[str]) -> None:
     assert main(args) == 0
 
 
+def _listed(folder: str, name: str) -> list[Path]:
+    """Part files called `name` that the shard's committed manifest lists (under attempt prefixes)."""
+    manifest = LocalStore(folder).read_manifest(folder)
+    return [Path(folder, f.path) for f in manifest.files
+            if logical_path(f.path).startswith("parts/") and f.path.endswith("/" + name)]
+
+
+def _read(folder: str, name: str) -> str:
+    return Path(resolve_committed(LocalStore(folder), folder, name)).read_text()
+
+
 def _generated(layout: RunLayout, shards: int) -> dict[int, object]:
     out = {}
     for k in range(shards):
-        folder = Path(layout.shard_dir(1, Phase.GENERATE, k, shards))
-        for part in sorted(folder.glob("parts/part-*/latents.safetensors")):
+        folder = layout.shard_dir(1, Phase.GENERATE, k, shards)
+        for part in _listed(folder, "latents.safetensors"):
             tensors = load_tensors(part.read_bytes())
             for row, j in enumerate(tensors["prompt_index"].tolist()):
                 out[j] = tensors["latents"][row]
@@ -43,8 +56,8 @@ def _generated(layout: RunLayout, shards: int) -> dict[int, object]:
 def _annotated(layout: RunLayout, shards: int) -> dict[int, dict]:
     out = {}
     for k in range(shards):
-        folder = Path(layout.shard_dir(1, Phase.ANNOTATE, k, shards))
-        for pair in json.loads((folder / "annotations.json").read_text())["pairs"]:
+        folder = layout.shard_dir(1, Phase.ANNOTATE, k, shards)
+        for pair in json.loads(_read(folder, "annotations.json"))["pairs"]:
             out[pair["prompt_index"]] = {key: pair[key] for key in ("rewards", "winner", "loser", "margin", "prompt")}
     return out
 
@@ -80,8 +93,9 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     assert main(phase_args(run, "annotate", 1, "--shard", "0/1")) == 1
     monkeypatch.setattr(annotate_phase, "_commit_part", _real_annotate_commit)
     _ok(phase_args(run, "annotate", 1, "--shard", "0/1"))  # resumes after its first committed part
-    assert LocalStore(run.run_uri).read_manifest(
-        layout.shard_dir(1, Phase.ANNOTATE, 0, 1)).metadata == {"draws": 2, "parts": 3, "reused_parts": 1}
+    annotate_meta = LocalStore(run.run_uri).read_manifest(layout.shard_dir(1, Phase.ANNOTATE, 0, 1)).metadata
+    assert annotate_meta.pop("attempt").startswith("attempt-")
+    assert annotate_meta == {"draws": 2, "parts": 3, "reused_parts": 1}
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
     _ok(phase_args(run, "annotate", 1, "--shards", "2"))
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
@@ -89,7 +103,7 @@ def test_one_and_two_shards_give_identical_generate_and_annotate(tmp_path: Path,
     a1, a2 = _annotated(layout, 1), _annotated(layout, 2)
     assert a1 == a2 and len(a1) == 5
     assert {len(v) for v in _shard_prompts(layout, 2)} == {2, 3}
-    assert len(list(Path(one_dir).glob("parts/part-*/latents.safetensors"))) == 3
+    assert len(_listed(one_dir, "latents.safetensors")) == 3
 
     _ok(phase_args(run, "mixup", 1))  # reads the 2-shard annotate set, the most shards committed
     _ok(phase_args(run, "train", 1))  # self pairs resolved through part files and candidate indices
@@ -107,5 +121,5 @@ def _crash_after_first_part(monkeypatch: pytest.MonkeyPatch, module) -> None:
 
 
 def _shard_prompts(layout: RunLayout, shards: int) -> list[list[int]]:
-    return [json.loads(Path(layout.shard_dir(1, Phase.ANNOTATE, k, shards), "annotations.json").read_text())["pairs"]
+    return [json.loads(_read(layout.shard_dir(1, Phase.ANNOTATE, k, shards), "annotations.json"))["pairs"]
             for k in range(shards)]

@@ -1,8 +1,8 @@
 """How the trainer opens stores and reads committed folders (thin layer over `sail_api.storage`).
 
 Only committed folders are trusted: `list_committed_shards` finds the complete set of
-committed shards of a sharded phase, `read_committed_bytes` reads a file named in a
-committed manifest. Nothing here knows which backend a URI uses.
+committed shards of a sharded phase, `resolve_committed` maps a logical name to the key the
+committed manifest lists (attempt-prefixed), `read_committed_bytes` reads such a file. Nothing here knows which backend a URI uses.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sail_api.layout import COMMIT_MARKER, RunLayout, join
 from sail_api.phases import Phase
 from sail_api.storage import NotCommitted, Store
+from sail_api.storage.resolve import resolve_file, resolve_folder
 from sail_trainer.errors import MissingInputError
 
 _SHARD_RE = re.compile(r"shard-(\d{5})-of-(\d{5})/" + re.escape(COMMIT_MARKER) + "$")
@@ -62,13 +63,25 @@ def require_committed(store: Store, folder: str, what: str) -> None:
         raise MissingInputError(f"{store.uri(folder)} is not committed: {what} must run first")
 
 
-def read_committed_bytes(store: Store, folder: str, name: str, *, check_only: bool = False) -> bytes:
-    """Read `folder/name`, which must be listed in the folder's committed manifest
-    (with check_only, just check that and return b"")."""
+def resolve_committed(store: Store, folder: str, name: str, *, is_folder: bool = False) -> str:
+    """The physical key of the logical file (or sub-folder) `name` of a committed folder.
+
+    Files live under attempt-unique prefixes (`attempt-<id>/<name>`, see sail_api.storage.resolve);
+    only the committed manifest says which attempt won. MissingInputError when the folder is not
+    committed or its manifest does not list `name`.
+    """
     try:
         manifest = store.read_manifest(folder)
     except NotCommitted as exc:
         raise MissingInputError(str(exc)) from exc
-    if name not in {entry.path for entry in manifest.files}:
+    found = resolve_folder(manifest, name) if is_folder else resolve_file(manifest, name)
+    if found is None:
         raise MissingInputError(f"{store.uri(join(folder, name))} is not listed in the committed manifest")
-    return b"" if check_only else store.read_bytes(join(folder, name))
+    return join(folder, found)
+
+
+def read_committed_bytes(store: Store, folder: str, name: str, *, check_only: bool = False) -> bytes:
+    """Read the logical file `name` of `folder`, which must be listed in the folder's committed
+    manifest (with check_only, just check that and return b"")."""
+    key = resolve_committed(store, folder, name)
+    return b"" if check_only else store.read_bytes(key)

@@ -15,6 +15,7 @@ from typing import Any
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.storage import NotCommitted, StorageError, Store, open_store
+from sail_api.storage.resolve import resolve_file
 from sail_operator.local.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,14 @@ def fetch_committed_train(store: Store, iteration: int) -> IterationArtifacts:
         manifest = store.read_manifest(folder)
     except NotCommitted:
         return found
-    listed = {entry.path for entry in manifest.files}
-    if SAMPLES in listed:
-        found.samples = store.read_bytes(f"{folder}/{SAMPLES}")
-    if BASE_SAMPLES in listed:
-        found.base_samples = store.read_bytes(f"{folder}/{BASE_SAMPLES}")
-    if METRICS in listed:
-        found.history = parse_metric_history(json.loads(store.read_bytes(f"{folder}/{METRICS}")))
+    # Files sit under the winning attempt's prefix (attempt-<id>/samples.png): only the manifest says where.
+    samples, base, metrics = (resolve_file(manifest, name) for name in (SAMPLES, BASE_SAMPLES, METRICS))
+    if samples is not None:
+        found.samples = store.read_bytes(f"{folder}/{samples}")
+    if base is not None:
+        found.base_samples = store.read_bytes(f"{folder}/{base}")
+    if metrics is not None:
+        found.history = parse_metric_history(json.loads(store.read_bytes(f"{folder}/{metrics}")))
     return found
 
 

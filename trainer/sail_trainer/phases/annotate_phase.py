@@ -123,8 +123,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         log.info("reused %d annotate part(s) committed by an earlier attempt", reused)
     records, tensors = _gather_parts(ctx, len(parts), s.candidates_per_prompt, m)
     reward_t = tensors["rewards"]
-    files = [f"{art.gen_part_folder(part)}/{name}" for part in range(len(parts))
-             for name in (art.ANNOTATIONS, art.ANNOTATION_TENSORS)]
+    files = art.committed_part_files(ctx.store, ctx.output_dir, len(parts))
     files += [
         ctx.put_bytes(art.ANNOTATIONS, art.dump_json({"pairs": records, "beta": s.beta, "draws": m})),
         ctx.put_bytes(art.ANNOTATION_TENSORS, art.dump_tensors(tensors)),
@@ -151,12 +150,15 @@ def _commit_part(ctx: PhaseContext, part: int, records: list[dict], rewards, mod
         record.update(winner=int(selection.winner_idx[i]), loser=int(selection.loser_idx[i]),
                       margin=float(selection.margin[i]), rewards=[float(r) for r in rewards[i]])
     folder = join(ctx.output_dir, art.gen_part_folder(part))
-    ctx.store.write_bytes(join(folder, art.ANNOTATIONS), art.dump_json({"pairs": records}))
-    ctx.store.write_bytes(join(folder, art.ANNOTATION_TENSORS), art.dump_tensors({
+    # Under this attempt's prefix, so a concurrent writer of the same part never overwrites
+    # the committed files (rewards need not be bit-identical across devices).
+    names = [ctx.attempt_path(art.ANNOTATIONS), ctx.attempt_path(art.ANNOTATION_TENSORS)]
+    ctx.store.write_bytes(join(folder, names[0]), art.dump_json({"pairs": records}))
+    ctx.store.write_bytes(join(folder, names[1]), art.dump_tensors({
         "rewards": rewards, "model_err": model_err, "ref_err": ref_err,
         "prompt_index": torch.tensor([r["prompt_index"] for r in records], dtype=torch.int64)}))
     try:
-        ctx.store.commit(folder, [art.ANNOTATIONS, art.ANNOTATION_TENSORS], run=ctx.resolved.name,
+        ctx.store.commit(folder, names, metadata={"attempt": ctx.attempt}, run=ctx.resolved.name,
                          iteration=ctx.iteration, phase=ctx.phase.value, shard=ctx.shard_label,
                          spec_digest=ctx.resolved.digest())
     except AlreadyCommitted:

@@ -25,7 +25,7 @@ from typing import Any
 from sail_api.layout import RunLayout, join
 from sail_api.phases import Phase
 from sail_api.storage import Store
-from sail_trainer.storage import read_committed_bytes, require_committed
+from sail_trainer.storage import read_committed_bytes, require_committed, resolve_committed
 
 SEED_CHUNK = 4096  # pairs per seed latent file (choice: ~270 MB of fp32 SD1.5 latents per file)
 SEED_INDEX = "seed-pairs.json"
@@ -97,8 +97,7 @@ class LatentFiles:
 
             local = self.work_dir / (hashlib.sha256(uri.encode()).hexdigest()[:24] + ".safetensors")
             local.parent.mkdir(parents=True, exist_ok=True)
-            read_committed_bytes(self.store, folder, name, check_only=True)
-            self.store.download_file(join(folder, name), local)
+            self.store.download_file(resolve_committed(self.store, folder, name), local)
             self._handles[uri] = safe_open(str(local), framework="pt")
         return self._handles[uri]
 
@@ -107,6 +106,17 @@ class LatentFiles:
 
     def count(self, folder: str, name: str, key: str) -> int:
         return int(self._open(folder, name).get_slice(key).get_shape()[0])
+
+
+def committed_part_files(store: Store, shard_dir: str, parts: int) -> list[str]:
+    """The files of parts 0..parts-1 of a shard as its manifest lists them (`parts/part-K/<path in
+    the part's manifest>`): whichever attempt committed each part, the shard's manifest names
+    exactly the files that part's commit hashed."""
+    files = []
+    for part in range(parts):
+        folder = join(shard_dir, gen_part_folder(part))
+        files += [f"{gen_part_folder(part)}/{entry.path}" for entry in store.read_manifest(folder).files]
+    return files
 
 
 def read_seed_index(store: Store, layout: RunLayout) -> dict[str, Any]:

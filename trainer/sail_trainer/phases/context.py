@@ -13,6 +13,7 @@ from sail_api.phases import Phase
 from sail_api.resolved import ResolvedRun
 from sail_api.spec import AlgorithmSpec
 from sail_api.storage import Store
+from sail_api.storage.resolve import new_attempt_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ class PhaseContext:
     rank: int = 0
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    # Made once per attempt: this attempt's files go under <output_dir>/<attempt>/, so a second
+    # writer of the same folder (operator + sail run, a recreated Job) never writes our keys.
+    attempt: str = field(default_factory=new_attempt_dir)
 
     @property
     def algorithm(self) -> AlgorithmSpec:
@@ -54,22 +58,28 @@ class PhaseContext:
     def precision(self) -> str:
         return self.resolved.precision_override or self.algorithm.model.precision
 
+    def attempt_path(self, name: str) -> str:
+        """`name` inside this attempt's prefix, relative to the output folder (what the manifest lists)."""
+        return f"{self.attempt}/{name.strip('/')}"
+
     def output_key(self, name: str) -> str:
-        return join(self.output_dir, name)
+        return join(self.output_dir, self.attempt_path(name))
 
     def put_bytes(self, name: str, data: bytes) -> str:
-        """Write `name` under the output folder; return the name (for the commit list)."""
+        """Write logical `name` under this attempt's prefix; return its folder-relative path (for the commit list)."""
         self.store.write_bytes(self.output_key(name), data)
-        return name
+        return self.attempt_path(name)
 
     def put_file(self, name: str, path: Path) -> str:
         self.store.upload_file(self.output_key(name), path)
-        return name
+        return self.attempt_path(name)
 
     def commit(self, files: list[str], metrics: dict[str, float], metadata: dict[str, Any]) -> PhaseManifest:
-        """Commit the output folder with exactly `files` (names relative to it), last."""
+        """Commit the output folder with exactly `files` (paths relative to it), last; the
+        manifest's metadata["attempt"] names the winning attempt prefix."""
         return self.store.commit(
-            self.output_dir, files, metrics=metrics, metadata=metadata, run=self.resolved.name,
+            self.output_dir, files, metrics=metrics, metadata={**metadata, "attempt": self.attempt},
+            run=self.resolved.name,
             iteration=self.iteration, phase=self.phase.value, shard=self.shard_label,
             spec_digest=self.resolved.digest(),
         )

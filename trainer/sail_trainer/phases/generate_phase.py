@@ -73,9 +73,9 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     part_rows = art.compute_part_rows(group)
     files: list[str] = []
     reused = 0
-    for part, first in enumerate(range(0, max(len(positions), 1), part_rows)):
+    starts = range(0, max(len(positions), 1), part_rows)
+    for part, first in enumerate(starts):
         part_positions = positions[first : first + part_rows]
-        files.append(art.gen_part_name(part))
         if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
             reused += 1  # committed by an earlier attempt of this shard: same inputs, same latents
             progress.update(len(part_positions) * n)
@@ -97,6 +97,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     progress.close()
     if reused:
         log.info("reused %d part(s) committed by an earlier attempt", reused)
+    files += art.committed_part_files(ctx.store, ctx.output_dir, len(starts))
     files.append(ctx.put_bytes(art.GEN_PROMPTS, art.dump_json({
         "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
         "latent_shape": list(components.latent_shape(sampler.resolution)), "part_size": part_rows,
@@ -117,10 +118,13 @@ def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], l
 
     latents = torch.stack(rows) if rows else torch.zeros((0, n, *latent_shape))
     folder = join(ctx.output_dir, art.gen_part_folder(part))
-    ctx.store.write_bytes(join(folder, "latents.safetensors"), art.dump_tensors(
+    # Under this attempt's prefix: latents need not be bit-identical across devices, so a
+    # concurrent writer of the same part must never overwrite the committed file.
+    name = ctx.attempt_path("latents.safetensors")
+    ctx.store.write_bytes(join(folder, name), art.dump_tensors(
         {"latents": latents, "prompt_index": torch.tensor(indices, dtype=torch.int64)}))
     try:
-        ctx.store.commit(folder, ["latents.safetensors"], run=ctx.resolved.name, iteration=ctx.iteration,
+        ctx.store.commit(folder, [name], metadata={"attempt": ctx.attempt}, run=ctx.resolved.name, iteration=ctx.iteration,
                          phase=ctx.phase.value, shard=ctx.shard_label, spec_digest=ctx.resolved.digest())
     except AlreadyCommitted:
         log.info("part %d was committed by a concurrent attempt; keeping it (same inputs, same latents)", part)

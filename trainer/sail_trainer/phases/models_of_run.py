@@ -8,7 +8,7 @@ from pathlib import Path
 from sail_api.phases import Phase
 from sail_trainer.models.source import resolve_model_folder
 from sail_trainer.phases.context import PhaseContext
-from sail_trainer.storage import require_committed
+from sail_trainer.storage import require_committed, resolve_committed
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,10 @@ def resolve_iteration_folder(ctx: PhaseContext, iteration: int) -> Path:
     train_dir = layout.phase_dir(iteration, Phase.TRAIN)
     require_committed(store, train_dir, f"the train phase of iteration {iteration}")
     manifest = store.read_manifest(train_dir)
+    model_dir = resolve_committed(store, train_dir, "model", is_folder=True)  # the winning attempt's folder
     storage = ctx.resolved.storage
     return resolve_model_folder(
-        layout.model_dir(iteration), field=f"iteration {iteration} model", cache_dir=ctx.cache_dir,
+        model_dir, field=f"iteration {iteration} model", cache_dir=ctx.cache_dir,
         endpoint=storage.endpoint, region=storage.region, version=f"{manifest.created_at}/{manifest.writer}",
     )
 

@@ -4,8 +4,12 @@
 2. run.json: the first phase writes it; later phases refuse (BAD_SPEC) if their algorithm
    digest differs from the committed one.
 3. If the phase's (or shard's) output folder is already committed: outcome already_committed.
-4. Uncommitted leftovers of a crashed attempt are deleted (train keeps its committed step
-   checkpoints and generate its committed parts: that is how they resume).
+4. Each attempt writes under its own prefix `<output>/attempt-<id>/` (PhaseContext.attempt), so
+   two writers of one folder never write the same key and the manifest lists the winner's paths.
+   Other attempts' uncommitted prefixes are deleted, re-checking the commit before each delete
+   (train keeps its step checkpoints and generate/annotate their parts: each is committed on its
+   own, is attempt-prefixed inside, and is how they resume). A commit that appears meanwhile
+   is kept: the outcome is already_committed.
 5. The phase's `run(ctx)` writes its files and commits `_SUCCESS.json` last.
 """
 
@@ -26,6 +30,7 @@ from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase, PhaseSummary
 from sail_api.resolved import ResolvedRun, compute_algorithm_digest
 from sail_api.storage import AlreadyCommitted, Store
+from sail_api.storage.resolve import is_attempt_dir
 from sail_trainer.errors import BadSpecError
 from sail_trainer.logs import set_log_context
 from sail_trainer.models.source import default_cache_dir
@@ -91,17 +96,42 @@ def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, mani
 RESUMABLE_SUBDIRS = {Phase.TRAIN: "steps", Phase.GENERATE: "parts", Phase.ANNOTATE: "parts"}  # committed sub-folders an attempt resumes from
 
 
-def _clean_leftovers(store: Store, ctx: PhaseContext) -> None:
-    sub = RESUMABLE_SUBDIRS.get(ctx.phase)
-    keep = join(ctx.output_dir, sub) + "/" if sub else None
-    stale = [k for k in store.list(ctx.output_dir) if keep is None or not store.uri(k).startswith(keep)]
-    if stale:
-        log.info("removing %d uncommitted leftover file(s) under %s", len(stale), store.uri(ctx.output_dir))
-        for key in stale:
-            if keep is None:
-                store.delete_prefix(ctx.output_dir)
-                break
-            store.delete_prefix(key)
+def find_stale_attempts(output_dir: str, keys: list[str], ours: str) -> list[str]:
+    """The attempt prefixes (`<output_dir>/attempt-<id>`) under an uncommitted folder other than ours.
+
+    Only attempt prefixes are ever candidates: the marker, the resumable sub-folders (each
+    committed on its own) and anything else are never deleted here.
+    """
+    base = output_dir.rstrip("/") + "/"
+    found = set()
+    for key in keys:
+        if key.startswith(base):
+            top = key[len(base):].split("/", 1)[0]
+            if is_attempt_dir(top) and top != ours and "/" in key[len(base):]:
+                found.add(join(output_dir, top))
+    return sorted(found)
+
+
+def _clean_leftovers(store: Store, ctx: PhaseContext) -> bool:
+    """Delete other attempts' uncommitted files; False (deleting nothing) when the folder is committed.
+
+    Each attempt writes under its own prefix, so this never touches a live writer's keys of *our*
+    attempt; it re-checks the commit before every delete so that a commit made by another writer
+    after our check is never deleted (the committed attempt's files are listed by its manifest).
+    """
+    output_dir = store.uri(ctx.output_dir)
+    stale = find_stale_attempts(output_dir, [store.uri(k) for k in store.list(ctx.output_dir)], ctx.attempt)
+    for prefix in stale:
+        if store.is_committed(ctx.output_dir):
+            log.info("%s was committed by another writer after our check: keeping it, nothing more removed",
+                     output_dir)
+            return False
+        log.info("removing uncommitted leftover attempt %s", prefix)
+        store.delete_prefix(prefix)
+    if store.is_committed(ctx.output_dir):
+        log.info("%s was committed by another writer after our check: keeping it, nothing more removed", output_dir)
+        return False
+    return True
 
 
 def execute_phase(request: PhaseRequest, *, rank: int = 0, world_size: int = 1) -> PhaseSummary:
@@ -132,8 +162,8 @@ def _run_in_context(request: PhaseRequest, ctx: PhaseContext, rank: int) -> Phas
     if store.is_committed(ctx.output_dir):
         log.info("%s is already committed: nothing to do", store.uri(ctx.output_dir))
         return summarize(request, store.read_manifest(ctx.output_dir), "already_committed", manifest_uri)
-    if rank == 0:
-        _clean_leftovers(store, ctx)
+    if rank == 0 and not _clean_leftovers(store, ctx):
+        return summarize(request, store.read_manifest(ctx.output_dir), "already_committed", manifest_uri)
     module = importlib.import_module(f"sail_trainer.phases.{request.phase.value}_phase")
     try:
         manifest = module.run(ctx)

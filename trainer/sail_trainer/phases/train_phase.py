@@ -21,6 +21,8 @@ from typing import Any
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase
+from sail_api.storage import AlreadyCommitted
+from sail_api.storage.resolve import logical_path
 from sail_trainer.errors import BadSpecError
 from sail_trainer.logs import Progress
 from sail_trainer.phases import artifacts as art
@@ -108,15 +110,22 @@ def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, s
     if ctx.store.is_committed(folder):
         return
     store = ctx.store
-    store.write_bytes(join(folder, CHECKPOINT_UNET), save({k: v.contiguous() for k, v in policy.state_dict().items()}))
+    # Under this attempt's prefix, like the phase's own files: a concurrent writer of the same
+    # step never overwrites what the winner's step manifest hashed (readers resolve through it).
+    names = [ctx.attempt_path(n) for n in (CHECKPOINT_UNET, CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE)]
+    store.write_bytes(join(folder, names[0]), save({k: v.contiguous() for k, v in policy.state_dict().items()}))
     buffer = io.BytesIO()
     torch.save(optimizer.state_dict(), buffer)
-    store.write_bytes(join(folder, CHECKPOINT_OPTIMIZER), buffer.getvalue())
+    store.write_bytes(join(folder, names[1]), buffer.getvalue())
     state = {"step": step, "scheduler": scheduler.state_dict(), "history": history,
              "torch_rng": torch.get_rng_state().tolist()}
-    store.write_bytes(join(folder, CHECKPOINT_STATE), json.dumps(state).encode())
-    store.commit(folder, [CHECKPOINT_UNET, CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE], metrics={"step": float(step)},
-                 run=ctx.resolved.name, iteration=ctx.iteration, phase="train", spec_digest=ctx.resolved.digest())
+    store.write_bytes(join(folder, names[2]), json.dumps(state).encode())
+    try:
+        store.commit(folder, names, metrics={"step": float(step)}, metadata={"attempt": ctx.attempt},
+                     run=ctx.resolved.name, iteration=ctx.iteration, phase="train", spec_digest=ctx.resolved.digest())
+    except AlreadyCommitted:
+        log.info("step checkpoint %s was committed by a concurrent attempt; keeping it", store.uri(folder))
+        return
     log.info("committed step checkpoint %s", store.uri(folder))
     for older in _older_checkpoints(ctx, folder):
         store.delete_prefix(older)
@@ -124,8 +133,11 @@ def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, s
 
 def _older_checkpoints(ctx: PhaseContext, keep: str) -> list[str]:
     steps_dir = join(ctx.layout.phase_dir(ctx.iteration, Phase.TRAIN), "steps")
-    keep_key = ctx.store.uri(keep)
-    return sorted({ctx.store.uri(k.rsplit("/", 1)[0]) for k in ctx.store.list(steps_dir)} - {keep_key})
+    keep_key, base = ctx.store.uri(keep), ctx.store.uri(steps_dir).rstrip("/") + "/"
+    # step folders (steps/step-NNNNNNN), whatever lies inside them (attempt prefixes, the marker)
+    folders = {base + uri[len(base):].split("/", 1)[0] for uri in map(ctx.store.uri, ctx.store.list(steps_dir))
+               if uri.startswith(base)}
+    return sorted(folders - {keep_key})
 
 
 def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: Any, scheduler: Any,
@@ -336,6 +348,6 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
         "mean_implicit_accuracy": sum(h["implicit_accuracy"] for h in history) / n,
         "pairs_per_second": sum(h["pairs_per_second"] for h in history) / n,
     }
-    model_uri = ctx.layout.model_dir(ctx.iteration)
+    model_uri = ctx.output_key("model")  # the physical folder (this attempt's prefix) the manifest lists
     return ctx.commit(files, metrics, {"model_uri": model_uri, "steps": len(history),
-                                       "samples": [f for f in files if f.endswith(".png")]})
+                                       "samples": [logical_path(f) for f in files if f.endswith(".png")]})
