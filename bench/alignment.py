@@ -13,18 +13,21 @@ the same code `sail-trainer <phase>` runs, on a real run root with committed man
 The 100% pool is `--pairs` base-model sample pairs labelled by the noisy Bradley-Terry oracle
 (~85% agreement); the seed is its first 6.25%.
 
-Selection: every arm family's (lr, beta) is picked by the same sweep on the validation captions
+Selection: every arm family's (lr, beta) is picked by the same sweep on validation samples
 (sweep seed = the first seed): the highest validation oracle score among settings whose
 fidelity >= base fidelity - 0.05 (if none qualifies, the most faithful one). Round arms are
-selected on their last round. Reported numbers are on the test captions (a phrasing held
-out from training and validation), over `--seeds` seeds: mean and standard deviation.
+selected on their last round. With a single (lr, beta) given, no sweep runs. Validation and
+test samples use the training captions with disjoint sampling seeds (the toy UNet does not carry
+content to unseen phrasings; docs/toy-world.md). Numbers are over `--seeds` seeds: mean and
+standard deviation.
 
 Metrics: oracle score, win rate vs base on matched sampling seeds, fidelity (colour and shape
 both right, by the toy evaluator), diversity (mean pairwise RMS distance within a caption),
 and for SAIL arms the self-label agreement (share of the annotate phase's best/worst pairs
 that the oracle orders the same way) - compared with the noisy human labels' agreement.
 
-Outputs under --out: results.json, results.md (table), grids/<arm>.png (test samples, seed 0).
+Outputs under --out: results.json, results.md (table; rewritten after every seed), grids/<arm>.png
+(test samples, seed 0).
 
 Usage:
     python bench/alignment.py --quick --seeds 3 --oracle size --out bench-out/alignment
