@@ -702,7 +702,7 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
 
     numerics: dict[str, float] = {}
     warm = {"baseline": ctx.warmup, **{v.name: v.warmup(ctx.warmup) for v in ctx.variants}}
-    if dev.is_cuda:  # one set of UNets + optimizer state at a time: clean per-path peak memory
+    if ctx.one_at_a_time:  # one set of UNets + optimizer state at a time: clean per-path peak memory
         timings = measure(dev, {"baseline": baseline_step}, warm, ctx.repeats)
         del b_policy, b_ref, b_opt, baseline_step
         dev.free()
@@ -743,6 +743,7 @@ class BenchContext:
     repeats: int
     fwd_flops: float
     ceiling: float
+    one_at_a_time: bool = False
 
     def row(self, phase: str, path: str, items: int, timing: dict[str, Any], flops: float, *, unit: str,
             baseline: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -789,6 +790,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="compute dtype (default: bf16 on cuda, fp32 on cpu, as the phases resolve it)")
     p.add_argument("--compile", action="store_true", help="add rows with torch.compile(unet) handed to the project")
     p.add_argument("--channels-last", action="store_true", help="add rows with the UNet in channels_last")
+    p.add_argument("--one-at-a-time", choices=["auto", "yes", "no"], default="auto",
+                   help="train: measure each path with only its own UNets resident (auto: on CUDA)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--models", type=Path, default=Path("/tmp/sail-bench-models"),
@@ -824,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     fwd_flops = count_forward_flops(components.unet, components, text.encode(["flop probe"]), dev)
     ceiling = matmul_ceiling(dev)
     ctx = BenchContext(args.shape, shape, dev, components, text, build_variants(args), args.warmup, args.repeats,
-                       fwd_flops, ceiling)
+                       fwd_flops, ceiling, {"auto": dev.is_cuda, "yes": True, "no": False}[args.one_at_a_time])
     rows: list[dict[str, Any]] = []
     for phase in phases:
         log.info("phase %s (%s)", phase, args.shape)

@@ -12,11 +12,12 @@ import pytest
 from bench import phases
 
 
-@pytest.mark.parametrize("shape", ["tiny", "tiny-sdxl"])
-def test_phases_bench_tiny_cpu_writes_rows_for_every_phase(tmp_path, capsys, shape):
+# tiny-sdxl also takes the train measurement's CUDA branch (one path's UNets resident at a time)
+@pytest.mark.parametrize(("shape", "extra"), [("tiny", []), ("tiny-sdxl", ["--one-at-a-time", "yes"])])
+def test_phases_bench_tiny_cpu_writes_rows_for_every_phase(tmp_path, capsys, shape, extra):
     out = tmp_path / "phases.json"
     code = phases.main(["--shape", shape, "--repeats", "1", "--warmup", "0", "--models", str(tmp_path / "models"),
-                        "--out", str(out)])
+                        "--out", str(out), *extra])
 
     assert code == 0
     doc = json.loads(out.read_text())
