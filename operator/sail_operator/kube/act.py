@@ -110,6 +110,7 @@ def build_kube_api(settings: OperatorSettings) -> KubeApi:
                                 client_configuration=configuration, persist_config=False)
     else:
         config.load_incluster_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, settings.reconcile_workers)
     return KubeApi(client.ApiClient(configuration))
 
 

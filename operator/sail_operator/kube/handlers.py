@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +211,9 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def startup(memo: Any, **_: Any) -> None:
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=settings.reconcile_workers, thread_name_prefix="reconcile")
+        )
         memo.resync = asyncio.get_running_loop().create_task(controller.resync_forever())
 
     @kopf.on.cleanup(registry=registry)

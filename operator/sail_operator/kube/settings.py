@@ -39,4 +39,7 @@ class OperatorSettings:
     watch_client_timeout: int = 330           # client-side inactivity timeout: reconnect a silent watch
     watch_connect_timeout: int = 30
     delete_finished_jobs: bool = True
+    # Reconciles run the sync kubernetes client in threads; asyncio's default pool has only
+    # cpu+4 threads, which serialises hundreds of runs behind API round trips (bench/operator_scale.py).
+    reconcile_workers: int = 32
     policy: OperatorPolicy = field(default_factory=OperatorPolicy)
