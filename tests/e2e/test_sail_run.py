@@ -162,11 +162,14 @@ def test_interrupted_twice_resumed_and_every_phase_committed_once(run_file):
             assert (manifest_path.parent / entry.path).stat().st_size == entry.size
     for phase_dir in (root / "iter-001" / "generate", root / "iter-001" / "annotate"):
         assert sorted(p.name for p in phase_dir.iterdir()) == ["shard-00000-of-00002", "shard-00001-of-00002"]
-    assert status["checkpoint"]["uri"] == str(root / "iter-001" / "train" / "model")
-    assert (root / "iter-001" / "train" / "model" / "model_index.json").is_file()
+    # the checkpoint is the committed attempt's model folder (train writes under attempt-<id>/)
+    train1 = PhaseManifest.model_validate_json((root / "iter-001" / "train" / "_SUCCESS.json").read_text())
+    model = root / "iter-001" / "train" / train1.metadata["attempt"] / "model"
+    assert status["checkpoint"]["uri"] == str(model)
+    assert (model / "model_index.json").is_file()
 
     shown = start_sail("status", str(root), cwd=folder).communicate(timeout=60)[0]
-    assert "Succeeded" in shown and "implicit_accuracy" in shown and str(root / "iter-001" / "train" / "model") in shown
+    assert "Succeeded" in shown and "implicit_accuracy" in shown and str(model) in shown
 
     report = start_sail("report", run_file.name, cwd=folder)
     report_out = report.communicate(timeout=120)[0]

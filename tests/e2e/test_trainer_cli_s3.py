@@ -10,6 +10,7 @@ import pytest
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase, phases_of_iteration
 from sail_api.storage import open_store
+from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_pipeline import (
     build_tiny_prompts,
     build_tiny_run_spec,
@@ -51,13 +52,14 @@ def test_step0_and_one_round_on_s3(tmp_path: Path, moto_s3, s3_bucket: str) -> N
     store = open_store(run_uri, endpoint=endpoint)
     layout = RunLayout(run_uri)
     manifest = store.read_manifest(layout.phase_dir(1, Phase.TRAIN), verify=True)
-    assert manifest.metadata["model_uri"] == layout.model_dir(1)
+    model_dir = resolve_committed(store, layout.phase_dir(1, Phase.TRAIN), "model", is_folder=True)
+    assert manifest.metadata["model_uri"] == model_dir == f"{layout.phase_dir(1, Phase.TRAIN)}/{manifest.metadata['attempt']}/model"
     assert json.loads(store.read_bytes(layout.run_file))["name"] == "tiny"
     assert len(list((tmp_path / "cache").iterdir())) >= 2  # base model + iteration-0 model, downloaded once each
 
     local_model = tmp_path / "downloaded"
-    for key in store.list(layout.model_dir(1)):
-        target = local_model / store.uri(key)[len(layout.model_dir(1)) + 1:]
+    for key in store.list(model_dir):
+        target = local_model / store.uri(key)[len(model_dir) + 1:]
         target.parent.mkdir(parents=True, exist_ok=True)
         store.download_file(key, target)
     from diffusers import DiffusionPipeline

@@ -76,7 +76,8 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     train = run["status"]["iterations"][2]["phases"][-1]
     assert train["manifestUri"] == layout.manifest_uri(2, Phase.TRAIN)
     assert "loss" in train["metrics"]
-    assert store.read_manifest(layout.phase_dir(2, Phase.TRAIN), verify=True) is not None
-    assert run["status"]["checkpoint"]["uri"] == layout.model_dir(2)
+    train2 = store.read_manifest(layout.phase_dir(2, Phase.TRAIN), verify=True)
+    # the committed attempt's model folder (train writes under attempt-<id>/), as the summary reported it
+    assert run["status"]["checkpoint"]["uri"] == f"{layout.phase_dir(2, Phase.TRAIN)}/{train2.metadata['attempt']}/model"
     generate = run["status"]["iterations"][1]["phases"][0]
     assert generate["phase"] == "generate" and generate["result"] == "Succeeded"

@@ -21,7 +21,9 @@ import pytest
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
+from sail_api.storage import LocalStore
 from sail_trainer.cli import main
+from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_run import REPO_ROOT, create_tiny_run, phase_args
 
 pytestmark = pytest.mark.slow
@@ -35,7 +37,8 @@ def _free_port() -> int:
 
 
 def _history(run_uri: str) -> list[dict]:
-    return json.loads(Path(RunLayout(run_uri).phase_dir(0, Phase.TRAIN), "metrics.json").read_text())
+    train = RunLayout(run_uri).phase_dir(0, Phase.TRAIN)
+    return json.loads(Path(resolve_committed(LocalStore(run_uri), train, "metrics.json")).read_text())
 
 
 def test_two_gloo_processes_match_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,6 +73,6 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, monkeypatch: pytes
     assert one[-1]["loss"] != one[0]["loss"], "the loss curve is flat: the comparison would prove nothing"
 
     weights = "unet/diffusion_pytorch_model.safetensors"
-    w1 = load_file(Path(RunLayout(single.run_uri).model_dir(0), weights))
-    w2 = load_file(Path(RunLayout(double.run_uri).model_dir(0), weights))
+    w1, w2 = (load_file(Path(resolve_committed(LocalStore(r.run_uri), RunLayout(r.run_uri).phase_dir(0, Phase.TRAIN),
+                                               f"model/{weights}"))) for r in (single, double))
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-5
