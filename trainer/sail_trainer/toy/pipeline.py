@@ -319,6 +319,11 @@ def load_pipeline(folder: str | Path) -> Any:
     """Load a toy (or any SD1.5-layout) pipeline folder on CPU in fp32 through the standard loader."""
     from diffusers import DiffusionPipeline
 
+    if not (Path(folder) / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{folder}: not a diffusers pipeline folder (no model_index.json); build one with "
+            "`sail-trainer toy build --out DIR` or use examples/toy/model"
+        )
     return DiffusionPipeline.from_pretrained(str(folder), safety_checker=None, requires_safety_checker=False)
 
 
