@@ -101,3 +101,9 @@ def test_shipped_seed_pairs_are_readable_by_the_trainer() -> None:
     pairs = seed_pairs.read_seed_pairs(str(SHIPPED_PAIRS))
     assert len(pairs) >= 32
     assert {domain.parse_caption(p.prompt) for p in pairs} <= set(domain.build_contents())
+
+
+def test_pairs_cli_explains_a_missing_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["pairs", "--model", str(tmp_path / "nope"), "--n", "2", "--out", str(tmp_path / "out")])
+    assert rc == 64
+    assert "no model_index.json" in capsys.readouterr().err
