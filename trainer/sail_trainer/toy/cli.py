@@ -3,7 +3,7 @@
     sail-trainer toy build   --out DIR [--seed S] [--vae-steps N] [--unet-steps N]
     sail-trainer toy pairs   --model DIR --oracle NAME|module:callable --n N --out DIR [--seed S]
     sail-trainer toy prompts --out FILE [--split train|val|test|heldout]
-    sail-trainer toy eval    --model DIR [--base DIR] [--oracle NAME] [--split test] [--per-caption K]
+    sail-trainer toy eval    --model DIR [--base DIR] [--oracle NAME] [--split train] [--per-caption K]
 
 `main(argv) -> int` is the entry point the trainer CLI delegates to (and `sail toy ...` to it).
 Output on stdout is for people (and JSON for `eval`); logs go to stderr.
