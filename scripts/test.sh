@@ -7,6 +7,7 @@ bash scripts/setup.sh
 bash scripts/test-deps.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports
-# One torch thread per worker: two workers on two cores, no oversubscription.
+# One torch thread per worker: two pytest-xdist workers on two cores, no oversubscription.
+# Load and soak tests are marked `heavy` and run only when asked: bash scripts/test.sh -m heavy
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${SAIL_TEST_WORKERS:-2}" --durations=25 "$@"

@@ -272,7 +272,7 @@ def test_sigkill_at_random_points_never_duplicates_or_loses_a_phase(
     assert all(p["result"] == "Succeeded" for r in run["status"]["iterations"] for p in r["phases"])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # the 20-kill loop in test_reliability_operator.py runs by default
 @pytest.mark.parametrize("seed", [11])
 def test_sigkill_many_times(kube_cluster, job_controller, operator_process, seed):
     job_controller(mode="instant", delay=0.3)
