@@ -113,23 +113,22 @@ def find_stale_attempts(output_dir: str, keys: list[str], ours: str) -> list[str
 
 
 def _clean_leftovers(store: Store, ctx: PhaseContext) -> bool:
-    """Delete other attempts' uncommitted files; False (deleting nothing) when the folder is committed.
+    """Check that the folder is still uncommitted; False when another writer committed it.
 
-    Each attempt writes under its own prefix, so this never touches a live writer's keys of *our*
-    attempt; it re-checks the commit before every delete so that a commit made by another writer
-    after our check is never deleted (the committed attempt's files are listed by its manifest).
+    Other attempts' prefixes are deliberately left in place: a prefix cannot tell a crashed
+    attempt from a live one (operator and `sail run` on one run root, or a Job recreated while
+    an old pod still runs), and deleting a live writer's files makes its commit fail. Leftovers
+    are never listed in a manifest, so readers never see them; they only cost space
+    (`find_stale_attempts` lists them for a garbage collector).
     """
-    output_dir = store.uri(ctx.output_dir)
-    stale = find_stale_attempts(output_dir, [store.uri(k) for k in store.list(ctx.output_dir)], ctx.attempt)
-    for prefix in stale:
-        if store.is_committed(ctx.output_dir):
-            log.info("%s was committed by another writer after our check: keeping it, nothing more removed",
-                     output_dir)
-            return False
-        log.info("removing uncommitted leftover attempt %s", prefix)
-        store.delete_prefix(prefix)
+    stale = find_stale_attempts(store.uri(ctx.output_dir), [store.uri(k) for k in store.list(ctx.output_dir)],
+                                ctx.attempt)
+    if stale:
+        log.info("leaving %d other attempt prefix(es) under %s untouched (never listed, never read)",
+                 len(stale), store.uri(ctx.output_dir))
     if store.is_committed(ctx.output_dir):
-        log.info("%s was committed by another writer after our check: keeping it, nothing more removed", output_dir)
+        log.info("%s was committed by another writer after our check: keeping it, nothing more removed",
+                 store.uri(ctx.output_dir))
         return False
     return True
 
