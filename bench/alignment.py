@@ -206,16 +206,20 @@ def committed_model_folder(root: Path, iteration: int) -> Path:
     return train / found
 
 
-def arm_models(family: str, root: Path, rounds: int) -> dict[str, Path]:
-    """Arm name -> model folder of a trained family."""
-    model = lambda i: committed_model_folder(root, i)  # noqa: E731
+def arm_iterations(family: str, rounds: int) -> dict[str, int]:
+    """Arm name -> the iteration whose trained model the arm evaluates (pure: no storage)."""
     if family.startswith("dpo_full"):
-        return {family: model(0)}
+        return {family: 0}
     names = {"sail": "sail", "nomix": "sail_nomix", "seed_iter": "seed_iter"}
-    arms = {f"{names[family]}_r{i}": model(i) for i in range(1, rounds + 1)}
+    arms = {f"{names[family]}_r{i}": i for i in range(1, rounds + 1)}
     if family == "sail":
-        arms["dpo_seed"] = model(0)
+        arms["dpo_seed"] = 0
     return arms
+
+
+def arm_models(family: str, root: Path, rounds: int) -> dict[str, Path]:
+    """Arm name -> model folder of a trained family (resolved through the committed manifests)."""
+    return {arm: committed_model_folder(root, i) for arm, i in arm_iterations(family, rounds).items()}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -397,7 +401,7 @@ def write_results(ctx: Context, args: argparse.Namespace, cfg: BenchConfig, chos
 
     selected = {}
     for family, st in chosen.items():
-        for arm in arm_models(family, ctx.out, cfg.rounds):
+        for arm in arm_iterations(family, cfg.rounds):
             selected[arm] = {"lr": st.lr, "beta": st.beta}
     result = {
         "oracle": args.oracle, "seeds": len(per_seed), "quick": args.quick,
