@@ -35,14 +35,13 @@ from sail_api.storage.base import (
     StoragePermissionDenied,
 )
 from sail_api.storage.manifests import (
-    build_manifest,
+    build_commit_manifest,
     check_entry,
     compute_file_sha256,
     decode_manifest,
     encode_manifest,
-    select_commit_files,
 )
-from sail_api.storage.uris import build_commit_key, build_relative_key, join_key, local_root_path
+from sail_api.storage.uris import build_relative_key, join_key, local_root_path
 
 log = logging.getLogger(__name__)
 
@@ -228,19 +227,15 @@ class LocalStore:
         if self.is_committed(folder_key):
             winner = self.read_manifest(folder_key)
             raise AlreadyCommitted(f"{self.uri(folder_key)} is already committed by {winner.writer}", winner)
-        keys = (
-            self.list(folder_key) if files is None
-            else [build_commit_key(self.root, folder_key, name) for name in files]
-        )
-        entries = [self._hash_entry(folder_key, name) for name in select_commit_files(folder_key, keys)]
-        manifest = build_manifest(entries, metrics=metrics, metadata=metadata, fields=manifest_fields)
+        manifest = build_commit_manifest(self, folder_key, files, self._hash_entry, metrics=metrics,
+                                         metadata=metadata, fields=manifest_fields)
         marker = self._marker_key(folder_key)
         with _mapped_os_errors(self.uri(marker)):
             created = create_exclusively(self._path(marker), encode_manifest(manifest))
         if not created:
             winner = self.read_manifest(folder_key)
             raise AlreadyCommitted(f"{self.uri(folder_key)} was committed first by {winner.writer}", winner)
-        log.info("committed %s (%d files)", self.uri(folder_key), len(entries))
+        log.info("committed %s (%d files)", self.uri(folder_key), len(manifest.files))
         return manifest
 
     def _hash_entry(self, folder_key: str, name: str) -> FileEntry:

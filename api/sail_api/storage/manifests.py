@@ -10,7 +10,7 @@ import hashlib
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -67,6 +67,25 @@ def build_manifest(
         **fields,
     }
     return PhaseManifest(files=entries, metrics=dict(metrics or {}), metadata=dict(metadata or {}), **values)
+
+
+def build_commit_manifest(
+    store: Any,
+    folder_key: str,
+    files: list[str] | None,
+    entry_for: Callable[[str, str], FileEntry],
+    *,
+    metrics: dict[str, float] | None,
+    metadata: dict[str, Any] | None,
+    fields: dict[str, Any],
+) -> PhaseManifest:
+    """The manifest `store.commit` writes: the named files (default: all under the folder but
+    the marker and temp files), each described by the backend's `entry_for(folder_key, name)`."""
+    from sail_api.storage.uris import build_commit_key
+
+    keys = store.list(folder_key) if files is None else [build_commit_key(store.root, folder_key, n) for n in files]
+    entries = [entry_for(folder_key, name) for name in select_commit_files(folder_key, keys)]
+    return build_manifest(entries, metrics=metrics, metadata=metadata, fields=fields)
 
 
 def encode_manifest(manifest: PhaseManifest) -> bytes:

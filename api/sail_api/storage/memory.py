@@ -18,13 +18,12 @@ from sail_api.layout import COMMIT_MARKER
 from sail_api.manifest import FileEntry, PhaseManifest
 from sail_api.storage.base import AlreadyCommitted, NotCommitted, StorageNotFound
 from sail_api.storage.manifests import (
-    build_manifest,
+    build_commit_manifest,
     check_entry,
     decode_manifest,
     encode_manifest,
-    select_commit_files,
 )
-from sail_api.storage.uris import build_commit_key, build_relative_key, join_key
+from sail_api.storage.uris import build_relative_key, join_key
 
 
 class MemoryStore:
@@ -89,12 +88,8 @@ class MemoryStore:
         metadata: dict[str, Any] | None = None, **manifest_fields: Any,
     ) -> PhaseManifest:
         folder_key = self._key(folder)
-        keys = (
-            self.list(folder_key) if files is None
-            else [build_commit_key(self.root, folder_key, name) for name in files]
-        )
-        entries = [self._entry(folder_key, name) for name in select_commit_files(folder_key, keys)]
-        manifest = build_manifest(entries, metrics=metrics, metadata=metadata, fields=manifest_fields)
+        manifest = build_commit_manifest(self, folder_key, files, self._entry, metrics=metrics,
+                                         metadata=metadata, fields=manifest_fields)
         marker = join_key(folder_key, COMMIT_MARKER)
         with self._lock:
             existing = self.objects.get(marker)

@@ -41,16 +41,15 @@ from sail_api.storage.base import (
     StorageUnavailable,
 )
 from sail_api.storage.manifests import (
-    build_manifest,
+    build_commit_manifest,
     check_entry,
     compute_file_sha256,
     compute_sha256,
     decode_manifest,
     encode_manifest,
-    select_commit_files,
 )
 from sail_api.storage.retry import RetryPolicy, build_retry_policy, run_with_retries
-from sail_api.storage.uris import build_commit_key, build_relative_key, join_key, split_uri
+from sail_api.storage.uris import build_relative_key, join_key, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -425,14 +424,10 @@ class S3Store:
         if self.is_committed(folder_key):
             winner = self.read_manifest(folder_key)
             raise AlreadyCommitted(f"{self.uri(folder_key)} is already committed by {winner.writer}", winner)
-        keys = (
-            self.list(folder_key) if files is None
-            else [build_commit_key(self.root, folder_key, name) for name in files]
-        )
-        entries = [self._stat_entry(folder_key, name) for name in select_commit_files(folder_key, keys)]
-        manifest = build_manifest(entries, metrics=metrics, metadata=metadata, fields=manifest_fields)
+        manifest = build_commit_manifest(self, folder_key, files, self._stat_entry, metrics=metrics,
+                                         metadata=metadata, fields=manifest_fields)
         self._put_marker(folder_key, manifest)
-        log.info("committed %s (%d files)", self.uri(folder_key), len(entries))
+        log.info("committed %s (%d files)", self.uri(folder_key), len(manifest.files))
         return manifest
 
     def _put_marker(self, folder_key: str, manifest: PhaseManifest) -> None:
