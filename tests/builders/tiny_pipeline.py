@@ -16,28 +16,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sail_trainer.toy.pipeline import bytes_to_unicode
+
 TINY_RESOLUTION = 16  # pixels; the tiny VAE halves it once -> 8x8 latents
 TINY_TEXT_HIDDEN = 32
 _MERGE_WORDS = ("a", "photo", "of", "cat", "dog", "red", "blue", "tree", "house", "the", "on", "in")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """The GPT-2/CLIP byte -> printable unicode table (same as transformers' CLIP tokenizer)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
 def write_tiny_clip_tokenizer(folder: Path, model_max_length: int = 16) -> None:
     """Write a working CLIPTokenizer (byte-level vocab, a few merges) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for token in chars + [c + "</w>" for c in chars]:
         vocab.setdefault(token, len(vocab))

@@ -58,7 +58,7 @@ class BuildConfig:
 # ----------------------------------------------------------------- tokenizer
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte -> printable unicode map (same as transformers' CLIP tokenizer)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -80,7 +80,7 @@ def build_tokenizer_files(words: list[str]) -> tuple[dict[str, int], list[str]]:
     different words can interleave (e.g. "re" inside "green"), which may split a word into
     several known tokens: still distinct and deterministic, which is all the encoder needs.
     """
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab_tokens: list[str] = symbols + [s + "</w>" for s in symbols]
     merges: list[str] = []
     for word in words:
