@@ -24,35 +24,16 @@ import kmock
 import pytest
 
 from sail_api.crd import build_crd, build_json_schema
-from sail_api.phases import Phase, phases_of_iteration
+from sail_api.phases import Phase
 from sail_operator.kube.act import build_kube_api, create_owned
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.metrics import METRIC_NAMES
 from sail_operator.planner.model import build_job_name
+from tests.builders.sailrun_objects import build_sailrun_object as build_run
+from tests.builders.sailrun_objects import planned_jobs
 from tests.peers.kube import Scripted, wait_for
 
 NS = "default"
-
-
-def build_run(name: str, rounds: int = 2, **spec_overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"uri": "s3://models/tiny-sd15"},
-        "seedPairs": {"uri": "s3://data/seed.jsonl"},
-        "prompts": {"uri": "s3://data/prompts.txt"},
-        "sail": {"rounds": rounds},
-        "storage": {"uri": f"s3://runs/{name}", "endpoint": "http://minio.example:9000", "region": "us-east-1",
-                    "credentialsSecretRef": {"name": "s3-creds"}},
-        "parallelism": {"generateShards": 2, "annotateShards": 1},
-        "failurePolicy": {"appRetries": 2, "backoff": {"initialSeconds": 0.2, "maxSeconds": 1, "jitter": 0.0}},
-    }
-    for key, value in spec_overrides.items():
-        spec[key] = {**spec[key], **value} if isinstance(spec.get(key), dict) else value
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": name, "namespace": NS},
-            "spec": spec}
-
-
-def planned_jobs(run: str, rounds: int) -> list[str]:
-    return [build_job_name(run, i, phase, 1) for i in range(rounds + 1) for phase in phases_of_iteration(i)]
 
 
 def jsonpath(obj: Any, path: str) -> Any:

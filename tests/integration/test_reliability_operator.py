@@ -32,8 +32,7 @@ import kmock
 import psutil
 import pytest
 
-from sail_api.phases import phases_of_iteration
-from sail_operator.planner.model import build_job_name
+from tests.builders.sailrun_objects import build_sailrun_object, planned_jobs
 from tests.peers.kube import JobController, KubeCluster, wait_for
 
 NS = "default"
@@ -45,24 +44,8 @@ KILL_LOOP_KILLS = 20
 RUNS_PER_NAMESPACE = 10
 
 
-def build_run(name: str, rounds: int = 1, namespace: str = NS, **spec_overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"uri": "s3://models/tiny-sd15"},
-        "seedPairs": {"uri": "s3://data/seed.jsonl"},
-        "prompts": {"uri": "s3://data/prompts.txt"},
-        "sail": {"rounds": rounds},
-        "storage": {"uri": f"s3://runs/{name}", "endpoint": "http://minio.example:9000", "region": "us-east-1",
-                    "credentialsSecretRef": {"name": "s3-creds"}},
-        "parallelism": {"generateShards": 2, "annotateShards": 1},
-        "failurePolicy": {"appRetries": 2, "backoff": {"initialSeconds": 0.2, "maxSeconds": 1, "jitter": 0.0}},
-    }
-    spec.update(spec_overrides)
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": name, "namespace": namespace},
-            "spec": spec}
-
-
-def planned_jobs(run: str, rounds: int) -> list[str]:
-    return [build_job_name(run, i, phase, 1) for i in range(rounds + 1) for phase in phases_of_iteration(i)]
+def build_run(name: str, rounds: int = 1, namespace: str = NS) -> dict[str, Any]:
+    return build_sailrun_object(name, rounds, namespace)
 
 
 def validated(cluster: KubeCluster, name: str) -> dict[str, Any] | None:

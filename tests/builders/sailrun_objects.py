@@ -1,0 +1,32 @@
+"""SAILRun API objects and their planned Jobs, for tests against the Kubernetes emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sail_api.phases import phases_of_iteration
+from sail_operator.planner.model import build_job_name
+
+
+def build_sailrun_object(name: str, rounds: int = 2, namespace: str = "default",
+                         **spec_overrides: Any) -> dict[str, Any]:
+    """A valid SAILRun on s3:// storage with fast retries; dict overrides are merged one level deep."""
+    spec: dict[str, Any] = {
+        "model": {"uri": "s3://models/tiny-sd15"},
+        "seedPairs": {"uri": "s3://data/seed.jsonl"},
+        "prompts": {"uri": "s3://data/prompts.txt"},
+        "sail": {"rounds": rounds},
+        "storage": {"uri": f"s3://runs/{name}", "endpoint": "http://minio.example:9000", "region": "us-east-1",
+                    "credentialsSecretRef": {"name": "s3-creds"}},
+        "parallelism": {"generateShards": 2, "annotateShards": 1},
+        "failurePolicy": {"appRetries": 2, "backoff": {"initialSeconds": 0.2, "maxSeconds": 1, "jitter": 0.0}},
+    }
+    for key, value in spec_overrides.items():
+        spec[key] = {**spec[key], **value} if isinstance(spec.get(key), dict) else value
+    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def planned_jobs(run: str, rounds: int) -> list[str]:
+    """The Job names of a run that succeeds first time, in plan order."""
+    return [build_job_name(run, i, phase, 1) for i in range(rounds + 1) for phase in phases_of_iteration(i)]
