@@ -224,9 +224,6 @@ class LocalStore:
     ) -> PhaseManifest:
         """Hash the files, then create `folder/_SUCCESS.json` exactly once (see the module docstring)."""
         folder_key = self._key(folder)
-        if self.is_committed(folder_key):
-            winner = self.read_manifest(folder_key)
-            raise AlreadyCommitted(f"{self.uri(folder_key)} is already committed by {winner.writer}", winner)
         manifest = build_commit_manifest(self, folder_key, files, self._hash_entry, metrics=metrics,
                                          metadata=metadata, fields=manifest_fields)
         marker = self._marker_key(folder_key)

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from sail_api.layout import COMMIT_MARKER
 from sail_api.manifest import FileEntry, PhaseManifest
-from sail_api.storage.base import ChecksumMismatch, StorageError
+from sail_api.storage.base import AlreadyCommitted, ChecksumMismatch, StorageError
 from sail_api.storage.uris import build_folder_relative
 
 CHUNK = 1024 * 1024
@@ -80,8 +80,16 @@ def build_commit_manifest(
     fields: dict[str, Any],
 ) -> PhaseManifest:
     """The manifest `store.commit` writes: the named files (default: all under the folder but
-    the marker and temp files), each described by the backend's `entry_for(folder_key, name)`."""
+    the marker and temp files), each described by the backend's `entry_for(folder_key, name)`.
+
+    Raises AlreadyCommitted at once when the folder is committed already, so a loser does not hash
+    (or, on S3, HEAD) every file first; the backend's exclusive marker write still decides races.
+    """
     from sail_api.storage.uris import build_commit_key
+
+    if store.is_committed(folder_key):
+        winner = store.read_manifest(folder_key)
+        raise AlreadyCommitted(f"{store.uri(folder_key)} is already committed by {winner.writer}", winner)
 
     keys = store.list(folder_key) if files is None else [build_commit_key(store.root, folder_key, n) for n in files]
     entries = [entry_for(folder_key, name) for name in select_commit_files(folder_key, keys)]

@@ -421,9 +421,6 @@ class S3Store:
     ) -> PhaseManifest:
         """Hash the files, then put `folder/_SUCCESS.json` with If-None-Match: * (exactly once)."""
         folder_key = self._key(folder)
-        if self.is_committed(folder_key):
-            winner = self.read_manifest(folder_key)
-            raise AlreadyCommitted(f"{self.uri(folder_key)} is already committed by {winner.writer}", winner)
         manifest = build_commit_manifest(self, folder_key, files, self._stat_entry, metrics=metrics,
                                          metadata=metadata, fields=manifest_fields)
         self._put_marker(folder_key, manifest)
