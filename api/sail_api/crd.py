@@ -40,6 +40,7 @@ from sail_api.spec import (
     KIND,
     MAX_RUN_NAME_LENGTH,
     PLURAL,
+    RewardTimestepsSpec,
     SAILRunSpec,
     TrainSpec,
 )
@@ -226,6 +227,16 @@ def _add_cel_rules(root: dict[str, Any]) -> None:
             "self.uri.startsWith('s3://') || self.uri.startsWith('file://')",
             "message": "spec.storage.uri: only s3:// URIs or local paths are supported",
             "fieldPath": ".uri",
+        }
+    ]
+    low, high = (RewardTimestepsSpec.model_fields[f].default for f in ("min_fraction", "max_fraction"))
+    reward_timesteps = spec["properties"]["sail"]["properties"]["rewardTimesteps"]
+    reward_timesteps["x-kubernetes-validations"] = [
+        {
+            "rule": f"(has(self.minFraction) ? self.minFraction : {low}) < "
+            f"(has(self.maxFraction) ? self.maxFraction : {high})",
+            "message": "spec.sail.rewardTimesteps.minFraction must be below spec.sail.rewardTimesteps.maxFraction",
+            "fieldPath": ".minFraction",
         }
     ]
     micro, effective = _train_defaults()

@@ -41,11 +41,16 @@ class ResolvedRun(ApiModel):
 # extends the run (DESIGN.md: "iterations target" is an execution field) without changing
 # what any committed phase computed.
 DIGEST_EXCLUDED_SAIL_FIELDS = frozenset({"rounds"})
+# Fields added after runs existed: left out of the digest while at their default, so a run
+# started before the field existed keeps its digest (and its committed phases) on upgrade.
+DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS = frozenset({"rewardTimesteps"})
 
 
 def compute_algorithm_digest(algorithm: AlgorithmSpec) -> str:
     body = algorithm.model_dump(mode="json", by_alias=True)
-    body["sail"] = {k: v for k, v in body["sail"].items() if k not in DIGEST_EXCLUDED_SAIL_FIELDS}
+    defaults = type(algorithm.sail)().model_dump(mode="json", by_alias=True)
+    body["sail"] = {k: v for k, v in body["sail"].items() if k not in DIGEST_EXCLUDED_SAIL_FIELDS
+                    and not (k in DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS and v == defaults[k])}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -139,6 +139,32 @@ class TrainSpec(ApiModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimizer and schedule.")
 
 
+class RewardTimestepsSpec(ApiModel):
+    """Where on the noise schedule the implicit reward's M draws fall (fractions of its T steps)."""
+
+    min_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Lowest timestep drawn, as a fraction of the schedule (default 0)."
+    )
+    max_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="Highest timestep drawn (exclusive), as a fraction (default 1)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RewardTimestepsSpec:
+        if self.min_fraction >= self.max_fraction:
+            raise ValueError(
+                f"sail.rewardTimesteps.minFraction ({self.min_fraction}) must be below "
+                f"sail.rewardTimesteps.maxFraction ({self.max_fraction})"
+            )
+        return self
+
+    def bounds(self, num_train_timesteps: int) -> tuple[int, int]:
+        """Integer `[low, high)` timesteps of a `num_train_timesteps` schedule; never empty."""
+        low = min(int(self.min_fraction * num_train_timesteps), num_train_timesteps - 1)
+        high = max(low + 1, min(num_train_timesteps, round(self.max_fraction * num_train_timesteps)))
+        return low, high
+
+
 class SAILSpec(ApiModel):
     rounds: int = Field(3, ge=0, le=100, description="SAIL rounds K after step 0 (paper: SD1.5 3, SDXL 2).")
     prompts_per_round: int = Field(
@@ -152,6 +178,11 @@ class SAILSpec(ApiModel):
         0.25, ge=0.0, le=1.0, description="Probability that a mixture pair is self-labelled (else a human seed pair)."
     )
     beta: float = Field(5000.0, gt=0.0, description="Diffusion-DPO temperature (reference code: 5000; paper SD1.5: 2000).")
+    reward_timesteps: RewardTimestepsSpec = Field(
+        default_factory=RewardTimestepsSpec,
+        description="Timestep range of the reward draws; default the whole schedule (SAIL-METHOD.md). "
+        "The upper half carries most of the preference signal for global attributes (docs/results.md).",
+    )
     judge_reference: JudgeReference = Field(
         "base", description="Reference model of the implicit reward: base (choice), previous round, or step0."
     )

@@ -331,6 +331,24 @@ def test_micro_batch_rule_matches_pydantic_including_defaults(schema, train, all
 
 
 @pytest.mark.parametrize(
+    ("range_", "allowed"),
+    [({}, True), ({"minFraction": 0.5}, True), ({"maxFraction": 0.25}, True), ({"minFraction": 0.5, "maxFraction": 0.5}, False),
+     ({"minFraction": 0.75, "maxFraction": 0.5}, False)],
+    ids=["defaults", "upper half", "lower quarter", "empty", "reversed"],
+)
+def test_reward_timesteps_rule_matches_pydantic_including_defaults(schema, range_, allowed):
+    (rule,) = _rules(schema["properties"]["spec"]["properties"]["sail"]["properties"]["rewardTimesteps"])
+    assert cel(rule, range_) is allowed
+    body = {"model": {"uri": "m"}, "seedPairs": {"uri": "s"}, "prompts": {"uri": "p"}, "sail": {"rewardTimesteps": range_}}
+    try:
+        SAILRunSpec.model_validate(body)
+        pydantic_allows = True
+    except ValueError:
+        pydantic_allows = False
+    assert pydantic_allows is allowed
+
+
+@pytest.mark.parametrize(
     ("old", "new", "allowed"),
     [
         ({}, {"storage": {"uri": "s3://b/x"}}, True),

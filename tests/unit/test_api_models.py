@@ -61,6 +61,47 @@ def test_digest_ignores_execution_fields_but_not_algorithm_fields():
     assert base != other_beta
 
 
+# The digest of `make_run()` before `sail.rewardTimesteps` existed (commit 8342f42): runs
+# started then must keep their digest, or an upgraded operator would refuse their commits.
+DIGEST_BEFORE_REWARD_TIMESTEPS = "sha256:29fa203362d77188bf21c9f72327d6a424339dd787b3203fec032549a24a92a6"
+
+
+def test_a_new_field_at_its_default_keeps_the_digest_of_runs_started_before_it():
+    default = build_resolved_run(SAILRun.model_validate(make_run()), "/tmp/r").digest()
+    spelled_out = build_resolved_run(SAILRun.model_validate(
+        make_run(sail={"rewardTimesteps": {"minFraction": 0.0, "maxFraction": 1.0}})), "/tmp/r").digest()
+    upper_half = build_resolved_run(SAILRun.model_validate(
+        make_run(sail={"rewardTimesteps": {"minFraction": 0.5}})), "/tmp/r").digest()
+    assert default == spelled_out == DIGEST_BEFORE_REWARD_TIMESTEPS
+    assert upper_half != default, "a non-default reward range changes what annotate computes"
+
+
+@pytest.mark.parametrize(
+    ("range_", "allowed"),
+    [({"minFraction": 0.5}, True), ({"minFraction": 0.5, "maxFraction": 0.5}, False),
+     ({"maxFraction": 0.0}, False), ({"minFraction": 0.9, "maxFraction": 0.3}, False)],
+)
+def test_reward_timesteps_must_be_a_non_empty_range(range_, allowed):
+    body = make_run(sail={"rewardTimesteps": range_})
+    if allowed:
+        SAILRun.model_validate(body)
+        return
+    with pytest.raises(ValidationError, match="rewardTimesteps|maxFraction"):
+        SAILRun.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("fractions", "steps", "bounds"),
+    [((0.0, 1.0), 1000, (0, 1000)), ((0.5, 1.0), 1000, (500, 1000)), ((0.7, 0.7001), 1000, (700, 701)),
+     ((0.999, 1.0), 10, (9, 10))],
+)
+def test_reward_timestep_bounds_are_integer_and_never_empty(fractions, steps, bounds):
+    from sail_api.spec import RewardTimestepsSpec
+
+    spec = RewardTimestepsSpec(min_fraction=fractions[0], max_fraction=fractions[1])
+    assert spec.bounds(steps) == bounds
+
+
 def test_layout_and_phase_args_agree():
     layout = RunLayout("s3://bucket/runs/demo")
     assert layout.manifest_uri(2, Phase.GENERATE, 1, 4) == (

@@ -143,3 +143,15 @@ def test_draw_shared_noise_rejects_bad_arguments(kwargs) -> None:
 def test_implicit_reward_rejects_bad_inputs(model_shape, ref_shape, beta) -> None:
     with pytest.raises(ValueError, match="implicit_reward"):
         implicit_reward(torch.zeros(model_shape), torch.zeros(ref_shape), beta)
+
+
+def test_draw_shared_noise_keeps_timesteps_inside_the_range_and_the_default_is_the_whole_schedule() -> None:
+    t_all, n_all = draw_shared_noise(torch.Generator().manual_seed(7), 64, (4, 8, 8), 1000)
+    t_full, n_full = draw_shared_noise(torch.Generator().manual_seed(7), 64, (4, 8, 8), 1000, (0, 1000))
+    assert torch.equal(t_all, t_full) and torch.equal(n_all, n_full)  # default draws are unchanged
+    t_hi, _ = draw_shared_noise(torch.Generator().manual_seed(7), 64, (4, 8, 8), 1000, (500, 1000))
+    assert int(t_hi.min()) >= 500 and int(t_hi.max()) < 1000
+    assert int(t_all.min()) < 500  # the unrestricted draws do reach the lower half
+    for bad in [(500, 500), (-1, 10), (0, 1001)]:
+        with pytest.raises(ValueError, match="timestep_range"):
+            draw_shared_noise(torch.Generator().manual_seed(7), 4, (4, 8, 8), 1000, bad)

@@ -40,11 +40,13 @@ def implicit_reward(model_err: torch.Tensor, ref_err: torch.Tensor, beta: float)
 
 
 def draw_shared_noise(
-    generator: torch.Generator, m: int, latent_shape: Sequence[int], num_train_timesteps: int
+    generator: torch.Generator, m: int, latent_shape: Sequence[int], num_train_timesteps: int,
+    timestep_range: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw the M `(t, eps)` pairs a prompt's candidates all share.
 
-    Returns `timesteps [M]` (int64, uniform on `0..num_train_timesteps-1`) and
+    Returns `timesteps [M]` (int64, uniform on `0..num_train_timesteps-1`, or on
+    `[low, high)` of `timestep_range`) and
     `noise [M, *latent_shape]` (fp32 standard normal), both on the generator's device.
     Timesteps are drawn first, then noise, from `generator` only (never the global RNG),
     so seeding the generator per prompt makes annotation reproducible and shard-independent.
@@ -57,7 +59,13 @@ def draw_shared_noise(
     shape = tuple(int(s) for s in latent_shape)
     if not shape or any(s < 1 for s in shape):
         raise ValueError(f"draw_shared_noise: latent_shape must be positive dims like (4, 64, 64), got {shape}")
+    low, high = timestep_range if timestep_range is not None else (0, num_train_timesteps)
+    if not 0 <= low < high <= num_train_timesteps:
+        raise ValueError(
+            f"draw_shared_noise: timestep_range must satisfy 0 <= low < high <= {num_train_timesteps}, "
+            f"got {timestep_range}"
+        )
     device = generator.device
-    timesteps = torch.randint(0, num_train_timesteps, (m,), generator=generator, device=device, dtype=torch.long)
+    timesteps = torch.randint(low, high, (m,), generator=generator, device=device, dtype=torch.long)
     noise = torch.randn((m, *shape), generator=generator, device=device, dtype=torch.float32)
     return timesteps, noise

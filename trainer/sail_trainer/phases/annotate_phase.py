@@ -2,7 +2,7 @@
 
 For each prompt, M (t, eps) draws are made once from a generator seeded by
 hash(run seed, iteration, prompt index) and shared by its N candidates (SAIL-METHOD.md,
-"Implicit reward"); the errors of the current model and of the judge reference on those
+"Implicit reward"), their timesteps within `sail.rewardTimesteps` (default: all); the errors of the current model and of the judge reference on those
 draws give `R = -(beta/2) mean_m (SE_theta - SE_ref)`. Conditional prediction with the real
 caption, no CFG. Shard k of S takes prompts k, k+S, ... of the round; work is batched
 within one prompt only, so sharding does not change any number. Latents are referenced
@@ -89,6 +89,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     latents = art.LatentFiles(ctx.store, ctx.work_dir)
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
     resolution, batch, m = s.sampler.resolution, s.sampler.batch_size, s.reward_draws
+    t_range = s.reward_timesteps.bounds(components.num_train_timesteps)
     progress = Progress("annotate", len(positions))
     started = time.monotonic()
     reused = 0
@@ -106,7 +107,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
             x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
             n = x.shape[0]
             gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
-            t, eps = draw_shared_noise(gen, m, tuple(x.shape[1:]), components.num_train_timesteps)
+            t, eps = draw_shared_noise(gen, m, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
             x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
             args = (components, x0, ts, noise, text.encode([pool[j]]), resolution, alphas, batch)
             model_err = compute_errors(components.unet, *args).view(n, m).cpu()
