@@ -76,6 +76,7 @@ class BenchConfig:
     prompts_per_round: int = 30
     candidates: int = 8
     reward_draws: int = 10
+    reward_min_fraction: float = 0.0  # sail.rewardTimesteps.minFraction (0 = the whole schedule, the default)
     step0_steps: int = 100
     round_steps: int = 100
     batch: int = 16
@@ -145,7 +146,7 @@ def build_algorithm(ctx: Context, pool: Path, seed: int, family: str, setting: S
         "prompts": {"uri": str(ctx.out / "data" / "prompts.txt")},
         "sail": {
             "rounds": rounds, "promptsPerRound": c.prompts_per_round, "candidatesPerPrompt": c.candidates,
-            "rewardDraws": c.reward_draws, "alpha": ALPHA.get(family, 0.25), "beta": setting.beta,
+            "rewardDraws": c.reward_draws, "rewardTimesteps": {"minFraction": c.reward_min_fraction}, "alpha": ALPHA.get(family, 0.25), "beta": setting.beta,
             "mixtureSize": c.round_steps * c.batch, "seed": seed,
             "sampler": {"kind": "ddim", "steps": c.sampler_steps, "guidanceScale": c.guidance, "resolution": 32,
                         "batchSize": 64},
