@@ -12,7 +12,7 @@ import json
 
 from pydantic import Field
 
-from sail_api.spec import AlgorithmSpec, ApiModel, SAILRun
+from sail_api.spec import AlgorithmSpec, ApiModel, PerformanceSpec, SAILRun
 
 
 class StorageConnection(ApiModel):
@@ -26,6 +26,9 @@ class ResolvedRun(ApiModel):
     namespace: str | None = Field(None, description="Namespace on a cluster.")
     algorithm: AlgorithmSpec = Field(description="Algorithm spec with defaults resolved.")
     storage: StorageConnection = Field(description="Where the run lives.")
+    performance: PerformanceSpec = Field(
+        default_factory=PerformanceSpec, description="Trainer speed levers (execution: not in the digest)."
+    )
     precision_override: str | None = Field(
         None, description="Executor-chosen precision (e.g. fp32 on a CPU-only machine); not part of the digest."
     )
@@ -62,4 +65,5 @@ def build_resolved_run(run: SAILRun, storage_uri: str) -> ResolvedRun:
         namespace=run.metadata.namespace,
         algorithm=run.spec.algorithm(),
         storage=StorageConnection(uri=storage_uri, endpoint=storage.endpoint, region=storage.region),
+        performance=run.spec.performance,
     )

@@ -322,11 +322,25 @@ class FailurePolicySpec(ApiModel):
     backoff: BackoffSpec = Field(default_factory=BackoffSpec, description="Exponential backoff with jitter.")
 
 
+class PerformanceSpec(ApiModel):
+    """Speed levers of the trainer's UNet; they change speed, not what a phase computes (beyond
+    floating-point rounding), so they are not part of the run's digest."""
+
+    compile: bool = Field(
+        False, description="torch.compile the UNets of generate, annotate and train (the first call "
+        "compiles for minutes; worth it for long GPU phases, not for the toy quick start).",
+    )
+    channels_last: bool = Field(
+        False, description="channels_last memory format for the UNets (faster convolutions on tensor cores).",
+    )
+
+
 class SAILRunSpec(AlgorithmSpec):
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Where artifacts and checkpoints live.")
     template: PodTemplateSpec = Field(default_factory=PodTemplateSpec, description="Pod settings of phase Jobs.")
     resources: PhaseResources = Field(default_factory=PhaseResources, description="Per-phase resources.")
     parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec, description="Shards and train size.")
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec, description="Trainer speed levers.")
     queue_name: str | None = Field(
         None, max_length=63, description="Kueue LocalQueue: set as kueue.x-k8s.io/queue-name on every Job."
     )

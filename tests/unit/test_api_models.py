@@ -102,6 +102,15 @@ def test_reward_timestep_bounds_are_integer_and_never_empty(fractions, steps, bo
     assert spec.bounds(steps) == bounds
 
 
+def test_performance_levers_reach_the_resolved_run_but_not_the_digest():
+    plain = build_resolved_run(SAILRun.model_validate(make_run()), "/tmp/r")
+    fast = build_resolved_run(SAILRun.model_validate(make_run(performance={"compile": True, "channelsLast": True})),
+                              "/tmp/r")
+    assert (fast.performance.compile, fast.performance.channels_last) == (True, True)
+    assert (plain.performance.compile, plain.performance.channels_last) == (False, False)
+    assert fast.digest() == plain.digest()
+
+
 def test_layout_and_phase_args_agree():
     layout = RunLayout("s3://bucket/runs/demo")
     assert layout.manifest_uri(2, Phase.GENERATE, 1, 4) == (

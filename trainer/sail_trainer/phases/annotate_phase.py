@@ -67,6 +67,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     import torch
 
     from sail_trainer.math.reward import draw_shared_noise, implicit_reward
+    from sail_trainer.models.acceleration import accelerate_unet
     from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEncoder
@@ -85,6 +86,8 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
                                  device, dtype)
     judge = load_unet(resolve_judge_folder(ctx), device, dtype)
+    for unet in (components.unet, judge):
+        accelerate_unet(unet, ctx.resolved.performance)
     text = TextEncoder(components)
     latents = art.LatentFiles(ctx.store, ctx.work_dir)
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod

@@ -53,6 +53,7 @@ def sample_seeds(run_seed: int, iteration: int, prompt_index: int, n: int) -> li
 def run(ctx: PhaseContext) -> PhaseManifest:
     import torch
 
+    from sail_trainer.models.acceleration import accelerate_unet
     from sail_trainer.models.components import load_components, pick_device, resolve_dtype
     from sail_trainer.models.sampling import build_scheduler, sample_latents
     from sail_trainer.models.text import TextEncoder
@@ -66,6 +67,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     device = pick_device()
     components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
                                  device, resolve_dtype(ctx.precision, device))
+    accelerate_unet(components.unet, ctx.resolved.performance)
     text = TextEncoder(components)
     progress = Progress("generate", len(positions) * n)
     started = time.monotonic()

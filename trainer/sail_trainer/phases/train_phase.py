@@ -194,6 +194,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     import torch
 
     from sail_trainer.math.schedule import lr_lambda
+    from sail_trainer.models.acceleration import accelerate_unet
     from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEncoder
@@ -217,6 +218,8 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         if tr.gradient_checkpointing:
             policy.enable_gradient_checkpointing()
         reference = load_unet(init_folder, device, dtype)
+        for unet in (policy, reference):
+            accelerate_unet(unet, ctx.resolved.performance)
         lr = tr.optimizer.learning_rate or default_learning_rate(tr.effective_batch)
         optimizer = build_optimizer([p for p in policy.parameters() if p.requires_grad], tr.optimizer, lr, device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
