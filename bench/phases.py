@@ -383,19 +383,21 @@ def tolerance(dev: Device) -> float:
 
 @dataclass
 class Variant:
-    """A way of handing the UNet to the project's functions (eager, compiled, channels_last)."""
+    """A `spec.performance` setting: the UNet prepared by the phases' own `accelerate_unet`."""
 
     name: str
     compile: bool = False
     channels_last: bool = False
 
     def apply(self, module: Any) -> Any:
-        """The module to hand over: a channels_last copy (the original stays as it is) and/or compiled."""
-        import torch
+        """A copy of `module` (the original stays eager) with the levers the phases would apply."""
+        from sail_api.spec import PerformanceSpec
+        from sail_trainer.models.acceleration import accelerate_unet
 
-        if self.channels_last:
-            module = copy.deepcopy(module).to(memory_format=torch.channels_last)
-        return torch.compile(module) if self.compile else module
+        if not (self.compile or self.channels_last):
+            return module
+        performance = PerformanceSpec(compile=self.compile, channels_last=self.channels_last)
+        return accelerate_unet(copy.deepcopy(module), performance)
 
     def warmup(self, base: int) -> int:
         return base + (1 if self.compile else 0)  # the first call compiles
@@ -788,8 +790,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--phases", default="generate,annotate,train", help="comma-separated subset")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="compute dtype (default: bf16 on cuda, fp32 on cpu, as the phases resolve it)")
-    p.add_argument("--compile", action="store_true", help="add rows with torch.compile(unet) handed to the project")
-    p.add_argument("--channels-last", action="store_true", help="add rows with the UNet in channels_last")
+    p.add_argument("--compile", action="store_true", help="add rows with spec.performance.compile (the phases' accelerate_unet)")
+    p.add_argument("--channels-last", action="store_true", help="add rows with spec.performance.channelsLast")
     p.add_argument("--one-at-a-time", choices=["auto", "yes", "no"], default="auto",
                    help="train: measure each path with only its own UNets resident (auto: on CUDA)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
