@@ -109,6 +109,29 @@ def test_run_goes_from_step0_through_two_rounds_to_succeeded(kube_cluster, job_c
     assert op.alive
 
 
+def _reconciles_by_handler(metrics_text: str) -> dict[str, float]:
+    pattern = r'^sail_operator_handler_duration_seconds_count\{handler="([a-z_]+)"\} (\S+)$'
+    return {handler: float(count) for handler, count in re.findall(pattern, metrics_text, re.M)}
+
+
+def test_watch_events_alone_drive_a_run_and_only_job_state_changes_wake_it(
+        kube_cluster, job_controller, operator_process):
+    """Resync off (600 s): every step is woken by a Job's state change; our own echoes wake nothing."""
+    job_controller(mode="instant")
+    op = operator_process("--resync-seconds", "600").start()
+    kube_cluster.create_run(build_run("watch-only", rounds=1))
+    wait_state(kube_cluster, "watch-only", "Succeeded", op, timeout=60)
+
+    assert kube_cluster.job_creations() == planned_jobs("watch-only", 1)
+    reconciles = _reconciles_by_handler(op.scrape())
+    assert reconciles.get("timer", 0) == 0  # the resync never ran: the watch events did it all
+    jobs = len(planned_jobs("watch-only", 1))
+    # one wake-up per Job completion plus the run's creation; before the filter it was ~3.7 per Job
+    # (our own status PATCH echo, the Job's ADDED, its status updates, its DELETED all woke one)
+    assert reconciles.get("job_event", 0) == jobs
+    assert reconciles.get("run_event", 0) <= 2, reconciles
+
+
 def test_jobs_carry_owner_labels_shards_and_the_spec_configmap(kube_cluster, job_controller, operator_process):
     job_controller(mode="instant")
     op = operator_process().start()

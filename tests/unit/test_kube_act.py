@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
+from kubernetes.client import configuration as kube_configuration
+
 from sail_api.status import CurrentAttempt, RunState, SAILRunStatus
-from sail_operator.kube.act import build_event, build_status_patch
+from sail_operator.kube.act import build_event, build_kube_api, build_status_patch
+from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import EmitEvent
 
 
@@ -48,3 +52,27 @@ def test_nested_nulls_do_not_cause_a_write_loop():
     stored["current"] = {k: v for k, v in stored["current"].items() if v is not None}
     stored = {k: v for k, v in stored.items() if v is not None}
     assert build_status_patch(stored, status) is None
+
+
+def test_the_api_client_resolves_its_proxy_once_not_per_request(tmp_path, monkeypatch):
+    """The kubeconfig token hook re-assigns `host` before every request; the env proxy must not be re-read."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "http://api.example:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    api = build_kube_api(OperatorSettings(kubeconfig=str(kubeconfig)))
+    try:
+        configuration = api._client.configuration
+        assert configuration.proxy == "http://proxy.example:3128"  # the environment still decides, once
+
+        def no_more_env_reads() -> dict:
+            raise AssertionError("the proxy environment was read again")
+
+        monkeypatch.setattr(kube_configuration, "getproxies", no_more_env_reads)
+        configuration.refresh_api_key_hook(configuration)  # what every request does first
+        assert configuration.proxy == "http://proxy.example:3128"
+    finally:
+        api.close()

@@ -111,6 +111,10 @@ def build_kube_api(settings: OperatorSettings) -> KubeApi:
     else:
         config.load_incluster_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, settings.reconcile_workers)
+    # Resolve the proxy (from the environment unless the kubeconfig names one) once, here: the
+    # client's token-refresh hook re-assigns `host` before every request, and with an env-derived
+    # proxy that re-reads the whole environment each time (~10% of the operator's CPU per request).
+    configuration.proxy = configuration.proxy
     return KubeApi(client.ApiClient(configuration))
 
 
@@ -249,6 +253,7 @@ def delete_job(api: KubeApi, namespace: str, name: str) -> None:
 class ReconcileResult:
     requeue_after: float | None = None
     status_written: bool = False
+    written_version: str | None = None  # resourceVersion our status PATCH produced (its watch echo carries it)
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
@@ -335,8 +340,9 @@ def apply_decision(api: KubeApi, raw: Mapping[str, Any], observed: Observed, dec
     result = ReconcileResult()
     patch = build_status_patch(raw.get("status"), decision.status)
     if patch is not None:
-        patch_status(api, namespace, name, patch)  # raises: nothing is created without the record
+        written = patch_status(api, namespace, name, patch)  # raises: nothing is created without the record
         result.status_written = True
+        result.written_version = (written.get("metadata") or {}).get("resourceVersion") or None
     for action in decision.actions:
         if isinstance(action, CreatePhaseJob):
             _create_phase(api, raw, action, settings, result, now)

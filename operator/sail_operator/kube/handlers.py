@@ -1,11 +1,14 @@
 """Thin kopf wiring: watch SAILRuns and their Jobs, and run the level-based reconcile.
 
-Every watch event (a SAILRun added/changed, one of our Jobs added/changed/deleted) maps to
-"reconcile this run": `act.reconcile_run` reads the current truth from the API server and
-storage-backed status, so it does not matter which event woke it or how many were missed.
-Reconciles of one run are serialized (a lock per run) and coalesced (a run already waiting
-for its turn is not queued twice). `RequeueAfter` (backoff, waiting for a summary) wakes the
-run with a loop timer; a periodic resync re-reconciles every run as a safety net.
+A watch event (a SAILRun added/changed, one of our Jobs added/changed/deleted) that can
+change a decision maps to "reconcile this run" (`wakeups.py` says which can: not our own
+status write echoed back, not a Job's creation or a Job update that leaves its state as it
+was, not the deletion of a Job whose end we saw). `act.reconcile_run` reads the current
+truth from the API server and storage-backed status, so it does not matter which event woke
+it or how many were missed. Reconciles of one run are serialized (a lock per run) and
+coalesced (a run already waiting for its turn is not queued twice). `RequeueAfter`
+(backoff, waiting for a summary) wakes the run with a loop timer; a periodic resync
+re-reconciles every run as a safety net (and catches whatever the filter let pass by).
 
 kopf settings (HOUSE-STYLE 6: built once, passed in):
 - progress and diff-base storage are annotations with our own prefix (`sail.dev/...`), never
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +39,13 @@ from sail_api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from sail_operator.kube.act import KubeApi, MetricsMemory, build_kube_api, list_runs, reconcile_run
 from sail_operator.kube.jobs import LABEL_MANAGED_BY, LABEL_RUN
 from sail_operator.kube.settings import ANNOTATION_PREFIX, FINALIZER, MANAGED_BY, OperatorSettings
+from sail_operator.kube.wakeups import (
+    JobSignal,
+    compute_job_signal,
+    job_event_matters,
+    run_event_version,
+    run_wakeup_is_own_echo,
+)
 from sail_operator.metrics import OperatorMetrics
 from sail_operator.planner.decide import decide
 
@@ -61,7 +72,11 @@ class Controller:
     api: KubeApi | None = None
     memory: MetricsMemory = field(default_factory=MetricsMemory)
     _locks: dict[RunKey, asyncio.Lock] = field(default_factory=dict)
-    _pending: set[RunKey] = field(default_factory=set)
+    # One entry per wake-up waiting for the run's lock: a SAILRun event's resourceVersion, or None.
+    _pending: dict[RunKey, list[str | None]] = field(default_factory=dict)
+    _own_versions: dict[RunKey, str] = field(default_factory=dict)  # what our last status PATCH produced
+    _job_signals: dict[str, JobSignal] = field(default_factory=dict)  # Job uid -> last state seen
+    skipped: Counter[str] = field(default_factory=Counter)  # wake-ups filtered out, by handler (DEBUG aid)
     _wakeups: dict[RunKey, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
@@ -73,15 +88,24 @@ class Controller:
     def serves(self, namespace: str | None) -> bool:
         return not self.settings.namespaces or namespace in self.settings.namespaces
 
-    async def reconcile(self, namespace: str, name: str, handler: str) -> None:
-        """Serialized, coalesced reconcile of one run; never raises (errors are counted and retried)."""
+    async def reconcile(self, namespace: str, name: str, handler: str, version: str | None = None) -> None:
+        """Serialized, coalesced reconcile of one run; never raises (errors are counted and retried).
+
+        `version`: the resourceVersion of the SAILRun event that woke us (None for any other
+        cause). When every waiting wake-up is the echo of our own last status write, the
+        reconcile is skipped: the one that wrote it already decided with that object.
+        """
         key = (namespace, name)
         if key in self._pending:
+            self._pending[key].append(version)
             return  # a reconcile of this run is already waiting; it will see this change too
-        self._pending.add(key)
+        self._pending[key] = [version]
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            self._pending.discard(key)
+            versions = self._pending.pop(key, [])
+            if run_wakeup_is_own_echo(versions, self._own_versions.get(key)):
+                self.skipped[handler] += 1
+                return
             started = time.monotonic()
             try:
                 result = await asyncio.to_thread(
@@ -95,11 +119,25 @@ class Controller:
                 return
             finally:
                 self.metrics.handler_duration.labels(handler).observe(time.monotonic() - started)
+            if result.written_version is not None:
+                self._own_versions[key] = result.written_version
         if result.gone:
             self._locks.pop(key, None)
+            self._own_versions.pop(key, None)
             self.cancel_wakeup(key)
         elif result.requeue_after is not None:
             self.wake_later(key, result.requeue_after)
+
+    def job_event_matters(self, event_type: str | None, job: Mapping[str, Any]) -> bool:
+        """Remember the Job's state; True when this event can change a decision (`wakeups.py`)."""
+        uid = str((job.get("metadata") or {}).get("uid") or "")
+        signal = compute_job_signal(job)
+        previous = self._job_signals.get(uid)
+        if event_type == "DELETED":
+            self._job_signals.pop(uid, None)
+        else:
+            self._job_signals[uid] = signal
+        return job_event_matters(event_type, previous, signal)
 
     def wake_later(self, key: RunKey, seconds: float) -> None:
         """Reconcile `key` again after `seconds` (an earlier pending wake-up wins)."""
@@ -125,6 +163,7 @@ class Controller:
 
     def forget(self, namespace: str, name: str) -> None:
         self.metrics.index.remove(namespace, name)
+        self._own_versions.pop((namespace, name), None)
         self.cancel_wakeup((namespace, name))
 
     async def resync_forever(self) -> None:
@@ -159,10 +198,25 @@ class Controller:
             self.api.close()
 
 
+class WatchOnlyDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base storage, minus the essence kopf builds on every watch event.
+
+    kopf deep-copies each watched object into an "essence" on every event, for change-detecting
+    handlers (on.create/update/resume/delete/field) and daemons/timers. This operator registers
+    none of those (`build_registry`: on.event, login, startup, cleanup, probe only), so kopf never
+    reads it; building it was ~half of kopf's CPU per event, and a SAILRun's status grows with its
+    history (cProfile of bench/operator_scale.py at N = 100). A unit test fails if such a handler
+    is ever registered beside this storage.
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:  # noqa: ARG002  (kopf's signature)
+        return {}
+
+
 def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    kopf_settings.persistence.diffbase_storage = WatchOnlyDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     kopf_settings.persistence.finalizer = FINALIZER  # used by no handler: see the module docstring
@@ -225,21 +279,26 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
         await controller.shutdown()
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    async def run_event(event: Mapping[str, Any], name: str, namespace: str, **_: Any) -> None:
+    async def run_event(event: Mapping[str, Any], body: Mapping[str, Any], name: str, namespace: str,
+                        **_: Any) -> None:
         controller.metrics.watch_last_event.set(time.time())
         if not controller.serves(namespace):
             return
         if event.get("type") == "DELETED":
             controller.forget(namespace, name)
             return
-        await controller.reconcile(namespace, name, "run_event")
+        await controller.reconcile(namespace, name, "run_event", run_event_version(body))
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
-    async def job_event(body: Mapping[str, Any], namespace: str, **_: Any) -> None:
+    async def job_event(event: Mapping[str, Any], body: Mapping[str, Any], namespace: str, **_: Any) -> None:
         controller.metrics.watch_last_event.set(time.time())
         run_name = find_owner_run(body)
-        if run_name and controller.serves(namespace):
-            await controller.reconcile(namespace, run_name, "job_event")
+        if not run_name or not controller.serves(namespace):
+            return
+        if not controller.job_event_matters(event.get("type"), body):
+            controller.skipped["job_event"] += 1
+            return
+        await controller.reconcile(namespace, run_name, "job_event")
 
     @kopf.on.probe(id="runs", registry=registry)
     def runs_probe(**_: Any) -> int:
