@@ -60,3 +60,57 @@ def test_reaction_time_is_completion_to_the_next_get_of_the_run():
         scale.Stamp(2.0, "get_run", "a", "a"),
     ]
     assert scale.compute_reaction_times(stamps) == [0.25]
+
+
+def _answers(cluster) -> dict:
+    """What the emulator answers to the reads the operator and the bench make, minus per-object ids."""
+    client = cluster.client
+    ns = "/apis/batch/v1/namespaces/default/jobs"
+    selector = "?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dsail-operator%2Csail.dev%2Frun%3D"
+
+    def names(items: list) -> list[str]:
+        return sorted(i["metadata"]["name"] for i in items)
+
+    return {
+        "get": client.get(f"{ns}/a-2")["metadata"]["labels"],
+        "list_ns": names(client.items(ns)),
+        "list_all": names(client.items("/apis/batch/v1/jobs")),
+        "list_run_a": names(client.items(ns + selector + "a")),
+        "list_run_b": names(client.items(ns + selector + "b")),
+        "pods_run_a": names(client.items("/api/v1/namespaces/default/pods" + selector + "a")),
+        "other_ns": names(client.items("/apis/batch/v1/namespaces/other/jobs")),
+    }
+
+
+def _play_requests(cluster) -> None:
+    labels = {"app.kubernetes.io/managed-by": "sail-operator"}
+    for run, index, namespace in [("a", 1, "default"), ("a", 2, "default"), ("b", 3, "default"), ("a", 4, "other")]:
+        body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+            "name": f"{run}-{index}", "namespace": namespace, "labels": {**labels, "sail.dev/run": run}}, "spec": {}}
+        cluster.client.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
+    cluster.client.create("/api/v1/namespaces/default/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "a-2-0", "namespace": "default", "labels": {**labels, "sail.dev/run": "a"}}})
+    cluster.client.patch("/apis/batch/v1/namespaces/default/jobs/a-2/status", {"status": {"active": 1}})
+    cluster.client.delete("/apis/batch/v1/namespaces/default/jobs/a-1")
+
+
+def test_the_indexed_emulator_answers_as_kmocks_own_lookup(tmp_path):
+    from tests.peers.kube import RESOURCES, KubeCluster
+
+    answers = []
+    for indexed in (True, False):
+        cluster = KubeCluster(tmp_path / str(indexed))
+        (tmp_path / str(indexed)).mkdir()
+        cluster.emulator = scale.build_timed_emulator_class(True, indexed=indexed)()
+        for key, info in RESOURCES.items():
+            cluster.emulator.resources[key] = info
+        cluster.start()
+        try:
+            _play_requests(cluster)
+            answers.append(_answers(cluster))
+            assert cluster.emulator.created_jobs.qsize() == 4  # every Job POST is handed to the Job controller
+        finally:
+            cluster.stop()
+    assert answers[0] == answers[1]
+    assert answers[0]["list_run_a"] == ["a-2"] and answers[0]["list_ns"] == ["a-2", "b-3"]
+    assert answers[0]["pods_run_a"] == ["a-2-0"] and answers[0]["other_ns"] == ["a-4"]
