@@ -91,9 +91,11 @@ class BenchConfig:
         return max(2, round(self.pairs * self.seed_fraction))
 
 
-QUICK = BenchConfig(pairs=256, rounds=2, prompts_per_round=24, candidates=4, reward_draws=4, step0_steps=40,
-                    round_steps=40, batch=8, sampler_steps=12, eval_per_caption=6, sweep_lr=(1e-5, 3e-5),
-                    sweep_beta=(1000.0,))
+# N = 8, M = 16 and the upper half of the schedule: with N = M = 4 the self-labels were a near coin
+# flip (bench/judge.py, docs/results.md). 27 prompts per round: the 54 training captions, 2 rounds.
+QUICK = BenchConfig(pairs=256, rounds=2, prompts_per_round=27, candidates=8, reward_draws=16,
+                    reward_min_fraction=0.5, step0_steps=40, round_steps=40, batch=8, sampler_steps=12,
+                    eval_per_caption=6, sweep_lr=(3e-5, 1e-4), sweep_beta=(1000.0,))
 
 
 @dataclass

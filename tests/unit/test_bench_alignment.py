@@ -1,0 +1,67 @@
+"""bench/alignment.py's pure parts: arm naming, setting selection under the fidelity constraint,
+aggregation, the table, overrides and the SAILRun algorithm each arm family trains with. (The
+benchmark itself trains dozens of models: it measures; these check its bookkeeping.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import alignment as A
+
+
+def test_arm_iterations_name_every_arm_of_a_family():
+    assert A.arm_iterations("sail", 2) == {"sail_r1": 1, "sail_r2": 2, "dpo_seed": 0}
+    assert A.arm_iterations("nomix", 2) == {"sail_nomix_r1": 1, "sail_nomix_r2": 2}
+    assert A.arm_iterations("seed_iter", 1) == {"seed_iter_r1": 1}
+    assert A.arm_iterations("dpo_full_matched", 3) == {"dpo_full_matched": 0}
+    every = set().union(*(A.arm_iterations(f, 2) for f in A.FAMILIES))
+    assert every | {"base"} == set(A.arm_order(2))
+
+
+def test_selection_prefers_the_best_oracle_within_the_fidelity_slack():
+    scores = {"a": {"oracle_score": 0.50, "fidelity": 0.60},   # best oracle, but unfaithful
+              "b": {"oracle_score": 0.40, "fidelity": 0.68},
+              "c": {"oracle_score": 0.35, "fidelity": 0.72}}
+    assert A.select_setting(scores, base_fidelity=0.70) == "b"
+    # Nothing within the slack: the most faithful one.
+    assert A.select_setting(scores, base_fidelity=0.90) == "c"
+
+
+def test_aggregate_and_markdown_report_mean_and_spread():
+    per_seed = [{"base": {"oracle_score": 0.2, "fidelity": 0.7}}, {"base": {"oracle_score": 0.4, "fidelity": 0.7}}]
+    agg = A.aggregate(per_seed)
+    assert agg["base"]["oracle_score"] == pytest.approx([0.3, 0.1])
+    cols = ["oracle_score", "win_rate", "fidelity", "colour_accuracy", "shape_accuracy", "diversity"]
+    arm = {c: [0.5, 0.01] for c in cols}
+    result = {"oracle": "size", "seeds": 2, "config": {"pairs": 256, "seed_pairs": 16, "seed_fraction": 0.0625,
+                                                       "rounds": 1},
+              "human_label_agreement": 0.85, "arms": {"base": arm, "sail_r1": arm},
+              "selected": {"sail_r1": {"lr": 3e-5, "beta": 1000.0}}, "self_label_agreement": {"sail_r1": [0.9, 0.05]}}
+    md = A.render_markdown(result)
+    assert "| sail_r1 | 3e-05 | 1000.0 | 0.500 ± 0.010" in md and "0.900 ± 0.050 |" in md
+    assert md.index("| base |") < md.index("| sail_r1 |")
+
+
+def test_overrides_reject_unknown_fields_by_name():
+    cfg = A.apply_overrides(A.QUICK, ["rounds=1", "reward_min_fraction=0.25"])
+    assert (cfg.rounds, cfg.reward_min_fraction) == (1, 0.25)
+    with pytest.raises(SystemExit, match="expected FIELD=VALUE"):
+        A.apply_overrides(A.QUICK, ["sweep_lr=1"])
+
+
+@pytest.mark.parametrize("family", A.FAMILIES)
+def test_each_family_trains_a_valid_sailrun_algorithm(tmp_path, family):
+    ctx = A.Context(A.QUICK, "size", tmp_path / "model", tmp_path)
+    alg = A.build_algorithm(ctx, Path("/pool"), 3, family, A.Setting(3e-5, 1000.0))
+    s = alg.sail
+    assert (s.candidates_per_prompt, s.reward_draws, s.reward_timesteps.min_fraction) == (8, 16, 0.5)
+    assert s.train.optimizer.learning_rate == 3e-5 and s.beta == 1000.0 and s.seed == 3
+    if family.startswith("dpo_full"):
+        assert s.rounds == 0 and alg.seed_pairs.limit is None  # 100% of the pairs
+        extra = A.QUICK.rounds * A.QUICK.round_steps if family == "dpo_full_matched" else 0
+        assert s.train.step0_steps == A.QUICK.step0_steps + extra
+    else:
+        assert s.rounds == A.QUICK.rounds and alg.seed_pairs.limit == A.QUICK.seed_pairs
+        assert s.alpha == A.ALPHA[family]
