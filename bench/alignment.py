@@ -10,6 +10,12 @@ the same code `sail-trainer <phase>` runs, on a real run root with committed man
     sail_nomix_rK      SAIL without mixup (alpha = 1: self pairs only after step 0)
     seed_iter_rK       control: iterated DPO on the seed pairs only (alpha = 0), same rounds,
                        same reference updates; the only difference from SAIL is the self-labels
+    sail_blind_r1      control (opt-in, `--families ... blind`): SAIL round 1 with labels that
+                       carry no preference: judgeReference step0 makes the judge equal the
+                       model at round 1, every reward is 0 and the pair is two random candidates
+                       (indices 0 and 1) in arbitrary order. Same mixture as SAIL, so it separates
+                       what the self-labels' information adds from what mixing in the model's
+                       own samples does
 The 100% pool is `--pairs` base-model sample pairs labelled by the noisy Bradley-Terry oracle
 (~85% agreement); the seed is its first 6.25%.
 
@@ -63,7 +69,8 @@ log = logging.getLogger("bench.alignment")
 FIDELITY_SLACK = 0.05
 EVAL_CAPTIONS = "train"
 FAMILIES = ("sail", "nomix", "seed_iter", "dpo_full", "dpo_full_matched")
-ALPHA = {"sail": 0.25, "nomix": 1.0, "seed_iter": 0.0}
+OPTIONAL_FAMILIES = ("blind",)
+ALPHA = {"sail": 0.25, "nomix": 1.0, "seed_iter": 0.0, "blind": 0.25}
 
 
 @dataclass(frozen=True)
@@ -140,15 +147,17 @@ def build_algorithm(ctx: Context, pool: Path, seed: int, family: str, setting: S
     """The SAILRun algorithm part of one arm family (camelCase as in a SAILRun file)."""
     c = ctx.config
     full = family.startswith("dpo_full")
-    rounds = 0 if full else c.rounds
+    rounds = 0 if full else 1 if family == "blind" else c.rounds
     step0 = c.step0_steps + (c.rounds * c.round_steps if family == "dpo_full_matched" else 0)
+    # blind: at round 1 the step-0 reference is the current model itself (all rewards 0).
+    judge = "step0" if family == "blind" else "base"
     return AlgorithmSpec.model_validate({
         "model": {"uri": str(ctx.model), "precision": "fp32", "layout": "sd15"},
         "seedPairs": {"uri": str(pool / "pairs.jsonl"), "limit": None if full else c.seed_pairs},
         "prompts": {"uri": str(ctx.out / "data" / "prompts.txt")},
         "sail": {
             "rounds": rounds, "promptsPerRound": c.prompts_per_round, "candidatesPerPrompt": c.candidates,
-            "rewardDraws": c.reward_draws, "rewardTimesteps": {"minFraction": c.reward_min_fraction}, "alpha": ALPHA.get(family, 0.25), "beta": setting.beta,
+            "rewardDraws": c.reward_draws, "rewardTimesteps": {"minFraction": c.reward_min_fraction}, "alpha": ALPHA.get(family, 0.25), "beta": setting.beta, "judgeReference": judge,
             "mixtureSize": c.round_steps * c.batch, "seed": seed,
             "sampler": {"kind": "ddim", "steps": c.sampler_steps, "guidanceScale": c.guidance, "resolution": 32,
                         "batchSize": 64},
@@ -188,7 +197,7 @@ def share_step0(source: Path, target: Path) -> None:
 def train_family(ctx: Context, pool: Path, seed: int, family: str, setting: Setting) -> Path:
     root = ctx.out / "runs" / f"seed{seed}" / setting.tag / family
     started = time.monotonic()
-    if family in ("nomix", "seed_iter"):
+    if family in ("nomix", "seed_iter", "blind"):
         share_step0(ctx.out / "runs" / f"seed{seed}" / setting.tag / "sail", root)
     algorithm = build_algorithm(ctx, pool, seed, family, setting)
     run_phases(root, algorithm, range(0, algorithm.sail.rounds + 1))
@@ -213,6 +222,8 @@ def arm_iterations(family: str, rounds: int) -> dict[str, int]:
     """Arm name -> the iteration whose trained model the arm evaluates (pure: no storage)."""
     if family.startswith("dpo_full"):
         return {family: 0}
+    if family == "blind":
+        return {"sail_blind_r1": 1}
     names = {"sail": "sail", "nomix": "sail_nomix", "seed_iter": "seed_iter"}
     arms = {f"{names[family]}_r{i}": i for i in range(1, rounds + 1)}
     if family == "sail":
@@ -345,7 +356,7 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
 def arm_order(rounds: int) -> list[str]:
     rs = range(1, rounds + 1)
     return (["base", "dpo_seed", "dpo_full", "dpo_full_matched"] + [f"sail_r{i}" for i in rs]
-            + [f"sail_nomix_r{i}" for i in rs] + [f"seed_iter_r{i}" for i in rs])
+            + [f"sail_nomix_r{i}" for i in rs] + [f"seed_iter_r{i}" for i in rs] + ["sail_blind_r1"])
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -429,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=REPO / "examples" / "toy" / "model")
     p.add_argument("--sweep-lr", type=float, nargs="*", default=None)
     p.add_argument("--sweep-beta", type=float, nargs="*", default=None)
-    p.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES)
+    p.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES + OPTIONAL_FAMILIES)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="override a size of the configuration, e.g. --set rounds=1 eval_per_caption=4")
     args = p.parse_args(argv)
@@ -483,8 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             row.update(run_seed_family(ctx, pool, seed, family, st, "test", base_test, clf, grids=seed == 0))
             if family in ALPHA and family != "seed_iter":
                 root = ctx.out / "runs" / f"seed{seed}" / st.tag / family
-                prefix = "sail" if family == "sail" else "sail_nomix"
-                for r, v in measure_self_label_agreement(ctx, root, cfg.rounds).items():
+                prefix = {"sail": "sail", "nomix": "sail_nomix", "blind": "sail_blind"}[family]
+                rounds = 1 if family == "blind" else cfg.rounds
+                for r, v in measure_self_label_agreement(ctx, root, rounds).items():
                     agreement.setdefault(f"{prefix}_{r}", []).append(v)
         per_seed.append(row)
         log.info("seed %d done after %.0f s", seed, time.monotonic() - started)

@@ -16,7 +16,7 @@ def test_arm_iterations_name_every_arm_of_a_family():
     assert A.arm_iterations("nomix", 2) == {"sail_nomix_r1": 1, "sail_nomix_r2": 2}
     assert A.arm_iterations("seed_iter", 1) == {"seed_iter_r1": 1}
     assert A.arm_iterations("dpo_full_matched", 3) == {"dpo_full_matched": 0}
-    every = set().union(*(A.arm_iterations(f, 2) for f in A.FAMILIES))
+    every = set().union(*(A.arm_iterations(f, 2) for f in A.FAMILIES + A.OPTIONAL_FAMILIES))
     assert every | {"base"} == set(A.arm_order(2))
 
 
@@ -65,3 +65,15 @@ def test_each_family_trains_a_valid_sailrun_algorithm(tmp_path, family):
     else:
         assert s.rounds == A.QUICK.rounds and alg.seed_pairs.limit == A.QUICK.seed_pairs
         assert s.alpha == A.ALPHA[family]
+
+
+def test_blind_control_is_one_round_whose_judge_is_the_model_itself(tmp_path):
+    """judgeReference step0 at round 1 compares theta_0 with theta_0: all rewards 0, so the self
+    pair is two random candidates; the control keeps SAIL's mixture but not its information."""
+    ctx = A.Context(A.QUICK, "size", tmp_path / "model", tmp_path)
+    alg = A.build_algorithm(ctx, Path("/pool"), 0, "blind", A.Setting(3e-5, 1000.0))
+    assert (alg.sail.rounds, alg.sail.judge_reference, alg.sail.alpha) == (1, "step0", A.ALPHA["sail"])
+    assert A.arm_iterations("blind", 2) == {"sail_blind_r1": 1}
+    assert "sail_blind_r1" in A.arm_order(2)
+    sail = A.build_algorithm(ctx, Path("/pool"), 0, "sail", A.Setting(3e-5, 1000.0))
+    assert sail.sail.judge_reference == "base"
