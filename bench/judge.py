@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO / "api", REPO / "trainer"):
+for _p in (REPO, REPO / "api", REPO / "trainer"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -71,13 +71,13 @@ def resolve_model(path: Path) -> Path:
     """A model folder, or a run root's committed step-0 model."""
     if (path / "model_index.json").exists() or (path / "unet").is_dir():
         return path
-    from sail_api.storage import open_store
-    from sail_api.storage.resolve import resolve_folder
+    from bench.alignment import committed_model_folder
+    from sail_api.storage import NotCommitted
 
-    found = resolve_folder(open_store(str(path)).read_manifest("iter-000/train"), "model")
-    if found is None:
-        raise SystemExit(f"{path}: neither a model folder nor a run root with a committed step 0")
-    return path / "iter-000" / "train" / found
+    try:
+        return committed_model_folder(path, 0)
+    except (FileNotFoundError, NotCommitted) as exc:
+        raise SystemExit(f"--judge {path}: neither a model folder nor a run root with a committed step 0 ({exc})") from None
 
 
 def make_candidates(components: Any, text: Any, prompts: list[str], n: int, steps: int, guidance: float,
@@ -103,24 +103,19 @@ def compute_rewards(unet: Any, reference: Any, components: Any, text: Any, promp
     import torch
 
     from sail_api.spec import RewardTimestepsSpec
-    from sail_trainer.math.reward import draw_shared_noise, implicit_reward
+    from sail_trainer.math.reward import implicit_reward
     from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.phases.annotate_phase import compute_errors
+    from sail_trainer.phases.annotate_phase import compute_candidate_errors
 
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
     t_range = RewardTimestepsSpec(min_fraction=fractions[0], max_fraction=fractions[1]).bounds(
         components.num_train_timesteps)
     out = []
     for j, prompt in enumerate(prompts):
-        x = latents[j]
-        n = x.shape[0]
         gen = torch.Generator().manual_seed(seed * 7919 + j)
-        t, eps = draw_shared_noise(gen, draws, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
-        args = (components, x.repeat_interleave(draws, 0), t.repeat(n), eps.repeat(n, 1, 1, 1),
-                text.encode([prompt]), RESOLUTION, alphas, 256)
-        model_err = compute_errors(unet, *args).view(n, draws)
-        ref_err = compute_errors(reference, *args).view(n, draws)
-        out.append(implicit_reward(model_err, ref_err, 1.0))
+        errors = compute_candidate_errors(unet, reference, components, latents[j], text.encode([prompt]), gen,
+                                          draws, t_range, RESOLUTION, alphas, 256)
+        out.append(implicit_reward(*errors, 1.0))
     return torch.stack(out).numpy()
 
 

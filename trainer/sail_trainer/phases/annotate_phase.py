@@ -47,6 +47,19 @@ def compute_errors(unet, components, x0, timesteps, noise, text, resolution: int
     return torch.cat(out)
 
 
+def compute_candidate_errors(unet, judge, components, x, text, generator, m: int, t_range: tuple[int, int],
+                             resolution: int, alphas_cumprod, batch: int):
+    """Errors `[N, M]` of the model and of the judge reference on one prompt's N candidates `x`,
+    over M `(t, eps)` draws from `generator` shared by every candidate (SAIL-METHOD.md)."""
+    from sail_trainer.math.reward import draw_shared_noise
+
+    n, device = x.shape[0], x.device
+    t, eps = draw_shared_noise(generator, m, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
+    x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
+    args = (components, x0, ts, noise, text, resolution, alphas_cumprod, batch)
+    return (compute_errors(unet, *args).view(n, m).cpu(), compute_errors(judge, *args).view(n, m).cpu())
+
+
 def _predict(unet, components, x_t, timesteps, text, resolution):
     from sail_trainer.models.sampling import predict_noise
 
@@ -66,7 +79,7 @@ def _index_generated(ctx: PhaseContext) -> dict[int, tuple[art.GenerateShard, in
 def run(ctx: PhaseContext) -> PhaseManifest:
     import torch
 
-    from sail_trainer.math.reward import draw_shared_noise, implicit_reward
+    from sail_trainer.math.reward import implicit_reward
     from sail_trainer.models.acceleration import accelerate_unet
     from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
     from sail_trainer.models.sampling import build_scheduler
@@ -108,13 +121,9 @@ def run(ctx: PhaseContext) -> PhaseManifest:
             j = round_indices[p]
             shard, row = generated[j]
             x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
-            n = x.shape[0]
             gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
-            t, eps = draw_shared_noise(gen, m, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
-            x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
-            args = (components, x0, ts, noise, text.encode([pool[j]]), resolution, alphas, batch)
-            model_err = compute_errors(components.unet, *args).view(n, m).cpu()
-            ref_err = compute_errors(judge, *args).view(n, m).cpu()
+            model_err, ref_err = compute_candidate_errors(components.unet, judge, components, x, text.encode([pool[j]]),
+                                                          gen, m, t_range, resolution, alphas, batch)
             rewards.append(implicit_reward(model_err, ref_err, s.beta))
             model_errs.append(model_err)
             ref_errs.append(ref_err)
