@@ -190,11 +190,6 @@ def build_model_schema(model: type[BaseModel], path: str, *, with_defaults: bool
 # ---------------------------------------------------------------- CEL rules
 
 
-def _train_defaults() -> tuple[int, int]:
-    fields = TrainSpec.model_fields
-    return fields["micro_batch"].default, fields["effective_batch"].default
-
-
 def _add_cel_rules(root: dict[str, Any]) -> None:
     """Rules pydantic checks in code: the same verdicts, now also at admission."""
     root["x-kubernetes-validations"] = [
@@ -229,26 +224,24 @@ def _add_cel_rules(root: dict[str, Any]) -> None:
             "fieldPath": ".uri",
         }
     ]
-    low, high = (RewardTimestepsSpec.model_fields[f].default for f in ("min_fraction", "max_fraction"))
-    reward_timesteps = spec["properties"]["sail"]["properties"]["rewardTimesteps"]
-    reward_timesteps["x-kubernetes-validations"] = [
-        {
-            "rule": f"(has(self.minFraction) ? self.minFraction : {low}) < "
-            f"(has(self.maxFraction) ? self.maxFraction : {high})",
-            "message": "spec.sail.rewardTimesteps.minFraction must be below spec.sail.rewardTimesteps.maxFraction",
-            "fieldPath": ".minFraction",
-        }
-    ]
-    micro, effective = _train_defaults()
-    train = spec["properties"]["sail"]["properties"]["train"]
-    train["x-kubernetes-validations"] = [
-        {
-            "rule": f"(has(self.microBatch) ? self.microBatch : {micro}) <= "
-            f"(has(self.effectiveBatch) ? self.effectiveBatch : {effective})",
-            "message": "spec.sail.train.microBatch must not exceed spec.sail.train.effectiveBatch",
-            "fieldPath": ".microBatch",
-        }
-    ]
+    sail = spec["properties"]["sail"]["properties"]
+    sail["rewardTimesteps"]["x-kubernetes-validations"] = [_ordered_fields_rule(
+        RewardTimestepsSpec, "min_fraction", "<", "max_fraction",
+        "spec.sail.rewardTimesteps.minFraction must be below spec.sail.rewardTimesteps.maxFraction")]
+    sail["train"]["x-kubernetes-validations"] = [_ordered_fields_rule(
+        TrainSpec, "micro_batch", "<=", "effective_batch",
+        "spec.sail.train.microBatch must not exceed spec.sail.train.effectiveBatch")]
+
+
+def _ordered_fields_rule(model: type[BaseModel], first: str, op: str, second: str, message: str) -> dict[str, Any]:
+    """CEL for `first OP second` of a model's two fields; an absent field counts as its default,
+    as pydantic fills it in (the API server does not)."""
+    def side(field: str) -> str:
+        name = model.model_fields[field].alias or field
+        return f"(has(self.{name}) ? self.{name} : {model.model_fields[field].default})"
+
+    first_alias = model.model_fields[first].alias or first
+    return {"rule": f"{side(first)} {op} {side(second)}", "message": message, "fieldPath": f".{first_alias}"}
 
 
 def iter_cel_rules(schema: dict[str, Any], value: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any], Any]]:

@@ -290,6 +290,15 @@ def _rules(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {rule["rule"]: rule for rule in node.get("x-kubernetes-validations", [])}
 
 
+def _pydantic_allows(sail: dict[str, Any]) -> bool:
+    body = {"model": {"uri": "m"}, "seedPairs": {"uri": "s"}, "prompts": {"uri": "p"}, "sail": sail}
+    try:
+        SAILRunSpec.model_validate(body)
+    except ValueError:
+        return False
+    return True
+
+
 def test_cel_rules_are_where_pydantic_has_code_validators(schema):
     spec = schema["properties"]["spec"]
     assert any("self.metadata.name.size() <= 40" == rule for rule in _rules(schema))
@@ -321,13 +330,7 @@ def test_metadata_name_rules(schema, name, allowed):
 def test_micro_batch_rule_matches_pydantic_including_defaults(schema, train, allowed):
     (rule,) = _rules(schema["properties"]["spec"]["properties"]["sail"]["properties"]["train"])
     assert cel(rule, train) is allowed
-    body = {"model": {"uri": "m"}, "seedPairs": {"uri": "s"}, "prompts": {"uri": "p"}, "sail": {"train": train}}
-    try:
-        SAILRunSpec.model_validate(body)
-        pydantic_allows = True
-    except ValueError:
-        pydantic_allows = False
-    assert pydantic_allows is allowed
+    assert _pydantic_allows({"train": train}) is allowed
 
 
 @pytest.mark.parametrize(
@@ -339,13 +342,7 @@ def test_micro_batch_rule_matches_pydantic_including_defaults(schema, train, all
 def test_reward_timesteps_rule_matches_pydantic_including_defaults(schema, range_, allowed):
     (rule,) = _rules(schema["properties"]["spec"]["properties"]["sail"]["properties"]["rewardTimesteps"])
     assert cel(rule, range_) is allowed
-    body = {"model": {"uri": "m"}, "seedPairs": {"uri": "s"}, "prompts": {"uri": "p"}, "sail": {"rewardTimesteps": range_}}
-    try:
-        SAILRunSpec.model_validate(body)
-        pydantic_allows = True
-    except ValueError:
-        pydantic_allows = False
-    assert pydantic_allows is allowed
+    assert _pydantic_allows({"rewardTimesteps": range_}) is allowed
 
 
 @pytest.mark.parametrize(
