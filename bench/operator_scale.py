@@ -229,12 +229,8 @@ def build_pushed_job_controller_class() -> type:
                     except (ApiFailure, OSError):
                         pass
                 for job in jobs:
-                    uid = job["metadata"].get("uid")
-                    if uid in self._seen or (job.get("spec") or {}).get("suspend"):
-                        continue
-                    self._seen.add(uid)
-                    self.played.append(job["metadata"]["name"])
-                    self._play_safely(job)
+                    if self._claim(job):
+                        self._play_safely(job)
 
     return PushedJobController
 

@@ -327,6 +327,15 @@ class JobController:
         for thread in self._threads:
             thread.join(self.trainer_timeout + 10)
 
+    def _claim(self, job: dict[str, Any]) -> bool:
+        """True the first time an unsuspended Job is seen (it is then recorded as played)."""
+        uid = job["metadata"].get("uid")
+        if uid in self._seen or (job.get("spec") or {}).get("suspend"):
+            return False
+        self._seen.add(uid)
+        self.played.append(job["metadata"]["name"])
+        return True
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -334,11 +343,8 @@ class JobController:
             except (ApiFailure, OSError):
                 jobs = []
             for job in jobs:
-                uid = job["metadata"].get("uid")
-                if uid in self._seen or (job.get("spec") or {}).get("suspend"):
+                if not self._claim(job):
                     continue
-                self._seen.add(uid)
-                self.played.append(job["metadata"]["name"])
                 if self.mode == "instant":
                     self._play_safely(job)
                 else:
