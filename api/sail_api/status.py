@@ -67,9 +67,10 @@ class Condition(ApiModel):
     type: ConditionType = Field(description="Condition type.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
     observed_generation: int | None = Field(None, ge=0, description="Spec generation this was computed for.")
-    last_transition_time: str | None = Field(None, description="RFC 3339 time of the last status change.")
+    # Required, as in metav1.Condition: generic tooling (kubectl wait, kstatus, Argo CD) reads them.
+    last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
     reason: str = Field(description="CamelCase machine-readable reason.")
-    message: str = Field("", description="Human-readable detail.")
+    message: str = Field(description="Human-readable detail (may be empty).")
 
 
 class CurrentAttempt(ApiModel):
@@ -136,4 +137,9 @@ class SAILRunStatus(ApiModel):
         default_factory=list, description=f"History, the last {MAX_ITERATION_HISTORY} iterations."
     )
     spec_digest: str | None = Field(None, description="sha256 of the algorithm spec the run started with.")
-    conditions: list[Condition] = Field(default_factory=list, description="metav1.Condition list.")
+    # A list-map keyed on `type` (as `+listType=map` / `+listMapKey=type` on metav1.Condition lists):
+    # one entry per type, and server-side apply merges entries by type instead of replacing the list.
+    conditions: list[Condition] = Field(
+        default_factory=list, description="metav1.Condition list, at most one entry per type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )

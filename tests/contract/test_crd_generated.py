@@ -375,3 +375,23 @@ def test_storage_scheme_rule(schema, uri, allowed):
     assert cel(rule, {"uri": uri}) is allowed
     assert cel(rule, {}) is True
     assert cel(rule, {"uri": None}) is True
+
+
+def test_conditions_are_a_list_map_keyed_on_type_with_metav1_required_fields(schema):
+    """As metav1.Condition lists are (`+listType=map`, `+listMapKey=type`): one entry per type, merged
+    by type under server-side apply; lastTransitionTime and message required like metav1.Condition."""
+    conditions = schema["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    required = set(conditions["items"]["required"])
+    assert required == {"type", "status", "lastTransitionTime", "reason", "message"}
+    assert "nullable" not in conditions["items"]["properties"]["lastTransitionTime"]
+
+
+@pytest.mark.parametrize("missing", ["lastTransitionTime", "message"])
+def test_the_model_refuses_a_condition_without_a_metav1_required_field(missing):
+    condition = {"type": "Running", "status": "True", "reason": "PhaseStarted", "message": "",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    del condition[missing]
+    with pytest.raises(ValueError, match=missing):
+        SAILRunStatus.model_validate({"conditions": [condition]})

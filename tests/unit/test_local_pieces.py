@@ -139,7 +139,8 @@ def test_resumed_state_forgets_attempts_that_were_running_and_keeps_finished_one
 def test_retry_of_a_failed_run_resets_budgets_and_the_failed_phase_but_not_an_invalid_spec():
     status = SAILRunStatus(state=RunState.FAILED, current_iteration=1, current_phase="generate",
                            current=CurrentAttempt(job_name="j", iteration=1, phase="generate", attempt=3),
-                           conditions=[Condition(type="Failed", status="True", reason="AppRetryBudgetExhausted")])
+                           conditions=[Condition(type="Failed", status="True", reason="AppRetryBudgetExhausted",
+                                                 message="", last_transition_time="2026-01-01T00:00:00Z")])
     status.restarts.app = 2
     state = LocalState(name="demo", storage_uri="/r", status=status, attempts={
         "g": _attempt("g", AttemptState.FAILED, 1, "generate"), "m": _attempt("m", AttemptState.SUCCEEDED)})
@@ -148,7 +149,8 @@ def test_retry_of_a_failed_run_resets_budgets_and_the_failed_phase_but_not_an_in
     assert retried.status.current is None and sorted(retried.attempts) == ["m"]
     assert retried.status.conditions[0].status == "False"
     invalid = state.model_copy(deep=True)
-    invalid.status.conditions = [Condition(type="Failed", status="True", reason="InvalidSpec")]
+    invalid.status.conditions = [Condition(type="Failed", status="True", reason="InvalidSpec", message="",
+                                           last_transition_time="2026-01-01T00:00:00Z")]
     assert build_retry_of_failed(invalid) is invalid
 
 

@@ -253,7 +253,8 @@ status:
   currentPhase: annotate
   checkpoint: {uri: s3://b/run/iter-000/train/model, iteration: 0, time: 2026-11-25T10:00:00Z}
   conditions:
-  - {type: Running, status: "True", reason: PhaseStarted, lastTransitionTime: 2026-11-25T10:00:00Z}
+  - {type: Running, status: "True", reason: PhaseStarted, message: "",
+     lastTransitionTime: 2026-11-25T10:00:00Z}
 """
     text = text.replace("name: demo", "name: demo\n  uid: 0b5c\n  resourceVersion: '42'\n"
                         "  creationTimestamp: 2026-11-25T09:00:00Z\n  generation: 3")
