@@ -464,3 +464,44 @@ def test_notes_render_for_every_scenario() -> None:
             assert "team-a, team-b" in notes
         else:
             assert "all namespaces" in notes
+
+
+# --- values in the shapes users bring (issue 14 item 12) -------------------------------------------
+
+
+def test_image_pull_secrets_take_the_usual_kubernetes_shape_and_plain_names() -> None:
+    values = {"imagePullSecrets": [{"name": "regcred"}, "legacy-name"]}
+    pod = the_deployment(render_objects(values))["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "legacy-name"}]
+    with pytest.raises(helm.HelmValuesError, match="imagePullSecrets"):
+        load_chart().render({"imagePullSecrets": [{"secret": "regcred"}]}, name=RELEASE, namespace=RELEASE_NAMESPACE)
+
+
+def test_run_as_user_and_group_can_be_left_to_the_platform() -> None:
+    """OpenShift's restricted SCC assigns the UID per namespace and refuses one outside its range."""
+    objects = render_objects({"securityContext": {"runAsUser": None, "runAsGroup": None}})
+    context = the_deployment(objects)["spec"]["template"]["spec"]["securityContext"]
+    assert "runAsUser" not in context and "runAsGroup" not in context
+    assert context["runAsNonRoot"] is True, "the kubelet still refuses a root UID from the image"
+    for version in (OLDEST_KUBE, kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(the_deployment(objects), version, strict=True)
+    default = the_deployment(render_objects({}))["spec"]["template"]["spec"]["securityContext"]
+    assert (default["runAsUser"], default["runAsGroup"]) == (65532, 65532)
+
+
+def test_notes_suggest_only_examples_the_default_policy_admits(tmp_path: Path) -> None:
+    """Every `kubectl apply -f examples/...` in NOTES.txt names a file the operator, configured with
+    the chart's own default policy.json, admits (no policy violation, valid spec)."""
+    entry = _operator_entry()
+    from sail_api.validation import parse_run
+    from sail_operator.policy import compute_policy_violations
+
+    notes = render_chart({})["sail-operator/templates/NOTES.txt"]
+    suggested = re.findall(r"kubectl apply .*-f (examples/\S+\.yaml)", notes)
+    assert suggested, notes
+    (config,) = [o for o in objects_of_kind(render_objects({}), "ConfigMap") if o["metadata"]["name"].endswith("-config")]
+    (tmp_path / "policy.json").write_text(config["data"]["policy.json"])
+    policy = entry.load_policy(str(tmp_path / "policy.json"))
+    for relative in suggested:
+        run = parse_run((REPO / relative).read_text(), relative)
+        assert compute_policy_violations(run.spec, policy) == [], relative
