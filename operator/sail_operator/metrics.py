@@ -7,19 +7,38 @@ Two kinds of series:
   vanish at the next scrape: no stale series, no `remove()` bookkeeping.
 
 Every label value is bounded: phases, results and causes are enums (anything else is
-reported as "other"); namespace and run come from the objects the operator serves.
-Names follow Prometheus conventions: `sail_` prefix, base units, `_total` for counters.
+reported as "other"); namespace and run come from the objects the operator serves (Kubernetes
+bounds both). A model URI is user text of any length and may name private buckets: it is never a
+label. `sail_run_info` shows a short display name (the URI's last path segment, cut to
+MODEL_NAME_MAX characters) and a 12-hex-digit digest of the whole URI, so two models that share a
+name still differ.
+
+Labelled counters and histograms are pre-initialised (value 0) for every label set known up
+front, and `sail_gpu_seconds_total` for every phase of a namespace when the first run of that
+namespace is seen: `increase()` and `rate()` need a sample *before* the first event, otherwise a
+series born at 1 shows an increase of 0 (issue 14 item 9).
+
+Names follow Prometheus conventions: `sail_` prefix, base units, `_total` for counters. The
+standard `process_*` metrics (CPU, memory, open files, start time) are on the same registry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -31,6 +50,8 @@ RESULTS = ("succeeded", "failed")
 CAUSES = ("none", "app", "infra", "non_retryable", "deadline")
 HANDLERS = ("run_event", "job_event", "timer", "requeue")  # the `handler` label of the handler metrics
 RESTART_CAUSES = ("app", "infra")
+MODEL_NAME_MAX = 48  # characters of the model's display name on sail_run_info
+MODEL_DIGEST_HEX = 12  # hex digits of sha256(model URI) on sail_run_info
 
 COUNTERS = (
     "sail_runs_created_total",
@@ -61,6 +82,19 @@ METRIC_NAMES: tuple[str, ...] = COUNTERS + HISTOGRAMS + GAUGES + RUN_GAUGES
 DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 QUEUE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def build_model_labels(uri: str) -> tuple[str, str]:
+    """Pure: a model URI -> (display name, digest), both of bounded length.
+
+    The name is the last path segment (no scheme, host or credentials), cut to MODEL_NAME_MAX
+    characters; the digest tells apart models that share a name. An empty URI gives ("", "").
+    """
+    if not uri:
+        return "", ""
+    name = uri.rstrip("/").rsplit("/", 1)[-1] or uri
+    digest = hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:MODEL_DIGEST_HEX]
+    return name[:MODEL_NAME_MAX], digest
 
 
 def bounded(value: Any, allowed: tuple[str, ...]) -> str:
@@ -129,13 +163,19 @@ def build_run_snapshot(raw: Mapping[str, Any]) -> RunSnapshot:
 class RunIndex:
     """The operator's in-memory view of the runs it serves (thread-safe: scraped from another thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_new_namespace: Callable[[str], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], RunSnapshot] = {}
+        self._namespaces: set[str] = set()
+        self._on_new_namespace = on_new_namespace
 
     def put(self, snapshot: RunSnapshot) -> None:
         with self._lock:
             self._runs[(snapshot.namespace, snapshot.name)] = snapshot
+            new = snapshot.namespace not in self._namespaces
+            self._namespaces.add(snapshot.namespace)
+        if new and self._on_new_namespace is not None:
+            self._on_new_namespace(snapshot.namespace)
 
     def remove(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -162,7 +202,9 @@ class RunCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         runs = self._index.snapshots()
         key = ["namespace", "run"]
-        info = GaugeMetricFamily("sail_run_info", "SAILRun served by the operator (always 1).", labels=key + ["model"])
+        info = GaugeMetricFamily("sail_run_info", "SAILRun served by the operator (always 1); model: short name "
+                                 "of spec.model.uri, model_digest: its sha256 prefix.",
+                                 labels=key + ["model", "model_digest"])
         state = GaugeMetricFamily("sail_run_state", "1 for the run's current state, 0 for the others.",
                                   labels=key + ["state"])
         iteration = GaugeMetricFamily("sail_run_current_iteration", "Iteration in progress (0 = step 0).", labels=key)
@@ -176,7 +218,7 @@ class RunCollector(Collector):
         restarts = GaugeMetricFamily("sail_run_restarts", "Retries spent, by budget.", labels=key + ["cause"])
         for run in runs:
             labels = [run.namespace, run.name]
-            info.add_metric(labels + [run.model], 1.0)
+            info.add_metric(labels + list(build_model_labels(run.model)), 1.0)
             for value in RunState:
                 state.add_metric(labels + [value.value], 1.0 if run.state == value.value else 0.0)
             if run.current_iteration is not None:
@@ -198,7 +240,7 @@ class OperatorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, index: RunIndex | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.index = index or RunIndex()
+        self.index = index or RunIndex(on_new_namespace=self.initialise_namespace)
         r = self.registry
         self.runs_created = Counter("sail_runs_created", "SAILRuns started by the operator.", registry=r)
         self.runs_finished = Counter("sail_runs_finished", "SAILRuns that reached a final state.", ["result"],
@@ -218,6 +260,27 @@ class OperatorMetrics:
         self.watch_last_event = Gauge("sail_operator_watch_last_event_timestamp_seconds",
                                       "Unix time of the last watch event the operator handled.", registry=r)
         self.registry.register(RunCollector(self.index))
+        ProcessCollector(registry=r)  # process_* (no-op where /proc is missing)
+        self._initialise_known_label_sets()
+
+    def _initialise_known_label_sets(self) -> None:
+        """A 0 sample for every label set known up front, so increase()/rate() see the first event."""
+        for result in RESULTS:
+            self.runs_finished.labels(result)
+        for phase in PHASES:
+            self.phase_attempts.labels(phase, "succeeded", "none")
+            for cause in CAUSES:
+                self.phase_attempts.labels(phase, "failed", cause)
+            self.phase_duration.labels(phase)
+            self.queue_wait.labels(phase)
+        for handler in HANDLERS:
+            self.handler_errors.labels(handler)
+            self.handler_duration.labels(handler)
+
+    def initialise_namespace(self, namespace: str) -> None:
+        """GPU-seconds of a namespace start at 0 for every phase when its first run is seen."""
+        for phase in PHASES:
+            self.gpu_seconds.labels(namespace, phase)
 
     def record_attempt(self, namespace: str, phase: str, result: str, cause: str | None,
                        duration: float | None, queue_wait: float | None, gpus: float) -> None:
@@ -249,6 +312,11 @@ METRICS = build_metrics()  # the operator process's own metrics
 REGISTRY = METRICS.registry
 
 
-def start_metrics_server(port: int, metrics: OperatorMetrics = METRICS, addr: str = "0.0.0.0") -> Any:
-    """Serve /metrics over HTTP in a daemon thread; returns the server (port 0 picks a free one)."""
+def start_metrics_server(port: int, metrics: OperatorMetrics = METRICS, addr: str = "127.0.0.1") -> Any:
+    """Serve /metrics over HTTP in a daemon thread; returns the server (port 0 picks a free one).
+
+    Loopback unless told otherwise: /metrics is unauthenticated and lists every tenant's runs, so
+    the chart binds it to the pod IP (`--metrics-address=$(POD_IP)`) and fences it with a
+    NetworkPolicy; a `sail operator` on a laptop keeps it local.
+    """
     return start_http_server(port, addr=addr, registry=metrics.registry)

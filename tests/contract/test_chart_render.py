@@ -145,7 +145,8 @@ def test_prometheus_operator_objects_are_structurally_valid() -> None:
     assert set(monitor["spec"]) <= {"jobLabel", "selector", "namespaceSelector", "endpoints"}
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s",
+                        "honorLabels": True}
     (service,) = objects_of_kind(objects, "Service")
     assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
     selected = monitor["spec"]["selector"]["matchLabels"]
@@ -238,7 +239,7 @@ def test_all_options_reach_the_pod() -> None:
     assert template["metadata"]["annotations"]["example.com/team"] == "ml"
     (container,) = pod["containers"]
     assert container["args"][-1] == "--log-level=DEBUG"
-    assert container["env"] == [{"name": "TZ", "value": "UTC"}]
+    assert container["env"][1:] == [{"name": "TZ", "value": "UTC"}]
 
 
 # --- the operator's configuration ----------------------------------------------------------------
@@ -505,3 +506,89 @@ def test_notes_suggest_only_examples_the_default_policy_admits(tmp_path: Path) -
     for relative in suggested:
         run = parse_run((REPO / relative).read_text(), relative)
         assert compute_policy_violations(run.spec, policy) == [], relative
+
+
+# --- metrics exposure and NetworkPolicies (issue 14 item 8, issue 15 items 8 and 9) ----------------
+
+
+def test_service_monitor_keeps_the_runs_namespace_label_and_the_schema_allows_honor_labels() -> None:
+    """Without honorLabels the run's `namespace` label becomes exported_namespace (issue 14 item 8)."""
+    values = {"metrics": {"serviceMonitor": {"enabled": True}}}
+    (monitor,) = objects_of_kind(render_objects(values), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    off = {"metrics": {"serviceMonitor": {"enabled": True, "honorLabels": False}}}
+    (monitor,) = objects_of_kind(render_objects(off), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is False
+
+
+@pytest.mark.parametrize(("listen", "address"), [("podIP", "$(POD_IP)"), ("loopback", "127.0.0.1"),
+                                                 ("all", "0.0.0.0")])
+def test_metrics_bind_to_the_pod_ip_by_default_never_to_all_addresses_unasked(listen: str, address: str) -> None:
+    values = {} if listen == "podIP" else {"metrics": {"listen": listen}}
+    (container,) = the_deployment(render_objects(values))["spec"]["template"]["spec"]["containers"]
+    assert f"--metrics-address={address}" in container["args"]
+    pod_ip = {e["name"]: e for e in container["env"]}["POD_IP"]
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
+def _policies(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in objects_of_kind(objects, "NetworkPolicy")}
+
+
+def test_operator_network_policy_admits_only_the_metrics_and_health_ports() -> None:
+    objects = render_objects({})
+    policy = _policies(objects)[(RELEASE_NAMESPACE, "sail-sail-operator")]
+    pod_labels = the_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    metrics, health = policy["spec"]["ingress"]
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [{"namespaceSelector": {}}]}
+    assert health == {"ports": [{"port": "healthz", "protocol": "TCP"}]}
+    narrowed = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    objects = render_objects({"networkPolicy": {"operator": {"enabled": True, "metricsFrom": narrowed},
+                                                "phasePods": {"enabled": True}}})
+    assert _policies(objects)[(RELEASE_NAMESPACE, "sail-sail-operator")]["spec"]["ingress"][0]["from"] == narrowed
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_phase_pods_may_not_reach_the_metadata_service_nor_be_reached_from_other_namespaces(name: str) -> None:
+    values = SCENARIOS[name]
+    objects = render_objects(values)
+    workload = {sa["metadata"]["namespace"] for sa in objects_of_kind(objects, "ServiceAccount")
+                if sa["metadata"]["name"] == "sail-workload"}
+    policies = {ns: p for (ns, policy_name), p in _policies(objects).items() if policy_name.endswith("-phase-pods")}
+    assert set(policies) == workload, "one policy in every namespace where phase pods run"
+    # what a phase Job's pod carries (sail_operator.kube.jobs.build_labels)
+    jobs = pytest.importorskip("sail_operator.kube.jobs")
+    from sail_api.phases import Phase
+    pod_labels = jobs.build_labels("r1", 1, Phase.TRAIN, 1)
+    for policy in policies.values():
+        spec = policy["spec"]
+        assert _selects(spec["podSelector"], pod_labels)
+        assert not _selects(spec["podSelector"], {"app": "other"})
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        (ingress,) = spec["ingress"]
+        (peer,) = ingress["from"]
+        assert set(peer) == {"podSelector"}, "no namespaceSelector: peers of this namespace only"
+        assert _selects(peer["podSelector"], pod_labels) and not _selects(peer["podSelector"], {"app": "x"})
+        blocks = [peer["ipBlock"] for rule in spec["egress"] for peer in rule["to"] if "ipBlock" in peer]
+        assert {b["cidr"]: b.get("except") for b in blocks} == {"0.0.0.0/0": ["169.254.169.254/32"],
+                                                                "::/0": ["fd00:ec2::254/128"]}
+        assert {"namespaceSelector": {}} in spec["egress"][0]["to"], "DNS and in-cluster S3 stay reachable"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector's verdict on a label set (matchLabels and Exists/In expressions)."""
+    if not selector["matchLabels"].items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        if expression["operator"] == "Exists" and expression["key"] not in labels:
+            return False
+        if expression["operator"] == "In" and labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def test_network_policies_can_be_turned_off() -> None:
+    off = {"networkPolicy": {"operator": {"enabled": False}, "phasePods": {"enabled": False}}}
+    assert objects_of_kind(render_objects(off), "NetworkPolicy") == []

@@ -40,7 +40,7 @@ OPERATOR_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "sail_phase_queue_wait_seconds": ("histogram", frozenset({"phase"})),
     "sail_operator_handler_duration_seconds": ("histogram", frozenset({"handler"})),
     "sail_operator_watch_last_event_timestamp_seconds": ("gauge", frozenset()),
-    "sail_run_info": ("gauge", frozenset({"namespace", "run", "model"})),
+    "sail_run_info": ("gauge", frozenset({"namespace", "run", "model", "model_digest"})),
     "sail_run_state": ("gauge", frozenset({"namespace", "run", "state"})),
     "sail_run_current_iteration": ("gauge", frozenset({"namespace", "run"})),
     "sail_run_target_iterations": ("gauge", frozenset({"namespace", "run"})),
@@ -194,6 +194,8 @@ def _scraped_families(metrics: Any) -> dict[str, tuple[str, frozenset[str]]]:
     operator.watch_last_event.set(1.0e9)
     families: dict[str, tuple[str, frozenset[str]]] = {}
     for family in operator.registry.collect():
+        if family.name.startswith("process_"):
+            continue  # prometheus_client's standard process metrics, documented as such
         name = family.name + "_total" if family.type == "counter" else family.name
         labels = {label for sample in family.samples for label in sample.labels} - {"le"}
         families[name] = (family.type, frozenset(labels))

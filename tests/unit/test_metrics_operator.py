@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 from prometheus_client import generate_latest
 
-from sail_operator.metrics import METRIC_NAMES, OperatorMetrics, build_registry, build_run_snapshot
+from sail_operator.metrics import (
+    CAUSES,
+    HANDLERS,
+    METRIC_NAMES,
+    MODEL_NAME_MAX,
+    PHASES,
+    OperatorMetrics,
+    build_model_labels,
+    build_registry,
+    build_run_snapshot,
+)
 
 RUN = {
     "metadata": {"name": "r1", "namespace": "team-a"},
@@ -39,7 +50,8 @@ def test_per_run_gauges_follow_the_index_and_vanish_on_removal():
     metrics.index.put(build_run_snapshot(RUN))
     body = scrape(metrics)
     expected = [
-        'sail_run_info{model="s3://b/sd15",namespace="team-a",run="r1"} 1.0',
+        f'sail_run_info{{model="sd15",model_digest="{hashlib.sha256(b"s3://b/sd15").hexdigest()[:12]}",'
+        'namespace="team-a",run="r1"} 1.0',
         'sail_run_state{namespace="team-a",run="r1",state="Running"} 1.0',
         'sail_run_state{namespace="team-a",run="r1",state="Failed"} 0.0',
         'sail_run_current_iteration{namespace="team-a",run="r1"} 2.0',
@@ -74,3 +86,50 @@ def test_a_half_valid_run_still_gets_a_snapshot():
                                    "status": {"progress": {"percent": "lots"}, "currentIteration": "x"}})
     assert (snapshot.name, snapshot.state, snapshot.progress_ratio, snapshot.current_iteration) == \
         ("bad", "Pending", 0.0, None)
+
+
+def test_a_model_uri_is_never_a_label_only_a_short_name_and_a_digest():
+    """Issue 15 item 9: 20 runs with a 1 MB model URI made a 20 MB scrape; credentials in a URI leaked."""
+    metrics = OperatorMetrics()
+    huge = "s3://alice:hunter2@private-models/" + "x" * 1_000_000
+    for index in range(20):
+        run = {**RUN, "metadata": {"name": f"r{index}", "namespace": "team-a"},
+               "spec": {"model": {"uri": huge + str(index)}, "sail": {"rounds": 3}}}
+        metrics.index.put(build_run_snapshot(run))
+    body = scrape(metrics)
+    assert len(body) < 64_000, len(body)
+    assert "hunter2" not in body and "private-models" not in body
+    names = {build_model_labels(huge + str(i)) for i in range(20)}
+    assert len(names) == 20, "the digest tells apart models whose short names are equal"
+    assert all(len(name) <= MODEL_NAME_MAX and len(digest) == 12 for name, digest in names)
+    assert build_model_labels("") == ("", "")
+    assert build_model_labels("s3://models/sd15/")[0] == "sd15"
+
+
+def test_labelled_counters_exist_at_zero_before_their_first_event():
+    """Issue 14 item 9: a series born at its first event shows increase() 0 for that event."""
+    metrics = OperatorMetrics()
+    body = scrape(metrics)
+    for result in ("succeeded", "failed"):
+        assert value(body, f'sail_runs_finished_total{{result="{result}"}}') == 0.0
+    for phase in PHASES:
+        assert value(body, f'sail_phase_attempts_total{{cause="none",phase="{phase}",result="succeeded"}}') == 0.0
+        for cause in CAUSES:
+            assert value(body, f'sail_phase_attempts_total{{cause="{cause}",phase="{phase}",result="failed"}}') == 0.0
+        assert value(body, f'sail_phase_duration_seconds_count{{phase="{phase}"}}') == 0.0
+        assert value(body, f'sail_phase_queue_wait_seconds_count{{phase="{phase}"}}') == 0.0
+    for handler in HANDLERS:
+        assert value(body, f'sail_operator_handler_errors_total{{handler="{handler}"}}') == 0.0
+        assert value(body, f'sail_operator_handler_duration_seconds_count{{handler="{handler}"}}') == 0.0
+    assert "sail_gpu_seconds_total{" not in body, "no namespace is known yet"
+    metrics.index.put(build_run_snapshot(RUN))
+    body = scrape(metrics)
+    for phase in PHASES:
+        assert value(body, f'sail_gpu_seconds_total{{namespace="team-a",phase="{phase}"}}') == 0.0
+
+
+def test_process_metrics_are_exported():
+    body = scrape(OperatorMetrics())
+    for name in ("process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "process_open_fds"):
+        assert value(body, name) > 0, name

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--namespace", "-n", action="append", default=[], help="Namespace to serve (repeatable).")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="Serve every namespace (default).")
     parser.add_argument("--metrics-port", type=int, default=8080, help="Port of /metrics (0: a free port; -1: off).")
-    parser.add_argument("--metrics-address", default="0.0.0.0", help="Address /metrics listens on.")
+    parser.add_argument("--metrics-address", default="127.0.0.1",
+                        help="Address /metrics listens on: loopback by default (it is unauthenticated); "
+                             "the chart passes the pod IP.")
     parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
                         help="kopf liveness endpoint URL ('' disables it).")
     parser.add_argument("--standalone", action="store_true", default=True,
