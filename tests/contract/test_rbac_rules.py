@@ -11,23 +11,29 @@ from typing import Any
 
 import pytest
 
-from tests.contract.test_chart_render import RELEASE_NAMESPACE, SCENARIOS, objects_of_kind, render_objects
+from tests.contract.test_chart_render import (
+    RELEASE_NAMESPACE,
+    SCENARIOS,
+    objects_of_kind,
+    render_objects,
+    the_deployment,
+)
 
 RULE_KINDS = ("ClusterRole", "Role")
 
 # (apiGroup, resource) -> verbs the operator holds. Namespaced resources are granted cluster-wide
 # (ClusterRole) in a cluster-wide install and per watched namespace (Role) in a namespaced one.
 OPERATOR_NAMESPACED: dict[tuple[str, str], frozenset[str]] = {
-    ("sail.dev", "sailruns"): frozenset({"get", "list", "watch", "patch", "update"}),
-    ("sail.dev", "sailruns/status"): frozenset({"get", "patch", "update"}),
-    ("batch", "jobs"): frozenset({"get", "list", "watch", "create", "delete", "patch"}),
-    ("", "pods"): frozenset({"get", "list", "watch"}),
-    ("", "configmaps"): frozenset({"get", "list", "watch", "create", "delete"}),
-    ("", "services"): frozenset({"get", "list", "watch", "create", "delete"}),
-    ("", "events"): frozenset({"create", "patch"}),
+    ("sail.dev", "sailruns"): frozenset({"get", "list", "watch"}),
+    ("sail.dev", "sailruns/status"): frozenset({"patch"}),
+    ("batch", "jobs"): frozenset({"get", "list", "watch", "create", "delete"}),
+    ("", "pods"): frozenset({"list"}),
+    ("", "configmaps"): frozenset({"get", "create", "patch"}),
+    ("", "services"): frozenset({"get", "create", "delete"}),
+    ("", "events"): frozenset({"create"}),
 }
 OPERATOR_CLUSTER: dict[tuple[str, str], frozenset[str]] = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"get", "list", "watch"}),
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
 }
 # Only a namespaced install: kopf lists/watches namespaces unless it watches all of them.
 OPERATOR_CLUSTER_NAMESPACED_INSTALL: dict[tuple[str, str], frozenset[str]] = {
@@ -60,6 +66,43 @@ def _grants(role: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
             for resource in rule["resources"]:
                 grants.setdefault((group, resource), set()).update(rule["verbs"])
     return {key: frozenset(verbs) for key, verbs in grants.items()}
+
+
+def build_authorizer(objects: list[dict[str, Any]], account: str, account_namespace: str):
+    """Pure RBAC evaluation of rendered objects: `allows(namespace, group, resource, verb)`.
+
+    A ClusterRole bound by a ClusterRoleBinding grants everywhere (namespace None = a cluster-wide
+    request); a Role bound by a RoleBinding grants in its own namespace only. Subjects must be the
+    given ServiceAccount. Enough for the chart's rules (no resourceNames, no aggregation).
+    """
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": account_namespace}
+    cluster_roles = {r["metadata"]["name"]: _grants(r) for r in objects_of_kind(objects, "ClusterRole")}
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): _grants(r) for r in objects_of_kind(objects, "Role")}
+    everywhere = [cluster_roles[b["roleRef"]["name"]] for b in objects_of_kind(objects, "ClusterRoleBinding")
+                  if subject in b["subjects"]]
+    per_namespace: dict[str, list[dict[tuple[str, str], frozenset[str]]]] = {}
+    for binding in objects_of_kind(objects, "RoleBinding"):
+        if subject in binding["subjects"] and binding["roleRef"]["kind"] == "Role":
+            namespace = binding["metadata"]["namespace"]
+            per_namespace.setdefault(namespace, []).append(roles[(namespace, binding["roleRef"]["name"])])
+
+    def allows(namespace: str | None, group: str, resource: str, verb: str) -> bool:
+        grants = everywhere + (per_namespace.get(namespace, []) if namespace is not None else [])
+        return any(verb in g.get((group, resource), frozenset()) for g in grants)
+
+    return allows
+
+
+def test_the_authorizer_grants_roles_only_in_their_namespace() -> None:
+    objects = render_objects({"watchNamespaces": ["team-a"]})
+    account = the_deployment(objects)["spec"]["template"]["spec"]["serviceAccountName"]
+    allows = build_authorizer(objects, account, RELEASE_NAMESPACE)
+    assert allows("team-a", "batch", "jobs", "create")
+    assert not allows("team-b", "batch", "jobs", "create")
+    assert not allows("kube-system", "", "configmaps", "create")
+    assert not allows(None, "batch", "jobs", "list"), "no cluster-wide Job access in a namespaced install"
+    assert allows(None, "apiextensions.k8s.io", "customresourcedefinitions", "watch")
+    assert not build_authorizer(objects, "someone-else", RELEASE_NAMESPACE)("team-a", "batch", "jobs", "create")
 
 
 def _all_roles() -> list[tuple[str, dict[str, Any]]]:
