@@ -17,6 +17,7 @@ from sail_operator.metrics import (
     build_model_labels,
     build_registry,
     build_run_snapshot,
+    start_metrics_server,
 )
 
 RUN = {
@@ -133,3 +134,17 @@ def test_process_metrics_are_exported():
     for name in ("process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total",
                  "process_open_fds"):
         assert value(body, name) > 0, name
+
+
+def test_metrics_listen_on_loopback_unless_told():
+    """Issue 15 item 9: /metrics is unauthenticated; `sail operator` off the chart keeps it local."""
+    from sail_operator.kube.entry import build_parser
+
+    assert build_parser().parse_args([]).metrics_address == "127.0.0.1"
+    server = start_metrics_server(0, OperatorMetrics())
+    try:
+        httpd = server[0] if isinstance(server, tuple) else server
+        assert httpd.server_address[0] == "127.0.0.1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
