@@ -51,9 +51,16 @@ AGGREGATED: dict[str, dict[tuple[str, str], frozenset[str]]] = {
         ("sail.dev", "sailruns/status"): frozenset({"get", "list", "watch"}),
     },
 }
+# Leader election (leaderElection.enabled): a Role in the release namespace only; get/patch only the
+# operator's own Lease (a rule limited to resourceNames is keyed "resource[name]").
+LEADER_ELECTION_ROLE = "sail-sail-operator-leader-election"
+LEADER_ELECTION: dict[tuple[str, str], frozenset[str]] = {
+    ("coordination.k8s.io", "leases"): frozenset({"create"}),
+    ("coordination.k8s.io", "leases[sail-operator]"): frozenset({"get", "patch"}),
+}
 FORBIDDEN_RESOURCES = {"secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/proxy",
                        "serviceaccounts/token", "nodes/proxy", "clusterroles", "roles", "rolebindings",
-                       "clusterrolebindings", "leases"}
+                       "clusterrolebindings"}
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
 
 
@@ -61,10 +68,12 @@ def _grants(role: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
     """(apiGroup, resource) -> verbs, one entry per pair the role's rules grant."""
     grants: dict[tuple[str, str], set[str]] = {}
     for rule in role.get("rules") or []:
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+        assert "nonResourceURLs" not in rule, rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                grants.setdefault((group, resource), set()).update(rule["verbs"])
+                for key in [f"{resource}[{name}]" for name in rule["resourceNames"]] if "resourceNames" in rule \
+                        else [resource]:
+                    grants.setdefault((group, key), set()).update(rule["verbs"])
     return {key: frozenset(verbs) for key, verbs in grants.items()}
 
 
@@ -86,9 +95,10 @@ def build_authorizer(objects: list[dict[str, Any]], account: str, account_namesp
             namespace = binding["metadata"]["namespace"]
             per_namespace.setdefault(namespace, []).append(roles[(namespace, binding["roleRef"]["name"])])
 
-    def allows(namespace: str | None, group: str, resource: str, verb: str) -> bool:
+    def allows(namespace: str | None, group: str, resource: str, verb: str, name: str | None = None) -> bool:
         grants = everywhere + (per_namespace.get(namespace, []) if namespace is not None else [])
-        return any(verb in g.get((group, resource), frozenset()) for g in grants)
+        keys = [(group, resource)] + ([(group, f"{resource}[{name}]")] if name else [])
+        return any(verb in g.get(key, frozenset()) for g in grants for key in keys)
 
     return allows
 
@@ -136,7 +146,7 @@ def test_operator_rules_are_exactly_the_documented_allow_list(name: str) -> None
     else:
         expected_cluster |= OPERATOR_NAMESPACED
     assert _grants(cluster_role) == expected_cluster
-    roles = objects_of_kind(objects, "Role")
+    roles = [r for r in objects_of_kind(objects, "Role") if r["metadata"]["name"] != LEADER_ELECTION_ROLE]
     if namespaced_install:
         assert {r["metadata"]["namespace"] for r in roles} == set(values["watchNamespaces"])
         for role in roles:
@@ -179,3 +189,21 @@ def test_rbac_create_false_renders_no_operator_rbac() -> None:
     objects = render_objects({"rbac": {"create": False}, "aggregatedRoles": {"create": False}})
     for kind in (*RULE_KINDS, "ClusterRoleBinding", "RoleBinding"):
         assert objects_of_kind(objects, kind) == [], kind
+
+
+def test_leader_election_may_touch_only_its_own_lease_in_the_release_namespace() -> None:
+    objects = render_objects({})
+    (role,) = [r for r in objects_of_kind(objects, "Role") if r["metadata"]["name"] == LEADER_ELECTION_ROLE]
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert _grants(role) == LEADER_ELECTION
+    account = the_deployment(objects)["spec"]["template"]["spec"]["serviceAccountName"]
+    allows = build_authorizer(objects, account, RELEASE_NAMESPACE)
+    assert allows(RELEASE_NAMESPACE, "coordination.k8s.io", "leases", "patch", name="sail-operator")
+    assert not allows(RELEASE_NAMESPACE, "coordination.k8s.io", "leases", "patch", name="kube-scheduler")
+    assert not allows("kube-system", "coordination.k8s.io", "leases", "create")
+    (container,) = the_deployment(objects)["spec"]["template"]["spec"]["containers"]
+    assert "--no-standalone" in container["args"] and f"--lease-namespace={RELEASE_NAMESPACE}" in container["args"]
+    off = render_objects({"leaderElection": {"enabled": False}})
+    assert not [r for r in objects_of_kind(off, "Role") if r["metadata"]["name"] == LEADER_ELECTION_ROLE]
+    (container,) = the_deployment(off)["spec"]["template"]["spec"]["containers"]
+    assert "--no-standalone" not in container["args"]

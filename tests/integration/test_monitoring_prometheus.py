@@ -222,14 +222,13 @@ def test_alerts_and_dashboard_on_a_real_prometheus_scraping_the_operator(
     (monitor,) = objects_of_kind(objects, "ServiceMonitor")
     (service,) = objects_of_kind(objects, "Service")
     (rule,) = objects_of_kind(objects, "PrometheusRule")
-    op = operator_process()
+    op = operator_process().start()  # first: its metrics port may be known only once it serves
     scrape = build_scrape_config(monitor, service, {RELEASE_NAMESPACE: (op.metrics_port, "sail"),
                                                     SECOND_RELEASE_NAMESPACE: (second_release.port, "other")})
     prom = Prometheus(tmp_path, scrape, build_test_rules(rule["spec"]))
     # 1.5 s per Job: every state of a run (restarts 0, 1, 2, ...) is scraped at least once.
     controller = HoldingJobController(cluster=kube_cluster, workdir=tmp_path, delay=1.5, script=_script).start()
     try:
-        op.start()
         wait_for(prom.ready, 60, "prometheus to be ready")
         wait_for(lambda: prom.value('count(up == 1)') == 2.0, 60, "both targets scraped")
         # The first scrape happened before any run event: increase() can see every event.
