@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import threading
 import urllib.parse
@@ -41,7 +42,7 @@ from sail_operator.planner.model import build_job_name
 from tests.builders.sailrun_objects import build_sailrun_object as build_run
 from tests.contract.test_chart_render import RELEASE_NAMESPACE, objects_of_kind, render_objects
 from tests.contract.test_dashboard_queries import load_dashboard, panel_queries
-from tests.peers.kube import JobController, Scripted, free_port, wait_for
+from tests.peers.kube import JobController, Scripted, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
@@ -126,19 +127,30 @@ def build_test_rules(rule_spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class Prometheus:
-    """`prometheus` on a loopback port with a temporary TSDB; stopped by PID at teardown."""
+    """`prometheus` on a loopback port with a temporary TSDB; stopped by PID at teardown.
+
+    Prometheus cannot report a port it picked itself, so a free port is chosen first; should another
+    process take it in between, Prometheus exits at once and is started again on another port.
+    """
 
     def __init__(self, workdir: Path, scrape: dict[str, Any], rules: dict[str, Any]) -> None:
-        self.port = free_port()
         (workdir / "rules.yaml").write_text(yaml.safe_dump(rules))
         config = {"global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
                   "rule_files": [str(workdir / "rules.yaml")], "scrape_configs": [scrape]}
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = open(workdir / "prometheus.log", "w")  # noqa: SIM115  (closed in stop)
-        self.process = subprocess.Popen(
-            [PROMETHEUS or "prometheus", f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.workdir = workdir
+        for attempt in range(5):
+            self.port = _unused_port()
+            self.log = open(workdir / f"prometheus-{attempt}.log", "w")  # noqa: SIM115  (closed in stop)
+            self.process = subprocess.Popen(
+                [PROMETHEUS or "prometheus", f"--config.file={workdir / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=self.log, stderr=subprocess.STDOUT)
+            wait_for(lambda: self.ready() or self.process.poll() is not None, 60, "prometheus to start")
+            if self.process.poll() is None:
+                return
+            self.log.close()
+        raise AssertionError(f"prometheus did not start: {(workdir / 'prometheus-4.log').read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -192,6 +204,12 @@ def second_release() -> Iterator[StaticMetrics]:
         server.server_close()
 
 
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _script(job: dict[str, Any]) -> Scripted | None:
     name = job["metadata"]["name"]
     if name == build_job_name("flaky", 0, Phase.TRAIN, 1):
@@ -229,7 +247,6 @@ def test_alerts_and_dashboard_on_a_real_prometheus_scraping_the_operator(
     # 1.5 s per Job: every state of a run (restarts 0, 1, 2, ...) is scraped at least once.
     controller = HoldingJobController(cluster=kube_cluster, workdir=tmp_path, delay=1.5, script=_script).start()
     try:
-        wait_for(prom.ready, 60, "prometheus to be ready")
         wait_for(lambda: prom.value('count(up == 1)') == 2.0, 60, "both targets scraped")
         # The first scrape happened before any run event: increase() can see every event.
         kube_cluster.create_run(build_run("ok", rounds=0, namespace="team-a"))
