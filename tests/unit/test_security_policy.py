@@ -210,3 +210,28 @@ def test_every_policy_field_round_trips_through_the_chart_keys() -> None:
     data = {key.split("_")[0] + "".join(p.capitalize() for p in key.split("_")[1:]):
             list(value) if isinstance(value, tuple) else value for key, value in defaults.items()}
     assert parse_policy(data) == OperatorPolicy()
+
+
+@pytest.mark.parametrize("uri", ["s3://runs/../tenant-b/run", "s3://runs/a/./b", "s3://runs/a/.."])
+def test_the_store_itself_refuses_dot_segments_in_an_s3_root(uri: str) -> None:
+    """Also outside the operator (`sail run` with s3:// storage): never written literally."""
+    from sail_api.storage.uris import split_uri
+
+    with pytest.raises(ValueError, match="'..' segment"):
+        split_uri(uri)
+
+
+# ---------------------------------------------------------------- 10. garbage in kopf's annotation
+
+@pytest.mark.parametrize("garbage", ["{not json", "[" * 100_000, '"a string"'])
+def test_garbage_in_the_diff_base_annotation_is_never_parsed(garbage: str) -> None:
+    """Anyone who may edit the SAILRun may write this annotation; kopf's json.loads of it would
+    throttle the run with a traceback on every event. Nothing reads it, so nothing parses it."""
+    import kopf
+
+    from sail_operator.kube.handlers import build_kopf_settings
+
+    storage = build_kopf_settings(OperatorSettings()).persistence.diffbase_storage
+    body = kopf.Body({"metadata": {"name": "r1", "namespace": "team-a", "annotations": {
+        "sail.dev/last-handled-configuration": garbage, "kopf.zalando.org/last-handled-configuration": garbage}}})
+    assert storage.fetch(body=body) is None
