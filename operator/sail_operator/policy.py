@@ -183,7 +183,7 @@ def check_endpoint(endpoint: str, policy: OperatorPolicy) -> list[str]:
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
         return [f"spec.storage.endpoint {endpoint!r} may not carry user info, a query or a fragment; "
                 "credentials come from spec.storage.credentialsSecretRef"]
-    if not _matches(endpoint.rstrip("/"), policy.allowed_endpoints):
+    if not _matches(endpoint.rstrip("/"), tuple(pattern.rstrip("/") for pattern in policy.allowed_endpoints)):
         return [f"spec.storage.endpoint {endpoint!r} is not allowed by the operator policy "
                 f"(policy.allowedEndpoints: {_listed(policy.allowed_endpoints)}); omit it to use AWS S3 in "
                 "spec.storage.region, or ask the cluster admin to add it to policy.allowedEndpoints"]
@@ -223,7 +223,7 @@ def check_data_uris(spec: SAILRunSpec, policy: OperatorPolicy, namespace: str) -
         if _has_dot_segments(uri):
             problems.append(f"{path} {uri!r} has a '.' or '..' path segment; name the data plainly")
         elif not _matches(_data_path(uri), patterns):
-            kind = "a local path" if not uri.startswith("s3://") else "this location"
+            kind = "a local path (or hub id)" if not uri.startswith("s3://") else "this location"
             problems.append(
                 f"{path} {uri!r} is not allowed on a cluster (policy.allowedDataUris: {_listed(patterns)}): "
                 f"{kind} would be read by the phase pod and copied into the run's storage; copy the data to "
