@@ -73,7 +73,7 @@ class OperatorPolicy:
     max_train_nodes: int = 16
     max_shards: int = 256
     # Per-pod caps on requests and limits of every phase; resources not named are not capped.
-    max_pod_resources: dict[str, str] = field(default_factory=lambda: {
+    max_pod_resources: dict[str, str] = field(hash=False, default_factory=lambda: {
         "cpu": "256", "memory": "2Ti", "nvidia.com/gpu": "8", "ephemeral-storage": "2Ti"})
     # sizeLimit of the emptyDirs every phase pod gets ("" : none).
     tmp_size_limit: str = "50Gi"
