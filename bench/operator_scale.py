@@ -242,7 +242,7 @@ def build_run(name: str, rounds: int) -> dict[str, Any]:
         "spec": {
             "model": {"uri": "s3://models/tiny-sd15"}, "seedPairs": {"uri": "s3://data/seed.jsonl"},
             "prompts": {"uri": "s3://data/prompts.txt"}, "sail": {"rounds": rounds},
-            "storage": {"uri": f"s3://runs/{name}", "endpoint": "http://minio.example:9000", "region": "us-east-1",
+            "storage": {"uri": f"s3://runs/{name}", "region": "us-east-1",
                         "credentialsSecretRef": {"name": "s3-creds"}},
             "parallelism": {"generateShards": 1, "annotateShards": 1},
         },

@@ -71,6 +71,56 @@ class _KubeYamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+# What one document may expand to (nodes plus scalar characters, an alias counted at every use):
+# a SAILRun is a few kilobytes, while a 705-byte "billion laughs" of nested aliases expands to
+# gigabytes in json.dumps and pydantic. Checked on the composed node graph, before construction.
+MAX_YAML_EXPANSION = 1_000_000
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A YAML document whose aliases expand beyond MAX_YAML_EXPANSION, or refer to themselves."""
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    reused = False
+
+    def size(node: yaml.Node) -> int:
+        nonlocal reused
+        key = id(node)
+        if key in sizes:
+            reused = True
+            return sizes[key]
+        if key in open_nodes:
+            raise YamlTooLarge("a YAML alias refers to the node that contains it (an endless structure); "
+                               "write the values out")
+        open_nodes.add(key)
+        if isinstance(node, yaml.ScalarNode):
+            total = 1 + len(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1 + sum(size(child) for child in node.value)
+        open_nodes.discard(key)
+        if total > MAX_YAML_EXPANSION:
+            why = "its aliases expand it to" if reused else "it holds"
+            raise YamlTooLarge(f"the document is too large: {why} more than {MAX_YAML_EXPANSION} nodes and "
+                               "characters (a SAILRun is a few kilobytes); write the values out without "
+                               "nested anchors and aliases")
+        sizes[key] = total
+        return total
+
+    if root is not None:
+        size(root)
+
+
 # PyYAML (YAML 1.1) reads `1e-8` as a string; Kubernetes reads it as a number.
 _KubeYamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -88,6 +138,8 @@ def parse_yaml_documents(text: str, source: str = "<text>") -> list[Any]:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = error.problem or error.context or "invalid YAML"
         raise RunFileError(source, [f"YAML syntax error at {where}: {problem}; fix the YAML there"]) from error
+    except YamlTooLarge as error:
+        raise RunFileError(source, [str(error)]) from error
     except yaml.YAMLError as error:
         raise RunFileError(source, [f"not valid YAML: {error}"]) from error
     except RecursionError as error:

@@ -114,7 +114,9 @@ def test_operator_and_sail_run_on_one_run_root_commit_each_phase_once(
 
     controller = job_controller(mode="trainer", trainer_timeout=400.0,
                                 secrets={"s3-creds": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": CANARY}})
-    op = operator_process().start()
+    policy = tmp_path / "policy.json"  # moto is the site's S3 store: the admin allows its endpoint
+    policy.write_text(json.dumps({"allowedEndpoints": [endpoint]}))
+    op = operator_process("--policy-file", str(policy)).start()
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": CANARY, "OMP_NUM_THREADS": "1", "SAIL_CACHE_DIR": str(tmp_path / "cache-local"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))}
     kube_cluster.create_run(body)

@@ -9,6 +9,7 @@ code and the termination message the trainer wrote back into the Job and pod sta
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     })
     controller = job_controller(mode="trainer", secrets={
         "s3-creds": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}})
-    op = operator_process().start()
+    policy = tmp_path / "policy.json"  # moto is the site's S3 store: the admin allows its endpoint
+    policy.write_text(json.dumps({"allowedEndpoints": [moto_s3.endpoint]}))
+    op = operator_process("--policy-file", str(policy)).start()
     kube_cluster.create_run({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
                              "metadata": {"name": "real", "namespace": NS}, "spec": spec})
 

@@ -119,7 +119,8 @@ def test_credentials_are_secret_references_never_values():
     assert env["AWS_ACCESS_KEY_ID"] == {"name": "AWS_ACCESS_KEY_ID",
                                         "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}}}
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
-    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://minio:9000"  # S3 only: never STS (docs/security.md)
+    assert "AWS_ENDPOINT_URL" not in env
     assert env["AWS_REGION"]["value"] == "eu-west-1"
 
 

@@ -8,6 +8,8 @@
   all capabilities dropped, not privileged, no API token, no host namespaces or host volumes)
   and carries credentials only as `secretKeyRef`s to the run's own Secret - even when the
   spec's env, node selector and image are unusual.
+- The storage endpoint reaches phase pods scoped to S3 (never the global AWS_ENDPOINT_URL), and the
+  instance-metadata fallback is off; multi-tenant attacks are in test_security_policy.py.
 - The policy refuses what a namespace user must not get (unit tests in test_policy_admission.py
   cover image, service account, priority class, reserved env, host-path storage, train nodes);
   here only the cases they leave out.
@@ -193,6 +195,16 @@ def test_credentials_appear_only_as_secret_key_refs_to_the_runs_secret(action: C
     assert "envFrom" not in job["spec"]["template"]["spec"]["containers"][0]
     text = json.dumps(job)
     assert text.count("team-s3") == len(refs), "the secret's name is used outside a secretKeyRef"
+
+
+@pytest.mark.parametrize("action", ACTIONS, ids=[a.name for a in ACTIONS])
+def test_the_endpoint_never_becomes_the_global_aws_override(action: CreatePhaseJob) -> None:
+    """AWS_ENDPOINT_URL would redirect STS too (the pod's web-identity token to the user's URL)."""
+    job = build_phase_job(build_run(), action, OperatorSettings())
+    env = {item["name"]: item.get("value") for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not [name for name in env if name.startswith("AWS_ENDPOINT_URL") and name != "AWS_ENDPOINT_URL_S3"]
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
+    assert env["AWS_EC2_METADATA_DISABLED"] == "true"
 
 
 def test_the_spec_configmap_and_service_hold_no_credentials() -> None:

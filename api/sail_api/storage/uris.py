@@ -26,6 +26,9 @@ def split_uri(uri: str) -> tuple[str, str]:
     bucket, _, prefix = uri[len(S3_SCHEME):].partition("/")
     if not bucket:
         raise ValueError(f"storage uri {uri!r} has no bucket name (expected s3://bucket/prefix)")
+    if any(part in (".", "..") for part in prefix.split("/")):
+        # S3 keys are literal: "runs/../b" would not go up, it would be a confusing sibling of "runs".
+        raise ValueError(f"storage uri {uri!r} has a '.' or '..' segment; write the prefix plainly")
     return bucket, prefix.strip("/")
 
 

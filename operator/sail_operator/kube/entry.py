@@ -18,21 +18,9 @@ from pathlib import Path
 
 from sail_api.logsafety import quiet_credential_loggers
 from sail_operator.kube.settings import OperatorSettings
-from sail_operator.policy import OperatorPolicy
+from sail_operator.policy import OperatorPolicy, parse_policy
 
 log = logging.getLogger(__name__)
-
-_POLICY_FIELDS = {
-    "allowedImages": "allowed_images",
-    "allowedServiceAccounts": "allowed_service_accounts",
-    "allowedPriorityClasses": "allowed_priority_classes",
-    "allowedNodeSelectorKeys": "allowed_node_selector_keys",
-    "allowedTolerationKeys": "allowed_toleration_keys",
-    "requireS3Storage": "require_s3_storage",
-    "maxTrainNodes": "max_train_nodes",
-    "maxShards": "max_shards",
-    "extraForbiddenEnv": "extra_forbidden_env",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,17 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_policy(path: str | None) -> OperatorPolicy:
-    """The admin policy from a JSON file with the chart's camelCase keys; unknown keys are an error."""
+    """The admin policy from a JSON file with the chart's camelCase keys; unknown keys and values of
+    the wrong type (a string where a list belongs) are an error naming the key."""
     if not path:
         return OperatorPolicy()
-    data = json.loads(Path(path).read_text())
-    unknown = sorted(set(data) - set(_POLICY_FIELDS))
-    if unknown:
-        raise ValueError(f"{path}: unknown policy keys {unknown}; known: {sorted(_POLICY_FIELDS)}")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[_POLICY_FIELDS[key]] = tuple(value) if isinstance(value, list) else value
-    return OperatorPolicy(**kwargs)
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    return parse_policy(data, path)
 
 
 def build_settings(args: argparse.Namespace) -> OperatorSettings:

@@ -212,6 +212,11 @@ class WatchOnlyDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:  # noqa: ARG002  (kopf's signature)
         return {}
 
+    def fetch(self, *, body: Any) -> Any:  # noqa: ARG002  (kopf's signature)
+        # Never read back either: anyone who may edit the SAILRun may write garbage into the
+        # annotation, and kopf's json.loads of it would throttle the run with a traceback per event.
+        return None
+
 
 def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     kopf_settings = kopf.OperatorSettings()

@@ -29,6 +29,7 @@ from sail_api.resolved import build_resolved_run
 from sail_api.spec import API_GROUP, API_VERSION, KIND, SAILRun
 from sail_operator.kube.settings import MANAGED_BY, OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob
+from sail_operator.policy import build_job_labels
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_RUN = "sail.dev/run"
@@ -151,11 +152,18 @@ def build_headless_service(
     }
 
 
-def _storage_env(run: SAILRun) -> list[dict[str, Any]]:
+def _storage_env(run: SAILRun, settings: OperatorSettings) -> list[dict[str, Any]]:
     storage = run.spec.storage
     env: list[dict[str, Any]] = []
     if storage.endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": storage.endpoint})
+        # S3 only: the global AWS_ENDPOINT_URL also redirects STS, and botocore would post the
+        # pod's web-identity token (IRSA) to a user-chosen URL. The trainer passes the endpoint to
+        # its S3 client from the run file anyway; this covers tools using the standard chain.
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": storage.endpoint})
+    if not settings.policy.allow_instance_metadata:
+        # Without a Secret or IRSA, boto3 would fall back to the node's instance role (shared by
+        # every tenant whose pods land on the node).
+        env.append({"name": "AWS_EC2_METADATA_DISABLED", "value": "true"})
     if storage.region:
         env.append({"name": "AWS_REGION", "value": storage.region})
         env.append({"name": "AWS_DEFAULT_REGION", "value": storage.region})
@@ -208,7 +216,7 @@ def build_container_env(run: SAILRun, action: CreatePhaseJob, settings: Operator
         {"name": "HF_HOME", "value": f"{settings.cache_dir}/huggingface"},
         {"name": "TORCH_HOME", "value": f"{settings.cache_dir}/torch"},
     ]
-    return env + _storage_env(run) + _rendezvous_env(run, action, settings)
+    return env + _storage_env(run, settings) + _rendezvous_env(run, action, settings)
 
 
 def _phase_resources(run: SAILRun, phase: Phase) -> dict[str, Any]:
@@ -256,8 +264,8 @@ def _volumes(run: SAILRun, action: CreatePhaseJob, settings: OperatorSettings) -
                 "items": [{"key": SPEC_FILE_KEY, "path": SPEC_MOUNT_PATH.rsplit("/", 1)[1]}],
             },
         },
-        {"name": "tmp", "emptyDir": _empty_dir(settings.tmp_size_limit)},
-        {"name": "cache", "emptyDir": _empty_dir(settings.cache_size_limit)},
+        {"name": "tmp", "emptyDir": _empty_dir(settings.tmp_size_limit or settings.policy.tmp_size_limit)},
+        {"name": "cache", "emptyDir": _empty_dir(settings.cache_size_limit or settings.policy.cache_size_limit)},
     ]
     mounts = [
         {"name": "spec", "mountPath": SPEC_MOUNT_DIR, "readOnly": True},
@@ -265,7 +273,7 @@ def _volumes(run: SAILRun, action: CreatePhaseJob, settings: OperatorSettings) -
         {"name": "cache", "mountPath": settings.cache_dir},
     ]
     if action.phase is Phase.TRAIN:  # torch data loaders and NCCL need a real /dev/shm
-        volumes.append({"name": "shm", "emptyDir": _empty_dir(None, medium="Memory")})
+        volumes.append({"name": "shm", "emptyDir": _empty_dir(settings.policy.shm_size_limit, medium="Memory")})
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     return volumes, mounts
 
@@ -301,7 +309,9 @@ def build_phase_job(
     """The batch/v1 Job of one phase attempt (DESIGN.md "Child Jobs")."""
     parsed = coerce_run(run)
     spec = parsed.spec
-    labels = build_labels(parsed.metadata.name, action.iteration, action.phase, action.attempt)
+    # Admin-allowed SAILRun labels (Kueue priority class, cost labels) first: ours win on a clash.
+    labels = {**build_job_labels(parsed.metadata.labels, settings.policy),
+              **build_labels(parsed.metadata.name, action.iteration, action.phase, action.attempt)}
     job_labels = dict(labels)
     if spec.queue_name:
         job_labels[LABEL_KUEUE_QUEUE] = spec.queue_name

@@ -270,7 +270,7 @@ def validate_run(raw: Mapping[str, Any], settings: OperatorSettings) -> tuple[SA
         return None, format_validation_error(error)
     except Exception as error:  # a bad object must never crash the operator
         return None, f"spec: {error}"
-    problems = compute_policy_violations(parsed.spec, settings.policy)
+    problems = compute_policy_violations(parsed.spec, settings.policy, parsed.metadata.namespace)
     if not parsed.spec.storage.uri:
         problems.append("spec.storage.uri is required on a cluster: the s3:// prefix where the run keeps "
                         "its artifacts and checkpoints")

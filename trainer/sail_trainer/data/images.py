@@ -22,6 +22,19 @@ if TYPE_CHECKING:
     import torch
 
 
+# Pixels an image may have (8192 x 8192): checked from the header, before anything is decoded, and
+# independent of PIL's global MAX_IMAGE_PIXELS (which a library may change). A 30000 x 30000 PNG
+# is a few hundred bytes and would decode to 2.7 GB.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def _check_pixels(size: tuple[int, int], source: str) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"the image is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS} pixels",
+                        source=source, hint="resize it (training uses sampler.resolution anyway)")
+
+
 def decode_image(data: bytes, *, source: str) -> Image.Image:
     """Decode fully and convert to RGB (alpha dropped, palettes/greyscale/CMYK expanded).
 
@@ -34,6 +47,7 @@ def decode_image(data: bytes, *, source: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
+                _check_pixels(img.size, source)
                 img.load()
                 return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
@@ -47,11 +61,17 @@ def check_image_header(data: bytes, *, source: str) -> None:
     if not data:
         raise DataError("the image is empty (0 bytes)", source=source)
     try:
-        with Image.open(io.BytesIO(data)):
-            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                size = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"the image is too large to decode safely ({exc})", source=source,
+                        hint=f"resize it to at most {MAX_IMAGE_PIXELS} pixels") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"not an image ({type(exc).__name__})", source=source,
                         hint="each winner/loser must be PNG, JPEG or WebP bytes or a path to one") from exc
+    _check_pixels(size, source)
 
 
 @dataclass(frozen=True)

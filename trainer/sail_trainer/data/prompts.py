@@ -92,6 +92,8 @@ def _jsonl_value(line: str, path: str, line_no: int, column: str) -> str | None:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON ({exc})", hint="each line must be one JSON object", **where) from exc
+    except RecursionError as exc:  # `[[[[...` thousands deep: bad data, not a crash of the phase
+        raise DataError("JSON nested too deeply", hint=f'write one flat {{"{column}": "..."}} per line', **where) from exc
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object, got {type(record).__name__}", **where,
                         hint=f'write {{"{column}": "..."}} per line')

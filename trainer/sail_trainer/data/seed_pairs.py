@@ -140,6 +140,9 @@ def _parse_json_line(raw: bytes, path: str, line_no: int) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"not valid JSON ({exc})", source=path, row=line_no, row_kind="line",
                         hint="each line must be one JSON object") from exc
+    except RecursionError as exc:  # `[[[[...` thousands deep: bad data, not a crash of the phase
+        raise DataError("JSON nested too deeply", source=path, row=line_no, row_kind="line",
+                        hint="each line must be one flat JSON object with prompt, winner and loser") from exc
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object, got {type(record).__name__}", source=path, row=line_no,
                         row_kind="line", hint=_SCHEMAS)

@@ -120,14 +120,16 @@ class ByteReader:
 def resolve_reference(ref: str, dataset_uri: str, *, row: int, field: str, row_kind: Any = "row") -> str:
     """The URI/path of an image named inside `dataset_uri`: relative refs are relative to the file."""
     _check_scheme(ref)
+    if is_remote(dataset_uri) and (ref.startswith(FILE) or ref.startswith("/")):
+        # file:// is a local path too: a dataset on S3 (anyone with write access to the bucket may
+        # have written it) must not make the pod read its own files into the run's storage.
+        raise DataError(
+            f"a dataset on S3 may not name the local path {ref!r}", source=dataset_uri, row=row,
+            field=field, row_kind=row_kind, hint="use a path relative to the file or an s3:// URI",
+        )
     if "://" in ref:
         return ref
     if is_remote(dataset_uri):
-        if ref.startswith("/"):
-            raise DataError(
-                f"a dataset on S3 may not name the local path {ref!r}", source=dataset_uri, row=row,
-                field=field, row_kind=row_kind, hint="use a path relative to the file or an s3:// URI",
-            )
         parent, _ = split_remote(dataset_uri)
         bucket_root = S3 + parent[len(S3):].split("/", 1)[0]
         joined = posixpath.normpath(posixpath.join(parent[len(S3):], ref))
