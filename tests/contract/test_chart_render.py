@@ -424,12 +424,16 @@ def test_schema_is_strict_and_describes_every_value() -> None:
     assert missing == [], f"values.yaml keys missing from values.schema.json: {missing}"
 
 
+# Maps whose keys are data (resource names), documented as one value.
+FREE_MAPS = ("policy.maxPodResources",)
+
+
 def _leaf_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted paths of every value in values.yaml (a non-empty mapping is descended into)."""
     paths: list[str] = []
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and path not in FREE_MAPS:
             paths += _leaf_paths(value, path)
         else:
             paths.append(path)
@@ -450,7 +454,7 @@ def test_every_value_has_a_comment_in_values_yaml() -> None:
         path = ".".join([k for _, k in stack] + [key])
         stack.append((indent, key))
         is_group = rest == ""
-        if is_group or path.startswith("resources."):
+        if is_group or path.startswith(("resources.", *(f"{m}." for m in FREE_MAPS))):
             continue  # groups are documented by their leaves; resources by the comment on `resources`
         previous = lines[number - 1].strip() if number else ""
         if not previous.startswith("#"):
@@ -601,3 +605,12 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def test_network_policies_can_be_turned_off() -> None:
     off = {"networkPolicy": {"operator": {"enabled": False}, "phasePods": {"enabled": False}}}
     assert objects_of_kind(render_objects(off), "NetworkPolicy") == []
+
+
+def test_allowing_instance_metadata_in_the_policy_lifts_the_network_block_too() -> None:
+    """policy.allowInstanceMetadata lets boto3 use the node's role: the NetworkPolicy must not contradict it."""
+    objects = render_objects({"policy": {"allowInstanceMetadata": True}})
+    for (_, name), policy in _policies(objects).items():
+        if name.endswith("-phase-pods"):
+            blocks = [peer["ipBlock"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
+            assert all("except" not in block for block in blocks), blocks
