@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# System packages the tests use as real peers: promtool (alert and query tests) and
+# System packages the tests use as real peers: prometheus and promtool (alert, query and scrape tests) and
 # headless Chromium (report test). Installed only when missing and when we are root;
 # otherwise the tests that need them say what to install and are skipped.
 set -uo pipefail
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
