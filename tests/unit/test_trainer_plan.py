@@ -58,4 +58,6 @@ def test_steps_default_to_one_pass_and_accumulation_must_divide() -> None:
     assert compute_accumulation(128, 8, 4) == 4
     with pytest.raises(ValueError, match="effectiveBatch"):
         compute_accumulation(10, 4, 1)
+    with pytest.raises(ValueError, match=r"WORLD_SIZE=3.*parallelism.trainNodes x parallelism.gpusPerNode"):
+        compute_accumulation(8, 1, 3)
     assert default_learning_rate(128) == pytest.approx(1.28e-6)

@@ -32,6 +32,10 @@ class TextEmbeddings:
             None if self.pooled is None else self.pooled.repeat_interleave(n, dim=0),
         )
 
+    def rows(self, lo: int, hi: int) -> TextEmbeddings:
+        """Rows [lo, hi)."""
+        return TextEmbeddings(self.embeds[lo:hi], None if self.pooled is None else self.pooled[lo:hi])
+
     def to(self, device: Any = None, dtype: Any = None) -> TextEmbeddings:
         """A copy on `device` / in `dtype` (either may be None: unchanged)."""
         return TextEmbeddings(self.embeds.to(device=device, dtype=dtype),
