@@ -312,13 +312,22 @@ def check_annotation_precision(work: Path, s: Sizes, device: Any) -> dict[str, A
                                     steps=s.precision_sampler_steps, guidance_scale=1.5, resolution=32).cpu())
     candidates = torch.stack(cands)
     args = (theta, base, candidates, prompts, device)
-    fp32 = annotation_rewards(*args, torch.float32, s.precision_draws, 5000.0, 0, 32)
-    bf16 = annotation_rewards(*args, torch.bfloat16, s.precision_draws, 5000.0, 0, 32)
-    autocast = annotation_rewards(*args, torch.bfloat16, s.precision_draws, 5000.0, 0, 32, autocast=True)
+    seconds = {}
+
+    def timed(name: str, dtype: Any, autocast: bool = False) -> Any:
+        started = time.monotonic()
+        out = annotation_rewards(*args, dtype, s.precision_draws, 5000.0, 0, 32, autocast=autocast)
+        seconds[name] = round(time.monotonic() - started, 2)  # includes loading both UNets
+        return out
+
+    fp32 = timed("fp32", torch.float32)
+    bf16 = timed("bf16", torch.bfloat16)
+    autocast = timed("autocast", torch.bfloat16, autocast=True)
     delta = _weight_update(theta, base)
     return {"steps": s.precision_steps, "lr": s.precision_lr, "prompts": len(prompts), "candidates": s.precision_candidates,
             "draws": s.precision_draws, "update": delta, "fp32_reward_spread": float(fp32.std(dim=1).mean()),
-            "bf16_vs_fp32": compare_rewards(fp32, bf16), "autocast_vs_fp32": compare_rewards(fp32, autocast)}
+            "bf16_vs_fp32": compare_rewards(fp32, bf16), "autocast_vs_fp32": compare_rewards(fp32, autocast),
+            "annotate_seconds": seconds}
 
 
 def _weight_update(theta: Path, base: Path) -> dict[str, float]:

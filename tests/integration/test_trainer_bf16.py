@@ -58,6 +58,38 @@ def test_step0_and_one_round_at_bf16_on_cpu(tmp_path: Path, monkeypatch: pytest.
     annotations = json.loads(Path(resolve_committed(store, layout.shard_dir(1, Phase.ANNOTATE, 0, 1),
                                                     "annotations.json")).read_text())
     assert all(math.isfinite(r) for p in annotations["pairs"] for r in p["rewards"])
+    _check_annotation_ran_in_fp32(run, store, layout)
+
+
+def _check_annotation_ran_in_fp32(run, store, layout) -> None:
+    """sail.annotationPrecision defaults to fp32 whatever model.precision says: the stored errors
+    equal an fp32 recomputation (bf16 UNets differ by ~1e-2 relative)."""
+    import torch
+
+    from sail_trainer.models.components import load_components, load_unet
+    from sail_trainer.models.sampling import build_scheduler
+    from sail_trainer.models.text import TextEncoder
+    from sail_trainer.phases.annotate_phase import compute_candidate_errors
+    from sail_trainer.phases.artifacts import ANNOTATION_TENSORS, load_tensors
+    from sail_trainer.plan import derive_seed
+
+    shard = layout.shard_dir(1, Phase.ANNOTATE, 0, 1)
+    tensors = load_tensors(Path(resolve_committed(store, shard, ANNOTATION_TENSORS)).read_bytes())
+    record = json.loads(Path(resolve_committed(store, shard, "annotations.json")).read_text())["pairs"][0]
+    gen_shard = layout.shard_dir(1, Phase.GENERATE, 0, 1)
+    x = load_tensors(Path(resolve_committed(store, gen_shard, "parts/part-00000/latents.safetensors")).read_bytes())[
+        "latents"][record["row"]]
+    theta0 = Path(resolve_committed(store, layout.phase_dir(0, Phase.TRAIN), "model", is_folder=True))
+    cpu = torch.device("cpu")
+    components = load_components(theta0, "auto", cpu, torch.float32)
+    judge = load_unet(run.model, cpu, torch.float32)
+    gen = torch.Generator().manual_seed(derive_seed(0, 1, record["prompt_index"], "annotate"))
+    alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
+    model_err, ref_err = compute_candidate_errors(components.unet, judge, components, x,
+                                                  TextEncoder(components).encode([record["prompt"]]), gen, 2,
+                                                  (0, 1000), 16, alphas, 4)
+    torch.testing.assert_close(tensors["model_err"][0], model_err, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(tensors["ref_err"][0], ref_err, rtol=1e-5, atol=1e-7)
 
 
 def test_a_failing_grid_keeps_the_model_and_a_failed_commit_resumes_without_training(
