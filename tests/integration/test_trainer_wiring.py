@@ -208,3 +208,25 @@ def test_judge_folder_follows_judge_reference(monkeypatch: pytest.MonkeyPatch) -
 
     assert [judge("base", 3), judge("previous", 3), judge("previous", 1), judge("step0", 3)] == \
         ["base", "theta1", "base", "theta0"]
+
+
+def test_the_prompt_pool_a_phase_reads_has_no_repeats(tmp_path: Path) -> None:
+    """Rounds are disjoint by pool index: a raw caption file that repeats strings must not let two
+    rounds (or one) use a prompt twice."""
+    from sail_api.storage import LocalStore as Store
+    from sail_trainer.phases.context import PhaseContext
+    from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
+    from sail_trainer.phases.runner import read_resolved_spec
+    from tests.builders.tiny_pipeline import build_tiny_run_spec
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\na dog\na cat\na tree\na dog\na house\n")
+    spec = tmp_path / "spec.json"
+    spec.write_text(build_tiny_run_spec(str(tmp_path / "run"), "m", "s", str(prompts), promptsPerRound=2))
+    ctx = PhaseContext(resolved=read_resolved_spec(str(spec)), run_uri=str(tmp_path / "run"), iteration=1,
+                       phase=Phase.GENERATE, store=Store(str(tmp_path / "run")), cache_dir=tmp_path, work_dir=tmp_path)
+    pool = read_prompt_pool(ctx)
+    assert sorted(pool) == ["a cat", "a dog", "a house", "a tree"]
+    seen = [pool[j] for i in (1, 2) for j in round_prompt_indices(
+        PhaseContext(**{**ctx.__dict__, "iteration": i}), pool)]
+    assert len(seen) == len(set(seen)) == 4

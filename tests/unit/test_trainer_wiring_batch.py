@@ -60,3 +60,26 @@ def test_blank_prompts_timesteps_and_noise_follow_the_pair_draw() -> None:
     assert batch["timesteps"].tolist() == [d.timestep for d in draws]
     assert torch.equal(batch["noise"], torch.stack([d.noise for d in draws]))
     assert batch["noise"].shape == batch["x_w"].shape == batch["x_l"].shape  # one noise per pair, shared
+
+
+def test_prefetched_batches_come_back_in_plan_order_and_out_of_order_is_refused() -> None:
+    import pytest
+
+    from sail_trainer.phases.train_phase import _BatchPrefetcher
+
+    built: list[list[int]] = []
+
+    def build(positions: list[int]) -> dict:
+        built.append(positions)
+        return {"positions": torch.tensor(positions)}
+
+    plan = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    prefetch = _BatchPrefetcher(build, iter(plan), depth=2)
+    try:
+        assert prefetch.next([0, 1])["positions"].tolist() == [0, 1]
+        assert prefetch.next([2, 3])["positions"].tolist() == [2, 3]
+        with pytest.raises(RuntimeError, match="out of order"):
+            prefetch.next([6, 7])
+    finally:
+        prefetch.close()
+    assert built[:3] == plan[:3]
