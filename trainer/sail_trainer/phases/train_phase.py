@@ -5,8 +5,11 @@ global batch of step s is mixture positions [s E, (s+1) E) (wrapping around), sp
 across processes and then into micro batches; gradients are accumulated and averaged
 (DDP all-reduce) so the update equals a single process's at the same global batch.
 Only rank 0 writes: step checkpoints every `checkpointEvery` steps (each committed; a
-preempted train resumes from the last), then the final model folder, metrics.json and the
-sample grids, and commits last.
+preempted train resumes from the last), the final step's checkpoint (so the trained weights
+are safe before anything optional runs), then the model folder and metrics.json, then the
+optional outputs (sample grids; one that fails is recorded, not fatal), and commits last.
+Policy and frozen reference both hold fp32 weights and run under the same autocast, so the
+first loss of every train phase is exactly log 2 (see `load_train_models`).
 """
 
 from __future__ import annotations
