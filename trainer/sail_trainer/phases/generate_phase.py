@@ -132,13 +132,18 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
         "latent_shape": list(components.latent_shape(sampler.resolution)), "part_size": part_rows,
     })))
-    files += _write_previews(ctx, components, shard_indices[:PREVIEW_PROMPTS], part_rows)
+    metadata: dict = {}
+    try:  # optional output, after the parts (the result) are committed: a failure is recorded, not fatal
+        files += _write_previews(ctx, components, shard_indices[:PREVIEW_PROMPTS], part_rows)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("generate: previews failed (%s: %s); committing the shard without them", type(exc).__name__, exc)
+        metadata["failed_outputs"] = {"previews": f"{type(exc).__name__}: {exc}"[:300]}
     elapsed = max(time.monotonic() - started, 1e-9)
     metrics = {"prompts": float(len(shard_indices)), "images": float(len(shard_indices) * n),
                "images_per_second": len(shard_indices) * n / elapsed}
     log.info("generated %d images for %d prompts", len(shard_indices) * n, len(shard_indices))
     return ctx.commit(files, metrics, {"parts": sum(f.startswith(art.GEN_PARTS_DIR + "/") for f in files),
-                                       "reused_parts": reused})
+                                       "reused_parts": reused, **metadata})
 
 
 def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], latent_shape: tuple[int, ...],
