@@ -432,6 +432,18 @@ def write_results(ctx: Context, args: argparse.Namespace, cfg: BenchConfig, chos
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; torch's thread count is restored afterwards (tests call this in-process,
+    and a changed count changes the reduction order of every later in-process trainer run)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small configuration for 2 CPU cores")
     p.add_argument("--seeds", type=int, default=3)

@@ -120,6 +120,18 @@ def compute_rewards(unet: Any, reference: Any, components: Any, text: Any, promp
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; torch's thread count is restored afterwards (tests call this in-process,
+    and a changed count changes the reduction order of every later in-process trainer run)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--oracle", default="size", help="built-in oracle name or module:callable")
     p.add_argument("--judge", action="append", required=True, metavar="LABEL=PATH",

@@ -46,7 +46,7 @@ class ResolvedRun(ApiModel):
 DIGEST_EXCLUDED_SAIL_FIELDS = frozenset({"rounds"})
 # Fields added after runs existed: left out of the digest while at their default, so a run
 # started before the field existed keeps its digest (and its committed phases) on upgrade.
-DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS = frozenset({"rewardTimesteps"})
+DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS = frozenset({"rewardTimesteps", "annotationPrecision"})
 
 
 def compute_algorithm_digest(algorithm: AlgorithmSpec) -> str:

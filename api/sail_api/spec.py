@@ -63,7 +63,8 @@ class ModelSpec(ApiModel):
         "pooled embeddings, add_time_ids), or auto (read from model_index.json)."
     )
     precision: Precision = Field(
-        "bf16", description="Compute precision for generation, annotation and training (fp32 on CPU)."
+        "bf16", description="Compute precision for generation and training (fp32 on CPU); annotation uses "
+        "sail.annotationPrecision."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
 
@@ -96,7 +97,9 @@ class SamplerSpec(ApiModel):
     resolution: int = Field(
         512, ge=8, le=4096, multiple_of=8, description="Image side in pixels (SD1.5: 512, SDXL: 1024)."
     )
-    batch_size: int = Field(8, ge=1, le=1024, description="Images generated per forward batch.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Images generated per forward batch (below "
+                            "candidatesPerPrompt a prompt's candidates are split over batches); rows per UNet call "
+                            "in annotate.")
 
 
 class OptimizerSpec(ApiModel):
@@ -185,6 +188,11 @@ class SAILSpec(ApiModel):
     )
     judge_reference: JudgeReference = Field(
         "base", description="Reference model of the implicit reward: base (choice), previous round, or step0."
+    )
+    annotation_precision: Precision = Field(
+        "fp32", description="Compute precision of annotate's two UNets (the implicit reward). fp32 (choice, "
+        "measured): a round's update is mostly below bf16's rounding step, and bf16 changed a third of the "
+        "best/worst picks of a SAIL-sized update (docs/trainer.md). bf16 is faster."
     )
     margin_threshold: float | None = Field(
         None, ge=0.0, description="Drop self pairs whose reward margin is below this (choice; off by default)."

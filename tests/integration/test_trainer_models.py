@@ -100,3 +100,48 @@ def test_every_sampler_kind_runs_and_is_reproducible(pipelines: dict[str, Path],
     first, second = sample(), sample()
     assert torch.isfinite(first).all()
     assert torch.equal(first, second)
+
+
+def test_prompt_cache_is_bounded_in_host_memory_and_returns_the_same_embeddings(pipelines: dict[str, Path]) -> None:
+    """The cache lives on the host and evicts least recently used prompts (a round of 50K
+    distinct captions held on the GPU was ~6 GB for SD1.5); evicted prompts re-encode alike."""
+    import torch
+
+    c = _load(pipelines["sdxl"])
+    text = TextEncoder(c, max_prompts=3)
+    prompts = [f"a cat number {i}" for i in range(5)]
+    first = text.encode(prompts)  # a batch larger than the cache still works
+    assert text.cached == 3
+    assert all(e.embeds.device.type == "cpu" for e in text._cache.values())
+    text.encode([prompts[2]])  # touch: prompt 2 becomes the most recent
+    text.encode(["a dog"])
+    assert list(text._cache) == [prompts[4], prompts[2], "a dog"]
+    again = text.encode(prompts)
+    assert torch.equal(first.embeds, again.embeds) and torch.equal(first.pooled, again.pooled)
+
+
+def test_a_v_prediction_model_is_refused_naming_the_field(pipelines: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "v-pred"
+    shutil.copytree(pipelines["sd15"], folder)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
+    with pytest.raises(BadSpecError, match=r"model.uri: .*scheduler_config.json has prediction_type 'v_prediction'"):
+        _load(folder)
+
+
+def test_fp32_unet_samples_from_half_precision_text_embeddings(pipelines: dict[str, Path]) -> None:
+    """The train phase renders its grid with the fp32 policy while the text encoders run in the
+    compute dtype: the UNet's inputs must follow the UNet's dtype."""
+    import torch
+
+    c = load_components(pipelines["sd15"], "auto", torch.device("cpu"), torch.bfloat16)
+    policy = c.unet.float()
+    text = TextEncoder(c)
+    assert text.encode(["a cat"]).embeds.dtype == torch.bfloat16
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    out = sample_latents(policy, c, build_scheduler("ddim", c.scheduler_config), text.encode(["a cat", "a dog"]),
+                         text.unconditional(2), gens, steps=2, guidance_scale=3.0, resolution=16)
+    assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())

@@ -51,6 +51,21 @@ def test_overrides_reject_unknown_fields_by_name():
         A.apply_overrides(A.QUICK, ["sweep_lr=1"])
 
 
+def test_main_restores_torch_thread_count_even_when_it_fails():
+    """main() sets 2 threads for its own runs; an in-process caller (a test) keeps its count, or
+    later in-process trainer runs reduce in another order."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(SystemExit, match="expected FIELD=VALUE"):
+            A.main(["--quick", "--set", "sweep_lr=1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("family", A.FAMILIES)
 def test_each_family_trains_a_valid_sailrun_algorithm(tmp_path, family):
     ctx = A.Context(A.QUICK, "size", tmp_path / "model", tmp_path)

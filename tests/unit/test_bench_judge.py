@@ -32,10 +32,14 @@ def test_bad_range_names_the_flag():
 def test_a_judge_equal_to_its_reference_has_no_preference(tmp_path, capsys):
     """With the base model as both judge and reference every reward is 0: all ties, so the
     best/worst pick is the first/last index and pairwise agreement is undefined (NaN)."""
+    import torch
+
     out = tmp_path / "judge.json"
+    torch.set_num_threads(1)
     code = judge.main(["--judge", f"base={TOY_MODEL}", "--prompts", "3", "--candidates", "3", "--draws", "2",
                        "--ranges", "0.5:1", "--steps", "2", "--out", str(out)])
     assert code == 0
+    assert torch.get_num_threads() == 1, "main() must restore torch's thread count (in-process callers)"
     doc = json.loads(out.read_text())
     (row,) = doc["rows"]
     assert row["draws"] == 2 and row["range"] == [0.5, 1.0]

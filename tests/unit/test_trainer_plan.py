@@ -58,4 +58,27 @@ def test_steps_default_to_one_pass_and_accumulation_must_divide() -> None:
     assert compute_accumulation(128, 8, 4) == 4
     with pytest.raises(ValueError, match="effectiveBatch"):
         compute_accumulation(10, 4, 1)
+    with pytest.raises(ValueError, match=r"WORLD_SIZE=3.*parallelism.trainNodes x parallelism.gpusPerNode"):
+        compute_accumulation(8, 1, 3)
     assert default_learning_rate(128) == pytest.approx(1.28e-6)
+
+
+def test_the_prompt_pool_drops_repeats_so_rounds_never_share_a_prompt() -> None:
+    from sail_trainer.phases.generate_phase import distinct_prompts
+
+    raw = ["a cat", "a dog", "a cat", "a tree", "a dog", "a house"]
+    pool = distinct_prompts(raw)
+    assert pool == ["a cat", "a dog", "a tree", "a house"]
+    rounds = [[pool[j] for j in select_round_prompts(len(pool), 2, i, 0)] for i in (1, 2)]
+    assert len(set(rounds[0] + rounds[1])) == 4
+    with pytest.raises(ValueError, match="pool has 4"):
+        select_round_prompts(len(pool), 2, 3, 0)
+
+
+@pytest.mark.parametrize(("count", "batch", "expected"), [
+    (8, 8, [(0, 8)]), (8, 4, [(0, 4), (4, 8)]), (8, 3, [(0, 3), (3, 6), (6, 8)]), (2, 16, [(0, 2)])])
+def test_generate_batches_hold_at_most_batch_size_images(count: int, batch: int, expected: list) -> None:
+    """sampler.batchSize is images per forward batch: below N it splits a prompt's candidates."""
+    from sail_trainer.phases.generate_phase import image_chunks
+
+    assert image_chunks(count, batch) == expected

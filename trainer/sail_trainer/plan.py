@@ -73,7 +73,8 @@ def compute_accumulation(effective_batch: int, micro_batch: int, world_size: int
     if effective_batch % per_step:
         raise ValueError(
             f"sail.train.effectiveBatch ({effective_batch}) must be a multiple of microBatch ({micro_batch}) "
-            f"x processes ({world_size})"
+            f"x processes (WORLD_SIZE={world_size}); change effectiveBatch, microBatch or the train "
+            "processes (parallelism.trainNodes x parallelism.gpusPerNode)"
         )
     return effective_batch // per_step
 

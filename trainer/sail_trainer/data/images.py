@@ -3,7 +3,9 @@
 The preprocessing matches the Diffusion-DPO reference training code (torchvision
 `Resize(resolution, BILINEAR)` on the shorter side, `CenterCrop(resolution)`, `ToTensor`,
 `Normalize([0.5], [0.5])`), implemented with PIL so torchvision is not needed.
-`compute_resize_crop` gives the original size and crop corner SDXL puts in `add_time_ids`.
+`compute_resize_crop` gives the original size and crop corner of that geometry; the trainer
+does not feed them to SDXL's `add_time_ids`, which are always (res, res, 0, 0, res, res)
+(`models.text.build_unet_kwargs`: seed images are encoded once as resized square crops).
 Random horizontal flip is a training-time augmentation and is left to the train phase.
 """
 
@@ -76,7 +78,7 @@ def check_image_header(data: bytes, *, source: str) -> None:
 
 @dataclass(frozen=True)
 class ResizeCrop:
-    """Geometry of `image_to_tensor` (SDXL conditions on it through `add_time_ids`).
+    """Geometry of `image_to_tensor` (informational: the trainer's SDXL `add_time_ids` do not use it).
 
     original_size and crop_top_left are (height, width) / (top, left), as in diffusers' SDXL.
     """

@@ -1,10 +1,12 @@
 """Ranked preference mixup: which pairs round i trains on (SAIL-METHOD.md, "Ranked preference mixup").
 
 Each drawn pair is a self-labelled pair of this round with probability `alpha`, else a
-human seed pair. Self pairs are ranked by margin (highest first): a threshold drops
-low-margin pairs (choice, off by default), a cap keeps the highest-margin ones, and draws
-take self pairs in rank order without replacement, starting over at the top when the
-mixture asks for more than there are. Seed pairs are drawn uniformly **without
+human seed pair. Self pairs are ranked by margin (highest first) only to decide which are
+kept: a threshold drops low-margin pairs (choice, off by default), a cap keeps the
+highest-margin ones. Draws take the kept self pairs in a seeded shuffled order without
+replacement, reshuffled for each further pass (choice: no margin curriculum; drawn in
+rank order, step 1 trained on the top margins and the last step on the noisiest labels,
+which nothing in the method asks for). Seed pairs are drawn uniformly **without
 replacement** from a fresh shuffle, reshuffled when exhausted (choice: every seed pair is
 equally likely at each draw, as with uniform sampling, but a pass repeats none). With no
 self pairs (step 0, or all filtered out) the plan is seed-only.
@@ -42,7 +44,8 @@ class MixupPlan:
             in (`self_margins` order) or of the seed set.
         num_self: entries with source "self".
         num_seed: entries with source "seed".
-        self_ranked: kept self indices, highest margin first (after threshold and cap).
+        self_ranked: kept self indices, highest margin first (after threshold and cap); the
+            draws take them in a shuffled order.
         self_dropped_threshold: self pairs dropped for a margin below the threshold.
         self_dropped_cap: self pairs dropped by the cap (the lowest-margin ones).
         alpha: the probability used.
@@ -144,13 +147,17 @@ def build_mixup_plan(
             "but the seed set is empty; provide seed pairs or set alpha to 1"
         )
     rng = np.random.default_rng(seed)
+    self_rng = np.random.default_rng([seed, 1])  # its own stream: the seed draws do not depend on it
     is_self = rng.random(n) < p_self
     entries: list[MixupEntry] = []
     self_pos = 0
     seed_order: list[int] = []
+    self_order: list[int] = []
     for draw_self in is_self.tolist():
         if draw_self:
-            entries.append(MixupEntry("self", ranked[self_pos % len(ranked)]))
+            if not self_order:
+                self_order = [ranked[i] for i in self_rng.permutation(len(ranked)).tolist()][::-1]
+            entries.append(MixupEntry("self", self_order.pop()))
             self_pos += 1
         else:
             if not seed_order:

@@ -2,9 +2,13 @@
 
 Loading components separately (not a pipeline object) lets a phase copy the UNet for a
 trainable policy and a frozen reference, keep the VAE in fp32, and run its own loops.
-Precision: fp32/bf16/fp16 on CUDA; CPU always computes in fp32 (logged once), because
-half-precision convolutions on CPU are slow or unsupported. The VAE stays fp32 (choice:
+Precision: fp32/bf16/fp16 on CUDA; CPU computes in fp32 (logged once), because
+half-precision convolutions on CPU are slow or unsupported, unless `SAIL_CPU_BF16=1` asks
+for bf16 there too: that is how the test suite and `bench/gpu_check.py --device cpu` run
+the bf16 code paths (autocast, dtype boundaries) without a GPU. The VAE stays fp32 (choice:
 SDXL's VAE overflows in fp16, and it runs once per image).
+The base model must predict epsilon (`prediction_type` of its scheduler config): the DPO
+loss and the implicit reward compare epsilon errors.
 """
 
 from __future__ import annotations
@@ -55,11 +59,20 @@ def pick_device() -> Any:
     return torch.device("cpu")
 
 
+CPU_BF16_ENV = "SAIL_CPU_BF16"
+
+
 def resolve_dtype(precision: str, device: Any) -> Any:
-    """torch dtype for a spec precision on `device`; fp32 on CPU (with a log line)."""
+    """torch dtype for a spec precision on `device`; fp32 on CPU (with a log line) unless
+    `SAIL_CPU_BF16=1` and the precision is bf16."""
+    import os
+
     import torch
 
     wanted = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if device.type == "cpu" and wanted == torch.bfloat16 and os.environ.get(CPU_BF16_ENV) == "1":
+        log.info("precision bf16 on CPU (%s=1)", CPU_BF16_ENV)
+        return wanted
     if device.type == "cpu" and wanted != torch.float32:
         log.info("precision %s requested but running on CPU: computing in fp32", precision)
         return torch.float32
@@ -99,6 +112,25 @@ class Components:
         return int(self.scheduler_config.get("num_train_timesteps", 1000))
 
 
+def read_scheduler_config(folder: Path) -> dict[str, Any]:
+    """The scheduler config of a pipeline folder; BadSpecError unless the model predicts epsilon."""
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    check_epsilon_prediction(config, path)
+    return config
+
+
+def check_epsilon_prediction(scheduler_config: dict[str, Any], source: Any) -> None:
+    """SAIL's loss and reward compare epsilon errors (as the Diffusion-DPO reference code asserts):
+    a v-prediction or sample-prediction model would train on the wrong target without an error."""
+    kind = scheduler_config.get("prediction_type", "epsilon")
+    if kind != "epsilon":
+        raise BadSpecError(
+            f"model.uri: {source} has prediction_type {kind!r}; SAIL needs an epsilon-prediction base model "
+            "(SD1.5, SDXL base); v-prediction models (e.g. SD2.x 768) are not supported"
+        )
+
+
 def load_unet(folder: Path, device: Any, dtype: Any) -> Any:
     """The UNet of a pipeline folder, eval mode, no grad, on device/dtype."""
     from diffusers import UNet2DConditionModel
@@ -127,7 +159,7 @@ def load_components(folder: Path, layout: str, device: Any, dtype: Any, *, with_
         if resolved == "sdxl":
             tokenizers.append(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2"))
             encoders.append(CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2"))
-        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        scheduler_config = read_scheduler_config(folder)
     except (OSError, ValueError) as exc:
         raise BadSpecError(f"model.uri: cannot load the components of {folder}: {exc}") from exc
     for module in [vae, *encoders]:

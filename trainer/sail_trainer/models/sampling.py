@@ -35,7 +35,7 @@ def build_scheduler(kind: str, base_config: dict[str, Any]) -> Any:
 def predict_noise(unet: Any, components: Components, x_t: Any, timesteps: Any, text: TextEmbeddings,
                   resolution: int) -> Any:
     """Epsilon prediction of `unet` for `x_t [B,...]` at integer `timesteps [B]` (conditional only)."""
-    kwargs = build_unet_kwargs(components, text, resolution)
+    kwargs = build_unet_kwargs(components, text, resolution, unet.dtype)
     return unet(x_t.to(unet.dtype), timesteps, **kwargs, return_dict=False)[0]
 
 
@@ -46,18 +46,20 @@ def sample_latents(
     """Final latents `[B, C, h, w]` (fp32, not decoded) for `B = len(generators)` samples.
 
     `cond`/`uncond` hold B rows each. With guidance_scale > 1 the conditional and
-    unconditional halves go through the UNet as one batch of 2B.
+    unconditional halves go through the UNet as one batch of 2B. The UNet's inputs are cast
+    to the UNet's own dtype (the train phase samples its grid with the fp32 policy while the
+    text encoders run in bf16); the scheduler works in fp32.
     """
     import torch
 
-    device, dtype = components.device, components.dtype
+    device, dtype = components.device, unet.dtype
     shape = components.latent_shape(resolution)
     latents = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
     scheduler.set_timesteps(steps, device=device)
     latents = latents * scheduler.init_noise_sigma
     use_cfg = guidance_scale > 1.0
     text = TextEmbeddings.cat([uncond, cond]) if use_cfg else cond
-    kwargs = build_unet_kwargs(components, text, resolution)
+    kwargs = build_unet_kwargs(components, text, resolution, dtype)
     gen_arg = generators if len(generators) > 1 else generators[0]
     with torch.no_grad():
         for t in scheduler.timesteps:

@@ -4,7 +4,9 @@ For each prompt, M (t, eps) draws are made once from a generator seeded by
 hash(run seed, iteration, prompt index) and shared by its N candidates (SAIL-METHOD.md,
 "Implicit reward"), their timesteps within `sail.rewardTimesteps` (default: all); the errors of the current model and of the judge reference on those
 draws give `R = -(beta/2) mean_m (SE_theta - SE_ref)`. Conditional prediction with the real
-caption, no CFG. Shard k of S takes prompts k, k+S, ... of the round; work is batched
+caption, no CFG. Both UNets run in `sail.annotationPrecision` (fp32 by default, TF32 off: theta_{i-1}
+differs from the judge by updates mostly below bf16's rounding step, and the difference is
+multiplied by beta/2; see docs/trainer.md for the measurement). Shard k of S takes prompts k, k+S, ... of the round; work is batched
 within one prompt only, so sharding does not change any number. Latents are referenced
 (generate shard folder + row), not copied.
 """
@@ -60,6 +62,19 @@ def compute_candidate_errors(unet, judge, components, x, text, generator, m: int
     return (compute_errors(unet, *args).view(n, m).cpu(), compute_errors(judge, *args).view(n, m).cpu())
 
 
+def resolve_annotation_dtype(precision: str, device) -> object:
+    """The dtype of annotate's UNets; fp32 means fp32 (TF32 would round the weights to 10 bits)."""
+    import torch
+
+    from sail_trainer.models.components import resolve_dtype
+
+    dtype = resolve_dtype(precision, device)
+    if dtype == torch.float32 and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return dtype
+
+
 def _predict(unet, components, x_t, timesteps, text, resolution):
     from sail_trainer.models.sampling import predict_noise
 
@@ -81,7 +96,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
 
     from sail_trainer.math.reward import implicit_reward
     from sail_trainer.models.acceleration import accelerate_unet
-    from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
+    from sail_trainer.models.components import load_components, load_unet, pick_device
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEncoder
     from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
@@ -95,7 +110,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     if missing:
         raise MissingInputError(f"generate outputs of iteration {ctx.iteration} lack prompts {missing[:5]}")
     device = pick_device()
-    dtype = resolve_dtype(ctx.precision, device)
+    dtype = resolve_annotation_dtype(s.annotation_precision, device)
     components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
                                  device, dtype)
     judge = load_unet(resolve_judge_folder(ctx), device, dtype)

@@ -1,5 +1,8 @@
 """generate (round i >= 1): N samples per prompt of this round with the current model.
 
+The pool is the prompt file's distinct prompts in first-seen order (`distinct_prompts`: a raw
+caption pool repeats strings, and rounds are disjoint by pool index, so duplicates would let
+two rounds, or one round, use the same prompt twice).
 Round i takes prompts [(i-1)P, iP) of a seeded permutation of the pool; shard k of S takes
 batches of whole prompts (`plan.select_shard_positions`), so a batch holds the same prompts
 whatever S is. Sample k of pool prompt j starts from a generator seeded by
@@ -29,13 +32,24 @@ PREVIEW_PROMPTS = 4  # prompts per shard with a decoded preview strip (choice: e
 PREVIEW_SIDE = 128  # px per preview image
 
 
+def distinct_prompts(prompts: list[str]) -> list[str]:
+    """The prompts without repeats, first occurrence kept, order otherwise unchanged."""
+    return list(dict.fromkeys(prompts))
+
+
 def read_prompt_pool(ctx: PhaseContext) -> list[str]:
+    """The run's prompt pool: the distinct prompts of `prompts.uri` (see the module docstring)."""
     from sail_api.storage import open_store
     from sail_trainer.data.prompts import read_prompts
 
     spec, storage = ctx.algorithm.prompts, ctx.resolved.storage
     opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
-    return read_prompts(spec.uri, spec.format, spec.column, open_store=opener)
+    raw = read_prompts(spec.uri, spec.format, spec.column, open_store=opener)
+    pool = distinct_prompts(raw)
+    if len(pool) < len(raw):
+        log.info("prompt pool %s: %d prompts, %d distinct (repeats dropped so rounds never share a prompt)",
+                 spec.uri, len(raw), len(pool))
+    return pool
 
 
 def round_prompt_indices(ctx: PhaseContext, pool: list[str]) -> list[int]:
@@ -43,7 +57,17 @@ def round_prompt_indices(ctx: PhaseContext, pool: list[str]) -> list[int]:
     try:
         return select_round_prompts(len(pool), s.prompts_per_round, ctx.iteration, s.seed)
     except ValueError as exc:
-        raise BadDataError(f"prompts.uri {ctx.algorithm.prompts.uri}: {exc}") from exc
+        raise BadDataError(f"prompts.uri {ctx.algorithm.prompts.uri}: {exc} (distinct prompts)") from exc
+
+
+def image_chunks(count: int, batch_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) slices of at most `batch_size` images (`sampler.batchSize`: images per forward batch).
+
+    A batch holds whole prompts (`batchSize // N` of them) when `batchSize >= N`; below N a
+    prompt's N candidates are split over several batches. Each sample has its own generator,
+    so the split changes no latent.
+    """
+    return [(lo, min(count, lo + batch_size)) for lo in range(0, count, max(1, batch_size))]
 
 
 def sample_seeds(run_seed: int, iteration: int, prompt_index: int, n: int) -> list[int]:
@@ -87,13 +111,17 @@ def run(ctx: PhaseContext) -> PhaseManifest:
             indices = [round_indices[p] for p in batch]
             generators = [torch.Generator().manual_seed(seed) for j in indices
                           for seed in sample_seeds(s.seed, ctx.iteration, j, n)]
-            latents = sample_latents(
-                components.unet, components, build_scheduler(sampler.kind, components.scheduler_config),
-                text.encode([pool[j] for j in indices]).repeat(n), text.unconditional(len(generators)), generators,
-                steps=sampler.steps, guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
-            )
-            rows.extend(latents.cpu().view(len(indices), n, *latents.shape[1:]))
-            progress.update(len(generators))
+            cond = text.encode([pool[j] for j in indices]).repeat(n)  # prompt0 x n, prompt1 x n, ...
+            chunks = []
+            for lo, hi in image_chunks(len(generators), sampler.batch_size):
+                chunks.append(sample_latents(
+                    components.unet, components, build_scheduler(sampler.kind, components.scheduler_config),
+                    cond.rows(lo, hi), text.unconditional(hi - lo), generators[lo:hi],
+                    steps=sampler.steps, guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
+                ).cpu())
+                progress.update(hi - lo)
+            latents = torch.cat(chunks)
+            rows.extend(latents.view(len(indices), n, *latents.shape[1:]))
         _commit_part(ctx, part, rows, [round_indices[p] for p in part_positions],
                      components.latent_shape(sampler.resolution), n)
     progress.close()
@@ -104,13 +132,18 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
         "latent_shape": list(components.latent_shape(sampler.resolution)), "part_size": part_rows,
     })))
-    files += _write_previews(ctx, components, shard_indices[:PREVIEW_PROMPTS], part_rows)
+    metadata: dict = {}
+    try:  # optional output, after the parts (the result) are committed: a failure is recorded, not fatal
+        files += _write_previews(ctx, components, shard_indices[:PREVIEW_PROMPTS], part_rows)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("generate: previews failed (%s: %s); committing the shard without them", type(exc).__name__, exc)
+        metadata["failed_outputs"] = {"previews": f"{type(exc).__name__}: {exc}"[:300]}
     elapsed = max(time.monotonic() - started, 1e-9)
     metrics = {"prompts": float(len(shard_indices)), "images": float(len(shard_indices) * n),
                "images_per_second": len(shard_indices) * n / elapsed}
     log.info("generated %d images for %d prompts", len(shard_indices) * n, len(shard_indices))
     return ctx.commit(files, metrics, {"parts": sum(f.startswith(art.GEN_PARTS_DIR + "/") for f in files),
-                                       "reused_parts": reused})
+                                       "reused_parts": reused, **metadata})
 
 
 def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], latent_shape: tuple[int, ...],

@@ -5,8 +5,11 @@ global batch of step s is mixture positions [s E, (s+1) E) (wrapping around), sp
 across processes and then into micro batches; gradients are accumulated and averaged
 (DDP all-reduce) so the update equals a single process's at the same global batch.
 Only rank 0 writes: step checkpoints every `checkpointEvery` steps (each committed; a
-preempted train resumes from the last), then the final model folder, metrics.json and the
-sample grids, and commits last.
+preempted train resumes from the last), the final step's checkpoint (so the trained weights
+are safe before anything optional runs), then the model folder and metrics.json, then the
+optional outputs (sample grids; one that fails is recorded, not fatal), and commits last.
+Policy and frozen reference both hold fp32 weights and run under the same autocast, so the
+first loss of every train phase is exactly log 2 (see `load_train_models`).
 """
 
 from __future__ import annotations
@@ -40,9 +43,44 @@ CHECKPOINT_OPTIMIZER = "optimizer.pt"
 # ----------------------------------------------------------------------------- distributed
 
 
+DIST_TIMEOUT_ENV = "SAIL_DIST_TIMEOUT_S"
+DIST_TIMEOUT_S = 3600  # choice: the other ranks wait at a barrier while rank 0 alone uploads the
+# step checkpoints, the model folder and the grids (NCCL's default of 10 minutes is too short for SDXL)
+
+
+def process_group_backend(device_type: str) -> str:
+    """The backend of the process group for a run computing on `device_type`.
+
+    On CUDA, NCCL for CUDA tensors *and* gloo for CPU ones ("cpu:gloo,cuda:nccl"): an NCCL-only
+    group refuses any CPU tensor ("No backend type associated with device type cpu").
+    """
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
+def read_local_rank(env: Any) -> int:
+    """LOCAL_RANK, which torchrun sets for every worker; a clear error when it is missing."""
+    value = env.get("LOCAL_RANK")
+    if value is None or not str(value).strip().isdigit():
+        raise BadSpecError(
+            f"LOCAL_RANK is {'not set' if value is None else repr(value)} but WORLD_SIZE={env.get('WORLD_SIZE')}: "
+            "multi-process train must run under torchrun (plain `sail-trainer train` with the PET_* "
+            "environment starts it), which sets RANK, LOCAL_RANK and WORLD_SIZE for each worker"
+        )
+    return int(value)
+
+
+def dist_timeout_seconds(env: Any) -> float:
+    try:
+        return float(env.get(DIST_TIMEOUT_ENV, DIST_TIMEOUT_S))
+    except ValueError as exc:
+        raise BadSpecError(f"{DIST_TIMEOUT_ENV}={env.get(DIST_TIMEOUT_ENV)!r}: expected seconds") from exc
+
+
 def init_distributed(world_size: int) -> bool:
-    """Join the torchrun/env rendezvous when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    """Join the torchrun/env rendezvous when WORLD_SIZE > 1: gloo on CPU; nccl + gloo on CUDA,
+    with this process bound to cuda:LOCAL_RANK first (so NCCL never guesses the device)."""
     import os
+    from datetime import timedelta
 
     import torch
     import torch.distributed as dist
@@ -52,19 +90,21 @@ def init_distributed(world_size: int) -> bool:
     for name in ("MASTER_ADDR", "MASTER_PORT"):  # Kubeflow-style PET_* names when torchrun did not set them
         if name not in os.environ and f"PET_{name}" in os.environ:
             os.environ[name] = os.environ[f"PET_{name}"]
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local_rank = read_local_rank(os.environ)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(process_group_backend(device_type), timeout=timedelta(seconds=dist_timeout_seconds(os.environ)))
     return True
 
 
-def _all_reduce_sum(values: list[float]) -> list[float]:
-    import torch
+def _all_reduce_sum(values: Any) -> Any:
+    """Sum a tensor over the processes, in place, on its own device (a no-op outside a group)."""
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
+    if dist.is_initialized():
+        dist.all_reduce(values)
+    return values
 
 
 def _barrier() -> None:
@@ -101,8 +141,14 @@ def find_latest_checkpoint(ctx: PhaseContext) -> str | None:
 
 
 def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, scheduler: Any,
-                    history: list[dict]) -> None:
-    """Commit a resumable checkpoint after `step` optimizer steps (rank 0), then drop older ones."""
+                    history: list[dict], scaler: Any = None, *, final: bool = False) -> None:
+    """Commit a resumable checkpoint after `step` optimizer steps (rank 0), then drop older ones.
+
+    The GradScaler's state (fp16) is saved with it, or a resumed fp16 run restarts loss scaling.
+    `final`: the checkpoint after the last step, written before anything optional (grids) runs,
+    so a phase that fails afterwards resumes with nothing left to train. It has no optimizer
+    state (nothing will step again; for SDXL that is ~20 GB not uploaded).
+    """
     import torch
     from safetensors.torch import save
 
@@ -114,12 +160,16 @@ def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, s
     # step never overwrites what the winner's step manifest hashed (readers resolve through it).
     names = [ctx.attempt_path(n) for n in (CHECKPOINT_UNET, CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE)]
     store.write_bytes(join(folder, names[0]), save({k: v.contiguous() for k, v in policy.state_dict().items()}))
-    buffer = io.BytesIO()
-    torch.save(optimizer.state_dict(), buffer)
-    store.write_bytes(join(folder, names[1]), buffer.getvalue())
+    if final:
+        names.pop(1)
+    else:
+        buffer = io.BytesIO()
+        torch.save(optimizer.state_dict(), buffer)
+        store.write_bytes(join(folder, names[1]), buffer.getvalue())
     state = {"step": step, "scheduler": scheduler.state_dict(), "history": history,
-             "torch_rng": torch.get_rng_state().tolist()}
-    store.write_bytes(join(folder, names[2]), json.dumps(state).encode())
+             "torch_rng": torch.get_rng_state().tolist(), "final": final,
+             "grad_scaler": scaler.state_dict() if scaler is not None else {}}
+    store.write_bytes(join(folder, names[-1]), json.dumps(state).encode())
     try:
         store.commit(folder, names, metrics={"step": float(step)}, metadata={"attempt": ctx.attempt},
                      run=ctx.resolved.name, iteration=ctx.iteration, phase="train", spec_digest=ctx.resolved.digest())
@@ -141,7 +191,7 @@ def _older_checkpoints(ctx: PhaseContext, keep: str) -> list[str]:
 
 
 def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: Any, scheduler: Any,
-                       device: Any) -> tuple[int, list[dict]]:
+                       device: Any, scaler: Any = None) -> tuple[int, list[dict]]:
     """Load a committed checkpoint into the objects; return (step, metrics history)."""
     import torch
     from safetensors.torch import load
@@ -149,10 +199,13 @@ def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: A
     from sail_trainer.storage import read_committed_bytes
 
     policy.load_state_dict(load(read_committed_bytes(ctx.store, folder, CHECKPOINT_UNET)))
-    optimizer.load_state_dict(torch.load(io.BytesIO(read_committed_bytes(ctx.store, folder, CHECKPOINT_OPTIMIZER)),
-                                         map_location=device, weights_only=True))
     state = json.loads(read_committed_bytes(ctx.store, folder, CHECKPOINT_STATE))
+    if not state.get("final"):  # the final checkpoint has no optimizer state: nothing steps again
+        optimizer.load_state_dict(torch.load(io.BytesIO(read_committed_bytes(ctx.store, folder, CHECKPOINT_OPTIMIZER)),
+                                             map_location=device, weights_only=True))
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     log.info("resumed from %s at step %d", folder, state["step"])
     return int(state["step"]), list(state["history"])
@@ -163,7 +216,11 @@ def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: A
 
 def dpo_micro_step(policy: Any, reference: Any, components: Any, text: Any, batch: dict[str, Any], beta: float,
                    resolution: int, alphas: Any, autocast: Any) -> Any:
-    """Forward of one micro batch: same (t, eps) for winner and loser, policy and frozen reference."""
+    """Forward of one micro batch: same (t, eps) for winner and loser, policy and frozen reference.
+
+    Rows `[0, B)` of the doubled batch are the winners, `[B, 2B)` the losers; each half sees the
+    same prompts, timesteps and noise, so the pair differs only in its latent.
+    """
     import torch
 
     from sail_trainer.math.denoising import add_noise, denoising_error
@@ -171,9 +228,9 @@ def dpo_micro_step(policy: Any, reference: Any, components: Any, text: Any, batc
     from sail_trainer.models.text import TextEmbeddings, build_unet_kwargs
 
     device = components.device
-    x0 = torch.cat([batch["x_w"], batch["x_l"]]).to(device)
-    noise = torch.cat([batch["noise"], batch["noise"]]).to(device)
-    t = torch.cat([batch["timesteps"], batch["timesteps"]]).to(device)
+    x0 = torch.cat([batch["x_w"], batch["x_l"]]).to(device, non_blocking=True)
+    noise = torch.cat([batch["noise"], batch["noise"]]).to(device, non_blocking=True)
+    t = torch.cat([batch["timesteps"], batch["timesteps"]]).to(device, non_blocking=True)
     x_t = add_noise(x0, noise, t, alphas)
     emb = text.encode(batch["prompts"])
     kwargs = build_unet_kwargs(components, TextEmbeddings.cat([emb, emb]), resolution)
@@ -195,7 +252,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
 
     from sail_trainer.math.schedule import lr_lambda
     from sail_trainer.models.acceleration import accelerate_unet
-    from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
+    from sail_trainer.models.components import load_components, pick_device, resolve_dtype
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEncoder
 
@@ -213,39 +270,47 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         dtype = resolve_dtype(ctx.precision, device)
         init_folder = resolve_iteration_folder(ctx, ctx.iteration - 1)
         components = load_components(init_folder, ctx.algorithm.model.layout, device, dtype, with_unet=False)
-        policy = load_unet(init_folder, device, torch.float32)
+        policy, reference = load_train_models(init_folder, device, dtype)
         policy.train().requires_grad_(True)
         if tr.gradient_checkpointing:
             policy.enable_gradient_checkpointing()
-        reference = load_unet(init_folder, device, dtype)
         for unet in (policy, reference):
             accelerate_unet(unet, ctx.resolved.performance)
         lr = tr.optimizer.learning_rate or default_learning_rate(tr.effective_batch)
         optimizer = build_optimizer([p for p in policy.parameters() if p.requires_grad], tr.optimizer, lr, device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(tr.optimizer.schedule, tr.optimizer.warmup_steps, steps))
+        # fp16 needs loss scaling (bf16 does not); master weights stay fp32 either way
+        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
         start, history = 0, []
         latest = find_latest_checkpoint(ctx)
         if latest is not None:
-            start, history = restore_checkpoint(ctx, latest, policy, optimizer, scheduler, device)
+            start, history = restore_checkpoint(ctx, latest, policy, optimizer, scheduler, device, scaler)
         model = policy
-        if distributed:
+        if distributed and start < steps:
             model = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
         log.info("train: %d pairs, %d steps from step %d, lr %.3g, accumulation %d x micro %d x %d process(es)",
                  len(data), steps, start, lr, accumulation, tr.micro_batch, ctx.world_size)
         loop = _Loop(ctx, data, model, policy, reference, components, TextEncoder(components), optimizer, scheduler,
-                     build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation, dtype)
+                     build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation, dtype,
+                     scaler, start, steps)
         progress = Progress("train", steps - start, enabled=ctx.rank == 0)
-        for step in range(start, steps):
-            history.append(loop.step(step))
-            if ctx.rank == 0:
-                _log_step(history[-1], steps)
-            progress.update()
-            if (step + 1) % tr.checkpoint_every == 0 and step + 1 < steps:
+        try:
+            for step in range(start, steps):
+                history.append(loop.step(step))
                 if ctx.rank == 0:
-                    save_checkpoint(ctx, step + 1, policy, optimizer, scheduler, history)
-                _barrier()
+                    _log_step(history[-1], steps)
+                progress.update()
+                if (step + 1) % tr.checkpoint_every == 0 and step + 1 < steps:
+                    if ctx.rank == 0:
+                        save_checkpoint(ctx, step + 1, policy, optimizer, scheduler, history, scaler)
+                    _barrier()
+        finally:
+            loop.close()
         progress.close()
+        if ctx.rank == 0 and start < steps:
+            # Commit before decorating: the trained weights are safe before the grids run.
+            save_checkpoint(ctx, steps, policy, optimizer, scheduler, history, scaler, final=True)
         manifest = _finish(ctx, policy, components, init_folder, history) if ctx.rank == 0 else None
         _barrier()
         if manifest is None:
@@ -258,60 +323,132 @@ def run(ctx: PhaseContext) -> PhaseManifest:
             dist.destroy_process_group()
 
 
+def load_train_models(init_folder: Any, device: Any, dtype: Any) -> tuple[Any, Any]:
+    """(policy, reference): both from the model the round starts from (theta_{i-1}, the base at
+    step 0), both with fp32 weights, run under the same autocast.
+
+    Choice: the frozen reference is *not* stored in the compute dtype. Autocast keeps the norm
+    layers in fp32 with their fp32 weights; a reference cast to bf16 rounds those weights
+    (trained ones are not bf16-representable), so at step 1 of round i >= 1 policy and
+    reference differed and the first loss was 0.94 instead of log 2 on the tiny run. Same
+    weights, same autocast: the DPO logit starts at exactly 0. Cost: the reference takes fp32
+    memory (+1.7 GB SD1.5, +5 GB SDXL).
+    """
+    import torch
+
+    from sail_trainer.models.components import load_unet
+
+    del dtype  # both fp32; the compute dtype is the autocast's
+    return load_unet(init_folder, device, torch.float32), load_unet(init_folder, device, torch.float32)
+
+
+class _BatchPrefetcher:
+    """Builds the next micro batches on a background thread while the device computes.
+
+    A micro batch is a pure function of its positions (seeded draws, memory-mapped latents),
+    so building it ahead of time changes no number. One worker thread: the latent files'
+    handles are used from that thread only. On CUDA the tensors are pinned, so the copy to
+    the device (`non_blocking`) overlaps with compute.
+    """
+
+    def __init__(self, build: Any, positions: Any, depth: int = 2, pin: bool = False) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._build, self._positions, self._depth, self._pin = build, iter(positions), depth, pin
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sail-batches")
+        self._queue: list[Any] = []
+        self._fill()
+
+    def _make(self, positions: list[int]) -> dict[str, Any]:
+        batch = self._build(positions)
+        if self._pin:
+            batch = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in batch.items()}
+        return batch
+
+    def _fill(self) -> None:
+        while len(self._queue) < self._depth:
+            nxt = next(self._positions, None)
+            if nxt is None:
+                return
+            self._queue.append((nxt, self._pool.submit(self._make, nxt)))
+
+    def next(self, positions: list[int]) -> dict[str, Any]:
+        """The batch of `positions`, which must be the next ones of the planned sequence."""
+        if not self._queue or self._queue[0][0] != positions:
+            raise RuntimeError(f"batch prefetch out of order: asked for {positions[:4]}...")
+        _, future = self._queue.pop(0)
+        self._fill()
+        return future.result()
+
+    def close(self) -> None:
+        for _, future in self._queue:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+
 class _Loop:
     """One optimizer step: micro batches of this rank's share of the global batch, accumulated."""
 
     def __init__(self, ctx: PhaseContext, data: TrainingSet, model: Any, policy: Any, reference: Any,
                  components: Any, text: Any, optimizer: Any, scheduler: Any, alphas: Any, accumulation: int,
-                 dtype: Any) -> None:
+                 dtype: Any, scaler: Any, start: int, steps: int) -> None:
         self.ctx, self.data, self.model, self.policy, self.reference = ctx, data, model, policy, reference
         self.components, self.text, self.optimizer, self.scheduler = components, text, optimizer, scheduler
-        self.alphas, self.accumulation, self.dtype = alphas, accumulation, dtype
+        self.alphas, self.accumulation, self.dtype, self.scaler = alphas, accumulation, dtype, scaler
         self.tr = ctx.algorithm.sail.train
-        self.started = time.monotonic()
-        import torch
+        s = ctx.algorithm.sail
+        planned = (self.micro_positions(step, a) for step in range(start, steps) for a in range(accumulation))
+        self.batches = _BatchPrefetcher(
+            lambda positions: build_batch(data, positions, s.seed, ctx.iteration, components.num_train_timesteps,
+                                          self.tr.empty_prompt_probability, self.tr.random_flip),
+            planned, pin=components.device.type == "cuda")
 
-        # fp16 autocast needs loss scaling (bf16 does not); master weights stay fp32 either way
-        self.scaler = torch.amp.GradScaler("cuda", enabled=components.device.type == "cuda" and dtype == torch.float16)
+    def micro_positions(self, step: int, a: int) -> list[int]:
+        """Global mixture positions of micro batch `a` of this rank at `step`."""
+        tr, ctx = self.tr, self.ctx
+        per_rank = tr.effective_batch // ctx.world_size
+        first = step * tr.effective_batch + ctx.rank * per_rank + a * tr.micro_batch
+        return list(range(first, first + tr.micro_batch))
+
+    def close(self) -> None:
+        self.batches.close()
 
     def _autocast(self) -> Any:
         import torch
 
-        if self.components.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast("cuda", dtype=self.dtype)
+        if self.dtype != torch.float32:
+            return torch.autocast(self.components.device.type, dtype=self.dtype)
         return contextlib.nullcontext()
 
     def step(self, step: int) -> dict[str, float]:
         import torch
 
-        ctx, tr, s = self.ctx, self.tr, self.ctx.algorithm.sail
+        s = self.ctx.algorithm.sail
         t0 = time.monotonic()
-        per_rank = tr.effective_batch // ctx.world_size
-        first = step * tr.effective_batch + ctx.rank * per_rank
-        mine = list(range(first, first + per_rank))
-        sums = [0.0, 0.0, 0.0, 0.0]  # loss, accuracy, margin (sums over pairs), pairs
+        # loss, accuracy, margin (sums over pairs), pairs: kept on the device, read once per step
+        sums = torch.zeros(4, dtype=torch.float64, device=self.components.device)
         for a in range(self.accumulation):
-            positions = mine[a * tr.micro_batch : (a + 1) * tr.micro_batch]
-            batch = build_batch(self.data, positions, s.seed, ctx.iteration, self.components.num_train_timesteps,
-                                tr.empty_prompt_probability, tr.random_flip)
+            positions = self.micro_positions(step, a)
+            batch = self.batches.next(positions)
             sync = a == self.accumulation - 1 or not hasattr(self.model, "no_sync")
             with contextlib.nullcontext() if sync else self.model.no_sync():
                 out = dpo_micro_step(self.model, self.reference, self.components, self.text, batch, s.beta,
                                      s.sampler.resolution, self.alphas, self._autocast)
                 self.scaler.scale(out.loss / self.accumulation).backward()
             n = len(positions)
-            sums = [sums[0] + float(out.loss.detach()) * n, sums[1] + float(out.implicit_accuracy) * n,
-                    sums[2] + float(out.reward_margin) * n, sums[3] + n]
+            sums += torch.stack([out.loss.detach().double(), out.implicit_accuracy.double(),
+                                 out.reward_margin.double(), torch.ones((), dtype=torch.float64, device=sums.device)]) * n
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), tr.optimizer.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.tr.optimizer.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, acc, margin, pairs = _all_reduce_sum(sums)
+        reduced = _all_reduce_sum(sums)
+        loss, acc, margin, pairs, norm = torch.cat([reduced, grad_norm.detach().double().view(1).to(sums.device)]).tolist()
         return {"step": float(step + 1), "loss": loss / pairs, "implicit_accuracy": acc / pairs,
-                "reward_margin": margin / pairs, "lr": lr, "grad_norm": float(grad_norm),
+                "reward_margin": margin / pairs, "lr": lr, "grad_norm": norm,
                 "pairs_per_second": pairs / max(time.monotonic() - t0, 1e-9)}
 
 
@@ -322,10 +459,9 @@ def _log_step(m: dict[str, float], steps: int) -> None:
 
 
 def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, history: list[dict]) -> PhaseManifest:
-    """Rank 0: model folder, metrics.json, sample grids, then the commit."""
+    """Rank 0: model folder and metrics.json (the result), then the optional decorations (sample
+    grids), each of which may fail without losing the result, then the commit."""
     from sail_trainer.models.checkpoint import save_pipeline_folder
-    from sail_trainer.phases.generate_phase import read_prompt_pool
-    from sail_trainer.phases.samples import render_sample_grid
 
     policy.eval()
     local = ctx.work_dir / "model"
@@ -333,14 +469,15 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
     for path in save_pipeline_folder(init_folder, policy, local):
         files.append(ctx.put_file("model/" + path.relative_to(local).as_posix(), path))
     files.append(ctx.put_bytes("metrics.json", art.dump_json(history)))
-    prompts = read_prompt_pool(ctx)
     s = ctx.algorithm.sail
-    files.append(ctx.put_bytes("samples.png", render_sample_grid(components, policy, prompts, s.seed, s.sampler)))
-    if ctx.iteration == 0:
-        from sail_trainer.models.components import load_unet
-
-        base = load_unet(resolve_base_folder(ctx), components.device, components.dtype)
-        files.append(ctx.put_bytes("samples-base.png", render_sample_grid(components, base, prompts, s.seed, s.sampler)))
+    failed: dict[str, str] = {}
+    for name, decorate in _decorations(ctx, policy, components):
+        try:
+            files.extend(decorate())
+        except Exception as exc:  # noqa: BLE001 - optional output: log it, keep the trained model
+            log.warning("train: optional output %s failed (%s: %s); committing the model without it",
+                        name, type(exc).__name__, exc)
+            failed[name] = f"{type(exc).__name__}: {exc}"[:300]
     last = history[-1] if history else {}
     n = max(1, len(history))
     metrics = {
@@ -352,5 +489,36 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
         "pairs_per_second": sum(h["pairs_per_second"] for h in history) / n,
     }
     model_uri = ctx.output_key("model")  # the physical folder (this attempt's prefix) the manifest lists
-    return ctx.commit(files, metrics, {"model_uri": model_uri, "steps": len(history),
-                                       "samples": [logical_path(f) for f in files if f.endswith(".png")]})
+    metadata: dict[str, Any] = {"model_uri": model_uri, "steps": len(history),
+                                "samples": [logical_path(f) for f in files if f.endswith(".png")]}
+    if failed:
+        metadata["failed_outputs"] = failed
+    return ctx.commit(files, metrics, metadata)
+
+
+def _decorations(ctx: PhaseContext, policy: Any, components: Any) -> list[tuple[str, Any]]:
+    """The optional outputs of the phase, in order: (name, callable returning the files it wrote).
+
+    Each runs after the model and metrics are written; a failure is logged and recorded in the
+    manifest's metadata, never fatal. A new optional output (an evaluation) is one more entry.
+    """
+    from sail_trainer.phases.generate_phase import read_prompt_pool
+    from sail_trainer.phases.samples import render_sample_grid
+
+    s = ctx.algorithm.sail
+
+    def policy_grid() -> list[str]:
+        prompts = read_prompt_pool(ctx)
+        return [ctx.put_bytes("samples.png", render_sample_grid(components, policy, prompts, s.seed, s.sampler))]
+
+    def base_grid() -> list[str]:
+        from sail_trainer.models.components import load_unet
+
+        prompts = read_prompt_pool(ctx)
+        base = load_unet(resolve_base_folder(ctx), components.device, components.dtype)
+        return [ctx.put_bytes("samples-base.png", render_sample_grid(components, base, prompts, s.seed, s.sampler))]
+
+    out: list[tuple[str, Any]] = [("samples.png", policy_grid)]
+    if ctx.iteration == 0:
+        out.append(("samples-base.png", base_grid))
+    return out
