@@ -38,7 +38,9 @@ from sail_trainer.phases.context import PhaseContext
 from sail_trainer.storage import open_run_store
 
 log = logging.getLogger(__name__)
-SUMMARY_METRICS = 8
+SUMMARY_METRICS = 16
+# Reported first, so the operator's status always gets them (held-out quality, judge trust).
+HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_w
 
 
 def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, manifest_uri: str) -> PhaseSummary:
-    metrics = dict(list(manifest.metrics.items())[:SUMMARY_METRICS])
+    ordered = sorted(manifest.metrics.items(), key=lambda kv: not kv[0].startswith(HEADLINE_METRIC_PREFIXES))
+    metrics = dict(ordered[:SUMMARY_METRICS])
     extra = {k: v for k, v in manifest.metadata.items() if k in ("model_uri", "pairs", "steps")}
     return PhaseSummary(
         phase=request.phase, iteration=request.iteration,

@@ -324,13 +324,16 @@ def _log_step(m: dict[str, float], steps: int) -> None:
 def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, history: list[dict]) -> PhaseManifest:
     """Rank 0: model folder, metrics.json, sample grids, then the commit."""
     from sail_trainer.models.checkpoint import save_pipeline_folder
+    from sail_trainer.phases.card import add_model_card
     from sail_trainer.phases.generate_phase import read_prompt_pool
+    from sail_trainer.phases.heldout import measure_heldout
     from sail_trainer.phases.samples import render_sample_grid
 
     policy.eval()
     local = ctx.work_dir / "model"
     files = []
-    for path in save_pipeline_folder(init_folder, policy, local):
+    heldout = measure_heldout(ctx, policy, components, init_folder)  # never-trained human pairs
+    for path in add_model_card(ctx, local, save_pipeline_folder(init_folder, policy, local), heldout, len(history)):
         files.append(ctx.put_file("model/" + path.relative_to(local).as_posix(), path))
     files.append(ctx.put_bytes("metrics.json", art.dump_json(history)))
     prompts = read_prompt_pool(ctx)
@@ -350,6 +353,7 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
         "mean_loss": sum(h["loss"] for h in history) / n,
         "mean_implicit_accuracy": sum(h["implicit_accuracy"] for h in history) / n,
         "pairs_per_second": sum(h["pairs_per_second"] for h in history) / n,
+        **heldout,
     }
     model_uri = ctx.output_key("model")  # the physical folder (this attempt's prefix) the manifest lists
     return ctx.commit(files, metrics, {"model_uri": model_uri, "steps": len(history),
