@@ -86,3 +86,40 @@ def test_every_committed_model_folder_has_a_model_card(tiny_round):
         card = store.read_bytes(f"{folder}/{card_path}").decode()
         assert f"iteration {iteration}" in card and digest in card and "held-out accuracy" in card
         assert f"{folder}/{card_path.rsplit('/', 1)[0]}" in card, "the card names the folder it was committed at"
+
+
+def test_sail_export_writes_a_clean_pipeline_that_diffusers_loads(tiny_round, tmp_path, capsys):
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import load_file
+
+    from sail_operator.cli import main as sail
+
+    run, store, layout = tiny_round
+    metrics = {i: store.read_manifest(layout.phase_dir(i, Phase.TRAIN)).metrics for i in (0, 1)}
+    best = max(sorted(metrics), key=lambda i: metrics[i]["heldout_accuracy_vs_base"])
+    out = tmp_path / "exported"
+    assert sail(["export", run.run_uri, str(out), "--iteration", "best"]) == 0
+    assert f"exported iteration {best}" in capsys.readouterr().out
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert CARD_FILE in names and "model_index.json" in names
+    assert not [n for n in names if n.startswith(("attempt-", "steps")) or "_SUCCESS" in n], names
+    folder = layout.phase_dir(best, Phase.TRAIN)
+    committed = store.read_manifest(folder)
+    unet_path = resolve_file(committed, "model/unet/diffusion_pytorch_model.safetensors")
+    exported, original = load_file(out / "unet/diffusion_pytorch_model.safetensors"), load_file(f"{folder}/{unet_path}")
+    assert exported.keys() == original.keys() and all((exported[k] == original[k]).all() for k in exported)
+    pipe = DiffusionPipeline.from_pretrained(out)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+
+
+def test_sail_export_refuses_a_missing_iteration_and_a_used_folder(tiny_round, tmp_path, capsys):
+    from sail_operator.cli import main as sail
+
+    run, _, _ = tiny_round
+    assert sail(["export", run.run_uri, str(tmp_path / "a"), "--iteration", "7"]) == 2
+    assert "--iteration 7: not committed; committed iterations: [0, 1]" in capsys.readouterr().err
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    assert sail(["export", run.run_uri, str(used)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err and (used / "keep.txt").read_text() == "mine"
