@@ -22,6 +22,7 @@ from sail_api.layout import RunLayout
 from sail_operator.local.paths import is_remote
 from sail_operator.local.state import LocalState
 from sail_operator.report.artifacts import IterationArtifacts, fetch_run_artifacts
+from sail_operator.report.quality import build_comparison_png, comparison_grids, render_quality_html
 from sail_operator.report.table import METRIC_COLUMNS, build_status_rows
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def render_report_html(state: LocalState, artifacts: list[IterationArtifacts], p
     if status.checkpoint:
         parts.append(f"<p>Latest checkpoint (iteration {status.checkpoint.iteration}): "
                      f"<code>{esc(status.checkpoint.uri)}</code></p>")
+    parts.append(render_quality_html(state, build_comparison_png(comparison_grids(artifacts))))  # the answer first
     parts.append("<h2>Sample grids</h2><p>Same prompts and seeds in every iteration: differences come from "
                  "the model.</p><div class=grids>")
     for art in artifacts:
