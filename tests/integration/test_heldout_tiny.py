@@ -123,3 +123,11 @@ def test_sail_export_refuses_a_missing_iteration_and_a_used_folder(tiny_round, t
     (used / "keep.txt").write_text("mine")
     assert sail(["export", run.run_uri, str(used)]) == 2
     assert "not an empty folder" in capsys.readouterr().err and (used / "keep.txt").read_text() == "mine"
+
+
+def test_a_fraction_that_leaves_no_training_pair_stops_step0_as_a_bad_spec(tmp_path, capsys):
+    run = create_tiny_run(tmp_path, validation={"fraction": 0.95})  # round(0.95 x 8) = 8 of 8 pairs
+    assert main(phase_args(run, "mixup", 0)) == 64  # ExitCode.BAD_SPEC: never retried
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "sail.validation.fraction" in summary["error"] and "none to train on" in summary["error"]
+    assert not LocalStore(run.run_uri).is_committed(RunLayout(run.run_uri).phase_dir(0, Phase.MIXUP))
