@@ -139,7 +139,14 @@ def compute_heldout_errors(pairs: HeldOutPairs, unets: list[Any], components: An
 
 def _errors(unet: Any, components: Any, x: Any, t: Any, eps: Any, emb: Any, resolution: int, alphas: Any,
             batch: int) -> Any:
-    """`SE(x_k; t_m, eps_m)` as `[2, M]`: every image on every shared draw (rows image-major)."""
+    """`SE(x_k; t_m, eps_m)` as `[2, M]`: every image on every shared draw (rows image-major).
+
+    The trained policy keeps fp32 master weights while text embeddings come in the phase's compute
+    dtype: on CUDA such a UNet runs under autocast to that dtype, as in training. A UNet already in
+    the compute dtype (annotate's model and judge) runs as annotate runs it.
+    """
+    import contextlib
+
     import torch
 
     from sail_trainer.math.denoising import add_noise, denoising_error
@@ -147,8 +154,9 @@ def _errors(unet: Any, components: Any, x: Any, t: Any, eps: Any, emb: Any, reso
 
     n, m, device = x.shape[0], t.shape[0], components.device
     x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
+    mixed = device.type == "cuda" and unet.dtype != components.dtype
     rows = []
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cuda", dtype=components.dtype) if mixed else contextlib.nullcontext():
         for start in range(0, x0.shape[0], batch):
             sl = slice(start, start + batch)
             x_t = add_noise(x0[sl], noise[sl], ts[sl], alphas)
