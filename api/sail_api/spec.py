@@ -359,6 +359,27 @@ class PerformanceSpec(ApiModel):
     )
 
 
+GateMetric = Literal["heldout_accuracy_vs_base", "heldout_margin_vs_base"]
+RegressionAction = Literal["stop", "continue"]
+
+
+class RoundGateSpec(ApiModel):
+    """Accept a round only if its held-out numbers do not regress (beyond the paper: off unless set)."""
+
+    metric: GateMetric = Field(
+        "heldout_accuracy_vs_base", description="Held-out metric of each train phase compared across iterations "
+        "(needs held-out pairs: sail.validation).",
+    )
+    tolerance: float = Field(
+        0.02, ge=0.0, description="A round regresses when its metric falls more than this below the best earlier "
+        "iteration's.",
+    )
+    on_regression: RegressionAction = Field(
+        "stop", description="stop: end the run at once, its best checkpoint in status.bestCheckpoint; continue: "
+        "record the regression (condition RoundAccepted=False, Warning event) and go on.",
+    )
+
+
 class SAILRunSpec(AlgorithmSpec):
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Where artifacts and checkpoints live.")
     template: PodTemplateSpec = Field(default_factory=PodTemplateSpec, description="Pod settings of phase Jobs.")
@@ -372,6 +393,10 @@ class SAILRunSpec(AlgorithmSpec):
     failure_policy: FailurePolicySpec = Field(default_factory=FailurePolicySpec, description="Retry budgets.")
     start_iteration: int | None = Field(
         None, ge=0, description="Rewind: restart from this iteration (its inputs must be committed)."
+    )
+    round_gate: RoundGateSpec | None = Field(
+        None, description="Opt-in round gate: stop (or flag) a round whose held-out metric regresses; unset runs "
+        "every round as the paper does. Read by the planner only, so it may be set or changed while a run goes on.",
     )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Deadline of each phase Job; past it the attempt fails as an app failure."
