@@ -101,3 +101,14 @@ def test_report_opens_with_the_answer_before_the_grids():
     page = render_report_html(STATE, artifacts, {})
     assert page.index("id=verdict") < page.index("<h2>Sample grids")
     assert "id=comparison" in page and "Round 2 regressed" in page
+
+
+def test_the_round_gates_best_checkpoint_is_named_in_status_and_report():
+    from sail_api.status import BestCheckpointStatus
+
+    state = STATE.model_copy(deep=True)
+    state.status.best_checkpoint = BestCheckpointStatus(uri="/runs/demo/iter-001/train/model", iteration=1,
+                                                        metric="heldout_accuracy_vs_base", value=0.78)
+    line = "best checkpoint by heldout_accuracy_vs_base (0.78): iteration 1, /runs/demo/iter-001/train/model"
+    assert render_status_text(state).endswith(line)
+    assert f"<p id=best>{line}</p>" in render_report_html(state, [], {})

@@ -117,7 +117,15 @@ def render_quality_text(state: LocalState) -> str:
     headers, table = build_quality_table(rows)
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *table]]
-    return "\n".join([compute_verdict(rows), *lines])
+    return "\n".join([compute_verdict(rows), *lines, *filter(None, [describe_best(state)])])
+
+
+def describe_best(state: LocalState) -> str:
+    """The round gate's best checkpoint (spec.roundGate), or "" without one."""
+    best = state.status.best_checkpoint
+    if best is None:
+        return ""
+    return f"best checkpoint by {best.metric} ({best.value:.4g}): iteration {best.iteration}, {best.uri}"
 
 
 def render_quality_html(state: LocalState, comparison: bytes | None) -> str:
@@ -134,6 +142,8 @@ def render_quality_html(state: LocalState, comparison: bytes | None) -> str:
                      + "</table><p>Held-out accuracy: share of human pairs never trained on whose preferred image "
                      "the model's implicit reward ranks higher. Judge trust: the same for the judge that labelled "
                      "the round's pairs, measured before they were used.</p>")
+    if describe_best(state):
+        parts.append(f"<p id=best>{esc(describe_best(state))}</p>")
     if comparison:
         parts.append("<figure id=comparison><img style='width:auto;max-width:100%' alt='samples side by side' "
                      f"src='{data_uri(comparison)}'><figcaption>Same prompts (columns) and seeds, every model "
