@@ -129,3 +129,13 @@ def test_model_card_names_base_run_iteration_digest_metrics_and_loading():
                  "| held-out accuracy vs its training reference | 0.625 |", "| held-out human pairs | 8 |",
                  "DiffusionPipeline.from_pretrained", "SAIL round 2"):
         assert fact in card, fact
+
+
+def test_sail_run_resolves_a_relative_heldout_uri_against_the_run_file(tmp_path):
+    from sail_operator.local.paths import build_local_run
+
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "pairs.jsonl").write_text("")
+    run = make_run(validation={"uri": "held/pairs.jsonl"})
+    local, _ = build_local_run(run, tmp_path / "run.yaml", None)
+    assert local.spec.sail.validation.uri == str(tmp_path / "held" / "pairs.jsonl")
