@@ -90,11 +90,15 @@ def export_model(store: Store, choice: str | None, out: Path) -> Exported:
         raise ExportError(f"{store.uri(folder)}: the committed train phase lists no model/ files")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    for entry in entries:
-        target = partial / logical_path(entry.path)[len(MODEL_PREFIX):]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        store.download_file(f"{folder}/{entry.path}", target)
-        _check(target, entry.size, entry.sha256, store.uri(f"{folder}/{entry.path}"))
+    try:
+        for entry in entries:
+            target = partial / logical_path(entry.path)[len(MODEL_PREFIX):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            store.download_file(f"{folder}/{entry.path}", target)
+            _check(target, entry.size, entry.sha256, store.uri(f"{folder}/{entry.path}"))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # never leave a half-copied pipeline behind
+        raise
     if out.exists():
         out.rmdir()
     partial.rename(out)
