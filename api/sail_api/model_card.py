@@ -38,6 +38,11 @@ def _metric(name: str, value: float) -> str:
     return str(int(value)) if name.endswith("_pairs") else f"{value:.4g}"
 
 
+def is_hub_id(uri: str) -> bool:
+    """`org/name` (what `from_pretrained` fetches from a hub), not a URI or a filesystem path."""
+    return "://" not in uri and not uri.startswith(("/", ".", "~")) and uri.count("/") == 1
+
+
 def build_model_card(facts: ModelCardFacts) -> str:
     """Markdown with a YAML front matter the Hugging Face hub reads (library, base model, tags)."""
     rows = [f"| {label} | {_metric(name, facts.metrics[name])} |" for name, label in HELDOUT_LABELS
@@ -46,10 +51,11 @@ def build_model_card(facts: ModelCardFacts) -> str:
             "pairs whose preferred image gets the higher implicit reward (0.5 is chance); the pairs were never "
             "trained on (`sail.validation`).") if rows else "No held-out pairs in this run (`sail.validation`)."
     steps = f" after {facts.steps} optimizer steps" if facts.steps is not None else ""
+    # The hub reads base_model as a hub id: an s3:// URI or a local path would be a broken link there.
+    base = f"base_model: {facts.base_model}\n" if is_hub_id(facts.base_model) else ""
     return f"""---
 library_name: diffusers
-base_model: {facts.base_model}
-tags:
+{base}tags:
 - text-to-image
 - diffusion-dpo
 - sail

@@ -125,7 +125,11 @@ def test_model_card_names_base_run_iteration_digest_metrics_and_loading():
         base_model="s3://models/sd15", run="demo", iteration=2, spec_digest="sha256:abc",
         folder_uri="s3://runs/demo/iter-002/train/attempt-0123456789ab/model",
         metrics={"heldout_accuracy": 0.625, "heldout_pairs": 8.0}, steps=30))
-    for fact in ("base_model: s3://models/sd15", "demo, iteration 2", "sha256:abc", "attempt-0123456789ab/model",
+    assert "base_model:" not in card.split("---")[1], "an s3:// URI is no hub id"
+    hub = build_model_card(ModelCardFacts(base_model="org/sd15", run="r", iteration=0, spec_digest="d",
+                                          folder_uri="/x"))
+    assert "base_model: org/sd15" in hub and "step 0" in hub and "No held-out pairs" in hub
+    for fact in ("| base model | `s3://models/sd15` |", "demo, iteration 2", "sha256:abc", "attempt-0123456789ab/model",
                  "| held-out accuracy vs its training reference | 0.625 |", "| held-out human pairs | 8 |",
                  "DiffusionPipeline.from_pretrained", "SAIL round 2"):
         assert fact in card, fact
