@@ -101,7 +101,8 @@ class HeldOutPairs:
         self.indices = heldout_indices(index)
         self.prompts = [index["prompts"][i] for i in self.indices]
         self._index, self._layout = index, ctx.layout
-        self._files = art.LatentFiles(ctx.store, ctx.work_dir)
+        # its own local copies: never rewrite a file the phase's own LatentFiles has memory-mapped
+        self._files = art.LatentFiles(ctx.store, ctx.work_dir / "heldout")
 
     def __len__(self) -> int:
         return len(self.indices)
