@@ -78,6 +78,9 @@ def compute_verdict(rows: list[IterationQuality]) -> str:
     if last.accuracy_vs_base - 0.5 > gap:
         text = (f"Better than the base: {_name(last.iteration)} prefers the human-preferred image on "
                 f"{_pct(last.accuracy_vs_base)} of {n} held-out pairs (base: 50%, chance; +-{_pct(gap / 2)}).")
+    elif 0.5 - last.accuracy_vs_base > gap:
+        text = (f"Worse than the base: {_name(last.iteration)} agrees with only {_pct(last.accuracy_vs_base)} of "
+                f"{n} held-out human pairs, more than two standard errors ({_pct(gap)}) below chance.")
     else:
         text = (f"Not measurably better than the base: {_name(last.iteration)} agrees with {_pct(last.accuracy_vs_base)} "
                 f"of {n} held-out human pairs, within two standard errors ({_pct(gap)}) of chance.")
