@@ -309,22 +309,6 @@ def check_semantics(run: SAILRun) -> list[str]:
     return problems
 
 
-def _check_validation(run: SAILRun) -> list[str]:
-    """A held-out slice must leave seed pairs to train on; known here only when seedPairs.limit is set
-    (otherwise step 0's mixup checks it against the real count, before any training)."""
-    validation, limit = run.spec.sail.validation, run.spec.seed_pairs.limit
-    if validation.uri or limit is None or validation.fraction == 0:
-        return []
-    held = min(validation.max_pairs, round(validation.fraction * limit))
-    if held < limit:
-        return []
-    return [
-        f"spec.sail.validation.fraction: {validation.fraction} of seedPairs.limit = {limit} pairs holds out "
-        f"{held}, leaving no seed pair to train on; lower the fraction, set it to 0, or give separate held-out "
-        "pairs in sail.validation.uri"
-    ]
-
-
 def _check_batch(run: SAILRun) -> list[str]:
     """Gradient accumulation needs a whole number of micro-batches per optimizer step."""
     train, parallel = run.spec.sail.train, run.spec.parallelism
@@ -454,3 +438,19 @@ def _check_execution(run: SAILRun) -> list[str]:
             f"{_number(backoff.initial_seconds)}, so every retry waits maxSeconds; raise it or lower initialSeconds"
         )
     return problems
+
+
+def _check_validation(run: SAILRun) -> list[str]:
+    """A held-out slice must leave seed pairs to train on; known here only when seedPairs.limit is set
+    (otherwise step 0's mixup checks it against the real count, before any training)."""
+    validation, limit = run.spec.sail.validation, run.spec.seed_pairs.limit
+    if validation.uri or limit is None or validation.fraction == 0:
+        return []
+    held = min(validation.max_pairs, round(validation.fraction * limit))
+    if held < limit:
+        return []
+    return [
+        f"spec.sail.validation.fraction: {validation.fraction} of seedPairs.limit = {limit} pairs holds out "
+        f"{held}, leaving no seed pair to train on; lower the fraction, set it to 0, or give separate held-out "
+        "pairs in sail.validation.uri"
+    ]

@@ -4,8 +4,8 @@
     sail status PATH|FILE                                   iteration x phase table
     sail report PATH|FILE [--out FILE]                      self-contained HTML report
     sail validate FILE                                      schema + semantic checks
-    sail export RUN [--iteration N|best|latest] OUT         a committed model as a clean diffusers folder
     sail crd                                                the CRD YAML
+    sail export RUN [--iteration N|best|latest] OUT         a committed model as a clean diffusers folder
     sail operator ...                                       the kopf operator (sail_operator.kube.entry)
     sail toy ...                                            the toy world (sail-trainer toy ...)
 
@@ -52,15 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="HTML file (default: <run root>/report/report.html)")
     validate = sub.add_parser("validate", help="check a SAILRun file (schema and semantics)")
     validate.add_argument("file", type=Path)
+    sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
+    sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
+    sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
     export = sub.add_parser("export", help="copy a committed model out as a clean diffusers pipeline folder")
     export.add_argument("run", help="run root (folder or s3://bucket/prefix), its local/state.json, or the SAILRun file")
     export.add_argument("out", type=Path, help="output folder (must not exist, or be empty)")
     export.add_argument("--iteration", help="a number, best (highest held-out accuracy vs the base) or latest "
                         "(default)")
     export.add_argument("--endpoint", help="S3 endpoint URL for an s3:// run root (default: the run's spec)")
-    sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
-    sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
-    sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
     return parser
 
 
@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_credential_loggers()
+    if args.command == "export":
+        return cmd_export(args)
     handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "validate": cmd_validate,
-                "crd": cmd_crd, "export": cmd_export}
+                "crd": cmd_crd}
     return handlers[args.command](args)
 
 
@@ -200,6 +202,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_crd(args: argparse.Namespace) -> int:
+    from sail_api.crd import render_crd_yaml
+
+    sys.stdout.write(render_crd_yaml())
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from sail_api.storage import StorageError, open_store
     from sail_operator.export import ExportError, export_model
@@ -238,13 +247,6 @@ def _open_local_run_store(path: Path, endpoint: str | None):  # -> Store | None 
     assert state is not None
     storage = (state.spec or {}).get("storage") or {}
     return open_store(state.storage_uri, endpoint=endpoint or storage.get("endpoint"), region=storage.get("region"))
-
-
-def cmd_crd(args: argparse.Namespace) -> int:
-    from sail_api.crd import render_crd_yaml
-
-    sys.stdout.write(render_crd_yaml())
-    return EXIT_OK
 
 
 def run_operator(argv: list[str]) -> int:
