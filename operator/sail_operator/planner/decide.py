@@ -42,7 +42,6 @@ from sail_api.spec import BackoffSpec, SAILRunSpec
 from sail_api.status import (
     MAX_ITERATION_HISTORY,
     TERMINAL_STATES,
-    BestCheckpointStatus,
     CheckpointStatus,
     Condition,
     ConditionType,
@@ -54,7 +53,6 @@ from sail_api.status import (
     RunState,
     SAILRunStatus,
 )
-from sail_operator.planner.gate import is_new_best, judge_iteration
 from sail_operator.planner.model import (
     Action,
     AttemptObservation,
@@ -490,6 +488,9 @@ class _Planner:
 
     def _gate(self, spec: SAILRunSpec, iteration: int, record: PhaseRecord) -> bool:
         """spec.roundGate (planner/gate.py): best checkpoint, RoundAccepted condition; True when the run stops."""
+        from sail_api.status import BestCheckpointStatus
+        from sail_operator.planner.gate import is_new_best, judge_iteration
+
         gate = spec.round_gate
         assert gate is not None
         verdict = judge_iteration(gate, iteration, record.metrics, self.status.best_checkpoint)

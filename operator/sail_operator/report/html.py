@@ -22,7 +22,6 @@ from sail_api.layout import RunLayout
 from sail_operator.local.paths import is_remote
 from sail_operator.local.state import LocalState
 from sail_operator.report.artifacts import IterationArtifacts, fetch_run_artifacts
-from sail_operator.report.quality import build_comparison_png, comparison_grids, render_quality_html
 from sail_operator.report.table import METRIC_COLUMNS, build_status_rows
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,6 @@ def render_report_html(state: LocalState, artifacts: list[IterationArtifacts], p
     if status.checkpoint:
         parts.append(f"<p>Latest checkpoint (iteration {status.checkpoint.iteration}): "
                      f"<code>{esc(status.checkpoint.uri)}</code></p>")
-    parts.append(render_quality_html(state, build_comparison_png(comparison_grids(artifacts))))  # the answer first
     parts.append("<h2>Sample grids</h2><p>Same prompts and seeds in every iteration: differences come from "
                  "the model.</p><div class=grids>")
     for art in artifacts:
@@ -96,7 +94,9 @@ def render_report_html(state: LocalState, artifacts: list[IterationArtifacts], p
     parts.append("</div><h2>Phases</h2>" + _phase_table(state))
     spec_text = yaml.safe_dump(state.spec or {}, sort_keys=False) if state.spec else "(no spec recorded)"
     parts.append(f"<h2>Spec</h2><pre id=spec>{esc(spec_text)}</pre></body></html>")
-    return "\n".join(parts)
+    from sail_operator.report.quality import add_quality_section
+
+    return "\n".join(add_quality_section(parts, state, artifacts))  # "did it get better?" first
 
 
 def _figure(png: bytes, caption: str, iteration: str, kind: str) -> str:

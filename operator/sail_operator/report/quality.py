@@ -155,6 +155,13 @@ def render_quality_html(state: LocalState, comparison: bytes | None) -> str:
     return "\n".join(parts)
 
 
+def add_quality_section(parts: list[str], state: LocalState, artifacts: list) -> list[str]:
+    """The report's parts with the quality section inserted before the sample grids (the top of the body)."""
+    at = next((i for i, part in enumerate(parts) if part.startswith("<h2>")), len(parts))
+    section = render_quality_html(state, build_comparison_png(comparison_grids(artifacts)))
+    return [*parts[:at], section, *parts[at:]]
+
+
 def comparison_grids(artifacts: list) -> list[tuple[str, bytes]]:
     """(label, PNG) of the base grid and every iteration's grid, in order (report.artifacts.IterationArtifacts)."""
     grids = [("base", a.base_samples) for a in artifacts if a.base_samples][:1]

@@ -38,9 +38,7 @@ from sail_trainer.phases.context import PhaseContext
 from sail_trainer.storage import open_run_store
 
 log = logging.getLogger(__name__)
-SUMMARY_METRICS = 16
-# Reported first, so the operator's status always gets them (held-out quality, judge trust).
-HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust")
+SUMMARY_METRICS = 8
 
 
 @dataclass(frozen=True)
@@ -85,9 +83,14 @@ def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_w
         )
 
 
+# Always in the summary besides the first SUMMARY_METRICS others, so the operator's status gets them.
+HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust")
+
+
 def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, manifest_uri: str) -> PhaseSummary:
-    ordered = sorted(manifest.metrics.items(), key=lambda kv: not kv[0].startswith(HEADLINE_METRIC_PREFIXES))
-    metrics = dict(ordered[:SUMMARY_METRICS])
+    headline = {k: v for k, v in manifest.metrics.items() if k.startswith(HEADLINE_METRIC_PREFIXES)}
+    others = [(k, v) for k, v in manifest.metrics.items() if k not in headline]
+    metrics = {**headline, **dict(others[:SUMMARY_METRICS])}
     extra = {k: v for k, v in manifest.metadata.items() if k in ("model_uri", "pairs", "steps")}
     return PhaseSummary(
         phase=request.phase, iteration=request.iteration,

@@ -324,14 +324,15 @@ def _log_step(m: dict[str, float], steps: int) -> None:
 def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, history: list[dict]) -> PhaseManifest:
     """Rank 0: model folder, metrics.json, sample grids, then the commit."""
     from sail_trainer.models.checkpoint import save_pipeline_folder
-    from sail_trainer.phases.card import add_model_card
     from sail_trainer.phases.generate_phase import read_prompt_pool
-    from sail_trainer.phases.heldout import measure_heldout
     from sail_trainer.phases.samples import render_sample_grid
 
     policy.eval()
     local = ctx.work_dir / "model"
     files = []
+    from sail_trainer.phases.card import add_model_card
+    from sail_trainer.phases.heldout import measure_heldout
+
     heldout = measure_heldout(ctx, policy, components, init_folder)  # never-trained human pairs
     for path in add_model_card(ctx, local, save_pipeline_folder(init_folder, policy, local), heldout, len(history)):
         files.append(ctx.put_file("model/" + path.relative_to(local).as_posix(), path))
