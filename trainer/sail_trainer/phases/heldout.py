@@ -182,10 +182,12 @@ def measure_heldout(ctx: PhaseContext, policy: Any, components: Any, reference_f
         log.info("no held-out pairs in this run (sail.validation): no held-out metrics")
         return {}
     beta = ctx.algorithm.sail.beta
-    reference = load_unet(reference_folder, components.device, components.dtype)
+    # Reference and base with the policy's (fp32 master) weights, so all three take the same path (under
+    # autocast on CUDA): a bf16 copy would differ from the policy by rounding alone.
+    reference = load_unet(reference_folder, components.device, policy.dtype)
     unets = [policy, reference]
     if ctx.iteration > 0:  # at step 0 the reference is the base
-        unets.append(load_unet(resolve_base_folder(ctx), components.device, components.dtype))
+        unets.append(load_unet(resolve_base_folder(ctx), components.device, policy.dtype))
     errors = compute_heldout_errors(pairs, unets, components, ctx)
     accuracy, margin = compute_agreement(errors[0], errors[1], beta)
     base_accuracy, base_margin = (accuracy, margin) if ctx.iteration == 0 else compute_agreement(errors[0], errors[2], beta)
