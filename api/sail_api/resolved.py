@@ -48,6 +48,11 @@ DIGEST_EXCLUDED_SAIL_FIELDS = frozenset({"rounds"})
 # started before the field existed keeps its digest (and its committed phases) on upgrade.
 DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS = frozenset({"rewardTimesteps", "annotationPrecision"})
 
+# `validation` is safe there although its default holds pairs out: which pairs are held out is
+# decided once, by the iteration-0 mixup, and committed in its seed index; every later phase
+# follows that record, so a run whose step 0 predates the field keeps training on all its pairs.
+DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS = DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS | {"validation"}
+
 
 def compute_algorithm_digest(algorithm: AlgorithmSpec) -> str:
     body = algorithm.model_dump(mode="json", by_alias=True)

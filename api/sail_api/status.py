@@ -35,6 +35,7 @@ class ConditionType(StrEnum):
     CHECKPOINT_AVAILABLE = "CheckpointAvailable"
     COMPLETE = "Complete"
     FAILED = "Failed"
+    ROUND_ACCEPTED = "RoundAccepted"  # only with spec.roundGate
 
 
 class Reason(StrEnum):
@@ -58,6 +59,9 @@ class Reason(StrEnum):
     RUN_FAILED = "RunFailed"
     REWOUND = "Rewound"
     WAITING = "Waiting"
+    ROUND_ACCEPTED = "RoundAccepted"
+    ROUND_REGRESSED = "RoundRegressed"
+    STOPPED_ON_REGRESSION = "StoppedOnRegression"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -91,6 +95,11 @@ class CheckpointStatus(ApiModel):
     uri: str = Field(description="Committed model folder (diffusers layout).")
     iteration: int = Field(ge=0, description="Iteration that produced it.")
     time: str | None = Field(None, description="RFC 3339 commit time.")
+
+
+class BestCheckpointStatus(CheckpointStatus):
+    metric: str = Field(description="Held-out metric it is best by (spec.roundGate.metric).")
+    value: float = Field(description="Its value of that metric.")
 
 
 class Progress(ApiModel):
@@ -132,6 +141,9 @@ class SAILRunStatus(ApiModel):
     backoff_until: str | None = Field(None, description="No new attempt before this RFC 3339 time.")
     restarts: Restarts = Field(default_factory=Restarts, description="Retry budgets spent.")
     checkpoint: CheckpointStatus | None = Field(None, description="Latest committed model.")
+    best_checkpoint: BestCheckpointStatus | None = Field(
+        None, description="Committed model with the best held-out metric so far (set with spec.roundGate)."
+    )
     progress: Progress = Field(default_factory=Progress, description="Overall progress.")
     iterations: list[IterationRecord] = Field(
         default_factory=list, description=f"History, the last {MAX_ITERATION_HISTORY} iterations."

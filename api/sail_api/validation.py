@@ -352,7 +352,7 @@ def check_semantics(run: SAILRun) -> list[str]:
     problems = _check_batch(run) + _check_gpus(run)
     for phase in ("generate", "annotate", "mixup", "train"):
         problems += _check_pod_resources(f"spec.resources.{phase}", getattr(spec.resources, phase))
-    problems += _check_storage(run) + _check_template(run) + _check_execution(run)
+    problems += _check_storage(run) + _check_template(run) + _check_execution(run) + _check_validation(run)
     if spec.model.revision is not None and spec.model.uri.startswith(("s3://", "file://", "/", ".")):
         problems.append(
             "spec.model.revision: only applies to hub ids, but spec.model.uri is a path or s3:// URI; "
@@ -490,3 +490,19 @@ def _check_execution(run: SAILRun) -> list[str]:
             f"{_number(backoff.initial_seconds)}, so every retry waits maxSeconds; raise it or lower initialSeconds"
         )
     return problems
+
+
+def _check_validation(run: SAILRun) -> list[str]:
+    """A held-out slice must leave seed pairs to train on; known here only when seedPairs.limit is set
+    (otherwise step 0's mixup checks it against the real count, before any training)."""
+    validation, limit = run.spec.sail.validation, run.spec.seed_pairs.limit
+    if validation.uri or limit is None or validation.fraction == 0:
+        return []
+    held = min(validation.max_pairs, round(validation.fraction * limit))
+    if held < limit:
+        return []
+    return [
+        f"spec.sail.validation.fraction: {validation.fraction} of seedPairs.limit = {limit} pairs holds out "
+        f"{held}, leaving no seed pair to train on; lower the fraction, set it to 0, or give separate held-out "
+        "pairs in sail.validation.uri"
+    ]

@@ -5,6 +5,7 @@
     sail report PATH|FILE [--out FILE]                      self-contained HTML report
     sail validate FILE                                      schema + semantic checks
     sail crd                                                the CRD YAML
+    sail export RUN [--iteration N|best|latest] OUT         a committed model as a clean diffusers folder
     sail operator ...                                       the kopf operator (sail_operator.kube.entry)
     sail toy ...                                            the toy world (sail-trainer toy ...)
 
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
     sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
+    export = sub.add_parser("export", help="copy a committed model out as a clean diffusers pipeline folder")
+    export.add_argument("run", help="run root (folder or s3://bucket/prefix), its local/state.json, or the SAILRun file")
+    export.add_argument("out", type=Path, help="output folder (must not exist, or be empty)")
+    export.add_argument("--iteration", help="a number, best (highest held-out accuracy vs the base) or latest "
+                        "(default)")
+    export.add_argument("--endpoint", help="S3 endpoint URL for an s3:// run root (default: the run's spec)")
     return parser
 
 
@@ -69,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_credential_loggers()
+    if args.command == "export":
+        return cmd_export(args)
     handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "validate": cmd_validate,
                 "crd": cmd_crd}
     return handlers[args.command](args)
@@ -198,6 +207,46 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
     sys.stdout.write(render_crd_yaml())
     return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sail_api.storage import StorageError, open_store
+    from sail_operator.export import ExportError, export_model
+    from sail_operator.local.paths import is_remote
+
+    if is_remote(args.run):
+        store = open_store(args.run, endpoint=args.endpoint)
+    else:
+        store = _open_local_run_store(Path(args.run), args.endpoint)
+        if store is None:
+            return EXIT_BAD_INPUT
+    try:
+        done = export_model(store, args.iteration, args.out)
+    except ExportError as exc:
+        _err(f"sail export: {exc}")
+        return EXIT_BAD_INPUT
+    except (StorageError, OSError) as exc:
+        _err(f"sail export: cannot copy the model: {exc}")
+        return EXIT_FAILED
+    _out(f"exported iteration {done.iteration} ({done.files} files from {done.source}) to {done.folder}\n"
+         f"load: DiffusionPipeline.from_pretrained({str(done.folder)!r})")
+    return EXIT_OK
+
+
+def _open_local_run_store(path: Path, endpoint: str | None):  # -> Store | None (printing the problem)
+    from sail_api.layout import RUN_FILE
+    from sail_api.storage import LocalStore, open_store
+    from sail_operator.local.state import load_state
+
+    if path.is_dir() and (path / RUN_FILE).is_file():
+        return LocalStore(str(path))
+    state_file = _find_state(path)
+    if state_file is None:
+        return None
+    state = load_state(state_file)
+    assert state is not None
+    storage = (state.spec or {}).get("storage") or {}
+    return open_store(state.storage_uri, endpoint=endpoint or storage.get("endpoint"), region=storage.get("region"))
 
 
 def run_operator(argv: list[str]) -> int:

@@ -75,6 +75,8 @@ RUN_GAUGES = (
     "sail_run_last_checkpoint_timestamp_seconds",
     "sail_run_phase_started_timestamp_seconds",
     "sail_run_restarts",
+    "sail_run_heldout_accuracy",
+    "sail_run_judge_trust",
 )
 METRIC_NAMES: tuple[str, ...] = COUNTERS + HISTOGRAMS + GAUGES + RUN_GAUGES
 
@@ -117,6 +119,30 @@ class RunSnapshot:
     last_checkpoint_timestamp: float | None = None
     phase_started: Mapping[str, float] = field(default_factory=dict)
     restarts: Mapping[str, int] = field(default_factory=dict)
+    heldout_accuracy: Mapping[str, float] = field(default_factory=dict)  # against: base | reference
+    judge_trust: float | None = None
+
+
+HELDOUT_AGAINST = {"base": "heldout_accuracy_vs_base", "reference": "heldout_accuracy"}
+
+
+def compute_latest_quality(status: Mapping[str, Any]) -> tuple[dict[str, float], float | None]:
+    """The latest succeeded train's held-out accuracies and the latest annotate's judge trust in a status."""
+    accuracy: dict[str, float] = {}
+    trust = None
+    iterations = status.get("iterations") if isinstance(status.get("iterations"), list) else []
+    for record in sorted((r for r in iterations if isinstance(r, Mapping) and isinstance(r.get("iteration"), int)),
+                         key=lambda r: r["iteration"]):
+        for phase in record.get("phases") or []:
+            metrics = phase.get("metrics") if isinstance(phase, Mapping) else None
+            if not isinstance(metrics, Mapping) or phase.get("result") != "Succeeded":
+                continue
+            found = {k: float(metrics[m]) for k, m in HELDOUT_AGAINST.items() if isinstance(metrics.get(m), int | float)}
+            if phase.get("phase") == "train" and found:
+                accuracy = found
+            if phase.get("phase") == "annotate" and isinstance(metrics.get("judge_trust"), int | float):
+                trust = float(metrics["judge_trust"])
+    return accuracy, trust
 
 
 def _timestamp(value: Any) -> float | None:
@@ -145,6 +171,7 @@ def build_run_snapshot(raw: Mapping[str, Any]) -> RunSnapshot:
     if isinstance(phase, str) and stamp is not None:
         started[bounded(phase, PHASES)] = stamp
     rounds = sail.get("rounds", 3)
+    heldout, trust = compute_latest_quality(status)
     percent = progress.get("percent", 0)
     return RunSnapshot(
         namespace=str(meta.get("namespace") or ""),
@@ -157,6 +184,8 @@ def build_run_snapshot(raw: Mapping[str, Any]) -> RunSnapshot:
         last_checkpoint_timestamp=_timestamp(checkpoint.get("time")),
         phase_started=started,
         restarts={cause: int(restarts.get(cause) or 0) for cause in RESTART_CAUSES},
+        heldout_accuracy=heldout,
+        judge_trust=trust,
     )
 
 
@@ -216,6 +245,11 @@ class RunCollector(Collector):
         phase_started = GaugeMetricFamily("sail_run_phase_started_timestamp_seconds",
                                           "Unix time the current phase attempt started.", labels=key + ["phase"])
         restarts = GaugeMetricFamily("sail_run_restarts", "Retries spent, by budget.", labels=key + ["cause"])
+        heldout = GaugeMetricFamily("sail_run_heldout_accuracy", "Latest model's accuracy on the held-out human "
+                                    "pairs (0.5 = chance), against the base or its training reference.",
+                                    labels=key + ["against"])
+        trust = GaugeMetricFamily("sail_run_judge_trust", "Latest round's judge agreement with the held-out human "
+                                  "labels before its self-labels were used (0.5 = chance).", labels=key)
         for run in runs:
             labels = [run.namespace, run.name]
             info.add_metric(labels + list(build_model_labels(run.model)), 1.0)
@@ -232,7 +266,11 @@ class RunCollector(Collector):
                 phase_started.add_metric(labels + [phase], stamp)
             for cause in RESTART_CAUSES:
                 restarts.add_metric(labels + [cause], float(run.restarts.get(cause, 0)))
-        yield from (info, state, iteration, target, ratio, checkpoint, phase_started, restarts)
+            for against, accuracy in run.heldout_accuracy.items():
+                heldout.add_metric(labels + [against], accuracy)
+            if run.judge_trust is not None:
+                trust.add_metric(labels, run.judge_trust)
+        yield from (info, state, iteration, target, ratio, checkpoint, phase_started, restarts, heldout, trust)
 
 
 class OperatorMetrics:

@@ -48,6 +48,8 @@ OPERATOR_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "sail_run_last_checkpoint_timestamp_seconds": ("gauge", frozenset({"namespace", "run"})),
     "sail_run_phase_started_timestamp_seconds": ("gauge", frozenset({"namespace", "run", "phase"})),
     "sail_run_restarts": ("gauge", frozenset({"namespace", "run", "cause"})),
+    "sail_run_heldout_accuracy": ("gauge", frozenset({"namespace", "run", "against"})),
+    "sail_run_judge_trust": ("gauge", frozenset({"namespace", "run"})),
 }
 # Series Prometheus adds itself for every target (not exported by the operator).
 PROMETHEUS_SYNTHETIC = {"up"}
@@ -185,7 +187,8 @@ def _scraped_families(metrics: Any) -> dict[str, tuple[str, frozenset[str]]]:
     operator.index.put(metrics.RunSnapshot(
         namespace="ml", name="sd15", model="s3://models/sd15", state="Running", current_iteration=1,
         target_iterations=3, progress_ratio=0.25, last_checkpoint_timestamp=1.0e9,
-        phase_started={"generate": 1.0e9}, restarts={"app": 1, "infra": 0}))
+        phase_started={"generate": 1.0e9}, restarts={"app": 1, "infra": 0},
+        heldout_accuracy={"base": 0.7, "reference": 0.6}, judge_trust=0.65))
     operator.runs_created.inc()
     operator.record_attempt("ml", "generate", "succeeded", None, 60.0, 5.0, 1.0)
     operator.record_run_finished("failed")

@@ -114,7 +114,9 @@ def test_report_shows_a_grid_per_iteration_and_plots_in_headless_chromium(tmp_pa
     assert plots == ["loss", "implicit_accuracy", "reward_margin"]
     loaded = re.findall(r'data-loaded="(\w+)"', dom.stdout)
     assert loaded and set(loaded) == {"yes"}, loaded
-    assert f'data-checked="{len(grids) + len(plots)}"' in dom.stdout
+    comparison = dom.stdout.count('<figure id="comparison">')  # base and every iteration side by side
+    assert comparison == 1
+    assert f'data-checked="{len(grids) + len(plots) + comparison}"' in dom.stdout
 
     shot = tmp_path / "shot.png"
     done = run_chromium(tmp_path, report.as_uri(), f"--screenshot={shot}")

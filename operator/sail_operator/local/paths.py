@@ -70,6 +70,8 @@ def build_local_run(run: SAILRun, source: Path, storage: str | None) -> tuple[SA
     spec.model.uri = resolve_uri(spec.model.uri, base)
     spec.seed_pairs.uri = resolve_uri(spec.seed_pairs.uri, base)
     spec.prompts.uri = resolve_uri(spec.prompts.uri, base)
+    if spec.sail.validation.uri:
+        spec.sail.validation.uri = resolve_uri(spec.sail.validation.uri, base)
     default_dir = base / ".sail" / run.metadata.name
     if storage is not None:  # from the command line: relative to the working directory
         root = storage.rstrip("/") if is_remote(storage) else str(Path(storage.removeprefix("file://")).expanduser().resolve())

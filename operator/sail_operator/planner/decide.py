@@ -24,6 +24,9 @@ Choices made here (documented in docs/cli.md too):
   finished.
 - A Job with our name and another owner is never adopted: the run fails and says so.
 - Metrics of a sharded phase are the mean over the shards that reported.
+- ``spec.roundGate`` (opt-in) judges each train by its held-out metric (``planner/gate.py``):
+  a regressed round stops the run as ``Succeeded`` (reason ``StoppedOnRegression``) with
+  ``status.bestCheckpoint``, or is only flagged (``onRegression: continue``).
 """
 
 from __future__ import annotations
@@ -478,7 +481,46 @@ class _Planner:
             self._checkpoint(spec, step.iteration, obs)
         self._event(NORMAL, Reason.PHASE_SUCCEEDED, f"{obs.name} succeeded")
         self.actions.append(DeletePhaseJob(name=obs.name))  # after its result is in status (written first)
+        if step.phase is Phase.TRAIN and spec.round_gate is not None and self._gate(spec, step.iteration, record):
+            return False  # stopped on a regression: the run is complete, its best checkpoint in status
         self._move_past(spec, step)
+        return True
+
+    def _gate(self, spec: SAILRunSpec, iteration: int, record: PhaseRecord) -> bool:
+        """spec.roundGate (planner/gate.py): best checkpoint, RoundAccepted condition; True when the run stops."""
+        from sail_api.status import BestCheckpointStatus
+        from sail_operator.planner.gate import is_new_best, judge_iteration
+
+        gate = spec.round_gate
+        assert gate is not None
+        verdict = judge_iteration(gate, iteration, record.metrics, self.status.best_checkpoint)
+        if verdict is None:
+            message = (f"iteration {iteration} reported no {gate.metric} (does the run hold out pairs? "
+                       "sail.validation): the round gate cannot judge it")
+            self._cond(ConditionType.ROUND_ACCEPTED, "Unknown", Reason.ROUND_ACCEPTED, message)
+            self._event(WARNING, Reason.ROUND_ACCEPTED, message)
+            return False
+        if is_new_best(verdict) and self.status.checkpoint is not None:
+            self.status.best_checkpoint = BestCheckpointStatus(
+                **self.status.checkpoint.model_dump(), metric=verdict.metric, value=verdict.value)
+        message = verdict.describe(gate.tolerance)
+        if not verdict.regressed:
+            self._cond(ConditionType.ROUND_ACCEPTED, "True", Reason.ROUND_ACCEPTED, message)
+            return False
+        self._cond(ConditionType.ROUND_ACCEPTED, "False", Reason.ROUND_REGRESSED, message)
+        if gate.on_regression == "continue":
+            self._event(WARNING, Reason.ROUND_REGRESSED, f"{message}; continuing (roundGate.onRegression: continue)")
+            return False
+        best = self.status.best_checkpoint
+        where = f"iteration {best.iteration} ({best.uri})" if best else "none"
+        self._event(WARNING, Reason.ROUND_REGRESSED, f"{message}; stopping, best checkpoint: {where}")
+        self.status.state = RunState.SUCCEEDED
+        self.status.current, self.status.current_phase, self.status.backoff_until = None, None, None
+        self.status.current_iteration = iteration
+        self.status.message = f"stopped by the round gate after iteration {iteration}; best checkpoint: {where}"
+        self._cond(ConditionType.COMPLETE, "True", Reason.STOPPED_ON_REGRESSION, f"{message}; best checkpoint: {where}")
+        for type_ in (ConditionType.RUNNING, ConditionType.RETRYING, ConditionType.SUSPENDED):
+            self._cond(type_, "False", Reason.STOPPED_ON_REGRESSION, "")
         return True
 
     def _checkpoint(self, spec: SAILRunSpec, iteration: int, obs: AttemptObservation) -> None:

@@ -94,7 +94,9 @@ def render_report_html(state: LocalState, artifacts: list[IterationArtifacts], p
     parts.append("</div><h2>Phases</h2>" + _phase_table(state))
     spec_text = yaml.safe_dump(state.spec or {}, sort_keys=False) if state.spec else "(no spec recorded)"
     parts.append(f"<h2>Spec</h2><pre id=spec>{esc(spec_text)}</pre></body></html>")
-    return "\n".join(parts)
+    from sail_operator.report.quality import add_quality_section
+
+    return "\n".join(add_quality_section(parts, state, artifacts))  # "did it get better?" first
 
 
 def _figure(png: bytes, caption: str, iteration: str, kind: str) -> str:

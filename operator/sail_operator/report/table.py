@@ -90,4 +90,7 @@ def render_status_text(state: LocalState) -> str:
     headers = ["iter", "phase", "result", "attempts", "duration", *METRIC_COLUMNS, "checkpoint"]
     rows = [[str(r.iteration), r.phase, r.result, r.attempts, r.duration, *r.metrics, r.checkpoint]
             for r in build_status_rows(state)]
-    return "\n".join(head) + "\n\n" + render_table(headers, rows)
+    from sail_operator.report.quality import render_quality_text
+
+    quality = render_quality_text(state)  # held-out accuracy and judge trust per iteration, with a verdict
+    return "\n".join(head) + "\n\n" + render_table(headers, rows) + (f"\n\n{quality}" if quality else "")

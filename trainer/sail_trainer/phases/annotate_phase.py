@@ -24,6 +24,7 @@ from sail_trainer.errors import MissingInputError
 from sail_trainer.logs import Progress
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.heldout import measure_judge_trust
 from sail_trainer.phases.models_of_run import resolve_iteration_folder, resolve_judge_folder
 from sail_trainer.plan import derive_seed, select_shard_positions
 from sail_trainer.storage import find_committed_shards, read_committed_bytes
@@ -121,6 +122,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
     resolution, batch, m = s.sampler.resolution, s.sampler.batch_size, s.reward_draws
     t_range = s.reward_timesteps.bounds(components.num_train_timesteps)
+    trust = measure_judge_trust(ctx, components.unet, judge, components)  # before its labels are used
     progress = Progress("annotate", len(positions))
     started = time.monotonic()
     reused = 0
@@ -162,6 +164,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         "mean_margin": sum(margins) / len(margins) if margins else 0.0,
         "reward_spread": float(reward_t.std(dim=1).mean()) if len(records) else 0.0,
         "prompts_per_second": len(records) / max(time.monotonic() - started, 1e-9),
+        **trust,
     }
     log.info("annotated %d prompts; mean margin %.4g", len(records), metrics["mean_margin"])
     return ctx.commit(files, metrics, {"draws": m, "parts": len(parts), "reused_parts": reused})

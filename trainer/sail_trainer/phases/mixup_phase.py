@@ -15,9 +15,11 @@ from functools import partial
 
 from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase
+from sail_trainer.data.heldout_split import map_seed_entries, training_indices
 from sail_trainer.logs import Progress
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.heldout import build_seed_split, chain_heldout_file
 from sail_trainer.phases.models_of_run import resolve_base_folder
 from sail_trainer.plan import derive_seed
 from sail_trainer.storage import find_committed_shards, read_committed_bytes
@@ -41,6 +43,7 @@ def _encode_seed(ctx: PhaseContext) -> PhaseManifest:
     alg, storage = ctx.algorithm, ctx.resolved.storage
     opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
     pairs = iter_seed_pairs(alg.seed_pairs.uri, alg.seed_pairs.format, alg.seed_pairs.limit, open_store=opener)
+    pairs, seed_count = chain_heldout_file(pairs, alg.sail.validation, opener)
     components = load_components(resolve_base_folder(ctx), alg.model.layout, pick_device(), torch.float32,
                                  with_unet=False)
     resolution, batch = alg.sail.sampler.resolution, alg.sail.sampler.batch_size
@@ -62,18 +65,20 @@ def _encode_seed(ctx: PhaseContext) -> PhaseManifest:
             pending = pending[art.SEED_CHUNK :]
         progress.update(len(chunk))
     progress.close()
-    if not prompts:
+    if not seed_count():
         raise DataError("no usable seed pairs (the file is empty or every pair is a tie)",
                         source=alg.seed_pairs.uri, hint="check seedPairs.uri")
     if pending:
         files.append(_flush_seed_chunk(ctx, len(files), pending))
+    heldout, train = build_seed_split(prompts, seed_count(), alg.sail.validation, alg.sail.seed)
     files.append(ctx.put_bytes(art.SEED_INDEX, art.dump_json({
         "count": len(prompts), "chunk_size": art.SEED_CHUNK, "prompts": prompts, "latent_shape": latent_shape,
-        "resolution": resolution, "sources": sources,
+        "resolution": resolution, "sources": sources, **({"heldout": heldout} if heldout else {}),
     })))
-    plan = build_mixup_plan([], len(prompts), alg.sail.alpha, None, derive_seed(alg.sail.seed, 0, "mixup"))
-    files.append(ctx.put_bytes(art.MIXTURE, art.dump_json(plan.to_dict())))
-    metrics = {"seed_pairs": float(len(prompts)), "mixture_size": float(plan.size), "self_pairs": 0.0}
+    plan = build_mixup_plan([], len(train), alg.sail.alpha, None, derive_seed(alg.sail.seed, 0, "mixup"))
+    files.append(ctx.put_bytes(art.MIXTURE, art.dump_json(map_seed_entries(plan.to_dict(), train))))
+    metrics = {"seed_pairs": float(len(train)), "mixture_size": float(plan.size), "self_pairs": 0.0,
+               "heldout_pairs": float(len(heldout))}
     log.info("encoded %d seed pairs at %d px; mixture of %d seed pairs", len(prompts), resolution, plan.size)
     return ctx.commit(files, metrics, {"pairs": plan.size})
 
@@ -114,7 +119,8 @@ def _build_round_mixture(ctx: PhaseContext) -> PhaseManifest:
     alg, layout, store = ctx.algorithm, ctx.layout, ctx.store
     if alg.sail.replay_self_pairs:
         log.warning("sail.replaySelfPairs is not implemented yet: using this round's self pairs only")
-    num_seed = art.read_seed_index(store, layout)["count"]
+    train = training_indices(art.read_seed_index(store, layout))  # held-out pairs are never drawn
+    num_seed = len(train)
     shards = find_committed_shards(store, layout, ctx.iteration, Phase.ANNOTATE)
     self_pairs: list[dict] = []
     for folder in shards.folders:
@@ -128,7 +134,7 @@ def _build_round_mixture(ctx: PhaseContext) -> PhaseManifest:
     )
     files = [
         ctx.put_bytes(art.SELF_PAIRS, art.dump_json({"pairs": self_pairs})),
-        ctx.put_bytes(art.MIXTURE, art.dump_json(plan.to_dict())),
+        ctx.put_bytes(art.MIXTURE, art.dump_json(map_seed_entries(plan.to_dict(), train))),
     ]
     margins = [p["margin"] for p in self_pairs]
     metrics = {

@@ -83,8 +83,14 @@ def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_w
         )
 
 
+# Always in the summary besides the first SUMMARY_METRICS others, so the operator's status gets them.
+HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust")
+
+
 def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, manifest_uri: str) -> PhaseSummary:
-    metrics = dict(list(manifest.metrics.items())[:SUMMARY_METRICS])
+    headline = {k: v for k, v in manifest.metrics.items() if k.startswith(HEADLINE_METRIC_PREFIXES)}
+    others = [(k, v) for k, v in manifest.metrics.items() if k not in headline]
+    metrics = {**headline, **dict(others[:SUMMARY_METRICS])}
     extra = {k: v for k, v in manifest.metadata.items() if k in ("model_uri", "pairs", "steps")}
     return PhaseSummary(
         phase=request.phase, iteration=request.iteration,

@@ -466,7 +466,11 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
     policy.eval()
     local = ctx.work_dir / "model"
     files = []
-    for path in save_pipeline_folder(init_folder, policy, local):
+    from sail_trainer.phases.card import add_model_card
+    from sail_trainer.phases.heldout import measure_heldout
+
+    heldout = measure_heldout(ctx, policy, components, init_folder)  # never-trained human pairs
+    for path in add_model_card(ctx, local, save_pipeline_folder(init_folder, policy, local), heldout, len(history)):
         files.append(ctx.put_file("model/" + path.relative_to(local).as_posix(), path))
     files.append(ctx.put_bytes("metrics.json", art.dump_json(history)))
     s = ctx.algorithm.sail
@@ -487,6 +491,7 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
         "mean_loss": sum(h["loss"] for h in history) / n,
         "mean_implicit_accuracy": sum(h["implicit_accuracy"] for h in history) / n,
         "pairs_per_second": sum(h["pairs_per_second"] for h in history) / n,
+        **heldout,
     }
     model_uri = ctx.output_key("model")  # the physical folder (this attempt's prefix) the manifest lists
     metadata: dict[str, Any] = {"model_uri": model_uri, "steps": len(history),
