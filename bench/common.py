@@ -1,6 +1,6 @@
 """Shared pieces of the performance benchmarks: import paths, machine facts, memory, timing, output.
 
-Benchmarks measure; tests only check that they run (tests/unit/test_bench_*.py). This module
+Benchmarks measure; tests only check that they run (tests/*/test_bench_*.py). This module
 holds no benchmark logic: it reads /proc (Linux) for memory and CPU time so that the
 benchmarks need no extra package, times with `time.perf_counter` (after a device sync), and
 writes one JSON document plus a plain-text table per benchmark.
@@ -14,7 +14,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,21 @@ def add_repo_paths() -> None:
     for path in (REPO / "api", REPO / "trainer", REPO / "operator", REPO):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
+
+
+# Idle OpenMP threads sleep instead of spinning: on a loaded 2-core machine spinning threads take the
+# cores the other threads wait for (docs/dev/threads.md: 16 toy samples, 2 threads, 96-182 s wall with
+# the default policy, 0.9-1.8 s with PASSIVE). libgomp reads it once when torch loads.
+THREAD_WAIT_POLICY = "PASSIVE"
+
+
+def set_thread_policy(env: MutableMapping[str, str] | None = None) -> None:
+    """Default OMP_WAIT_POLICY to PASSIVE in `env` (this process's environment when None) unless set.
+
+    Call it before torch is first imported (a script's `__main__`); in a process that has loaded
+    torch already it only changes what child processes inherit.
+    """
+    (os.environ if env is None else env).setdefault("OMP_WAIT_POLICY", THREAD_WAIT_POLICY)
 
 
 # ----------------------------------------------------------------------------- machine
@@ -51,6 +66,7 @@ def describe_machine(device: str = "cpu") -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     if device.startswith("cuda"):
         import torch

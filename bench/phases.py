@@ -52,6 +52,7 @@ from bench.common import (  # noqa: E402
     mib,
     read_proc_status,
     reset_peak_rss,
+    set_thread_policy,
     write_json,
 )
 
@@ -860,4 +861,5 @@ def describe_levers(unet: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    set_thread_policy()  # before torch loads (main imports it)
     raise SystemExit(main())

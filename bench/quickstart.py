@@ -43,6 +43,7 @@ from bench.common import (  # noqa: E402
     read_cmdline,
     read_cpu_seconds,
     read_proc_status,
+    set_thread_policy,
     write_json,
 )
 
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env.setdefault("OMP_NUM_THREADS", "1")
+    set_thread_policy(env)
     config, build_info = prepare_config(args.config, args.build_missing, env)
     owned = args.storage is None
     storage = args.storage or Path(tempfile.mkdtemp(prefix="sail-bench-quickstart-")) / "run"

@@ -326,7 +326,9 @@ class LocalExecutor:
         summary_path = folder / f"shard-{index}.summary.json"
         log_path = folder / f"shard-{index}.log"
         summary_path.unlink(missing_ok=True)
-        env = {**os.environ, **self.extra_env, TERMINATION_LOG_ENV: str(summary_path), "PYTHONUNBUFFERED": "1"}
+        # OMP_WAIT_POLICY=PASSIVE unless set: idle torch threads sleep, not spin (docs/dev/threads.md).
+        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.extra_env, TERMINATION_LOG_ENV: str(summary_path),
+               "PYTHONUNBUFFERED": "1"}
         if attempt.record.shards is not None:
             env[SHARD_INDEX_ENV] = str(index)
             if self.gpus:  # one GPU per shard process, like one GPU per pod of an Indexed Job
