@@ -23,6 +23,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,7 @@ _QUANTITY_SUFFIXES = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -307,6 +309,16 @@ def check_semantics(run: SAILRun) -> list[str]:
             "remove revision or point uri at the exact folder"
         )
     return problems
+
+
+def check_run(run: SAILRun, cluster_rules: Callable[[SAILRun], list[str]] | None = None) -> list[str]:
+    """The one verdict on a parsed SAILRun, shared by `sail validate`, `sail run` and the operator.
+
+    `check_semantics` (which includes the API server's own rules for the names and label values
+    the run's Jobs carry), plus `cluster_rules` -- the operator's admin policy and s3 storage --
+    when the run is judged for a cluster. Empty when the run is fine.
+    """
+    return check_semantics(run) + (cluster_rules(run) if cluster_rules is not None else [])
 
 
 def _check_batch(run: SAILRun) -> list[str]:
@@ -407,6 +419,16 @@ def _check_template(run: SAILRun) -> list[str]:
         if env.name in seen:
             problems.append(f"spec.template.env[{index}].name: {env.name!r} is set twice; keep one")
         seen.add(env.name)
+    for key, value in run.spec.template.node_selector.items():
+        if not _LABEL_VALUE.match(value) or len(value) > 63:
+            problems.append(f"spec.template.nodeSelector[{json.dumps(key)}]: {value!r} is not a valid label value "
+                            "(Kubernetes refuses the pod): at most 63 letters, digits, '-', '_', '.', "
+                            "starting and ending alphanumeric")
+    for path, name in (("spec.template.serviceAccountName", run.spec.template.service_account_name),
+                       ("spec.template.priorityClassName", run.spec.template.priority_class_name)):
+        if name is not None and not _DNS_SUBDOMAIN.match(name):
+            problems.append(f"{path}: {name!r} is not a valid object name (Kubernetes refuses the Job): "
+                            "lower-case letters, digits, '-' and '.'")
     for index, toleration in enumerate(run.spec.template.tolerations):
         path = f"spec.template.tolerations[{index}]"
         if toleration.operator == "Exists" and toleration.value:
