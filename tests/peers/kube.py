@@ -53,6 +53,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import kmock
 import pytest
 
@@ -79,6 +80,8 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
                                       verbs={"get", "list", "create", "patch", "delete"}),
     "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", singular="configmap", namespaced=True,
                                         verbs={"get", "list", "create", "patch", "delete"}),
+    "coordination.k8s.io/v1/leases": kmock.ResourceInfo(kind="Lease", singular="lease", namespaced=True,
+                                                        verbs={"get", "list", "create", "patch", "delete"}),
     "v1/events": kmock.ResourceInfo(kind="Event", singular="event", namespaced=True,
                                     verbs={"get", "list", "create", "patch"}),
     # Discovery only: kopf waits for `namespaces` to exist before it starts any watch, but
@@ -123,12 +126,14 @@ def compute_invalid_fields(body: dict[str, Any], plural: str) -> list[str]:
     return problems
 
 
+@attrs.frozen
 class Refusal(kmock.KubernetesError):
-    """An API-server refusal (422 Invalid, 409 Conflict) with its Status payload."""
+    """An API-server refusal (422 Invalid, 409 Conflict, an injected 500) with its Status payload."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.message, self.details = status, reason, message, {}
+    status: int = 422
+    reason: str | None = "Invalid"
+    message: str | None = None
+    details: Any | None = attrs.field(factory=dict)
 
 
 class SailKubeEmulator(kmock.KubernetesEmulator):
@@ -145,6 +150,8 @@ class SailKubeEmulator(kmock.KubernetesEmulator):
         # A validating admission webhook: (plural, body) -> a denial message, or None to admit.
         self.admission: Callable[[str, dict[str, Any]], str | None] | None = None
         self.status_writes: list[tuple[str, dict[str, Any]]] = []  # (run name, status) of each applied write
+        # A brownout: request -> an HTTP error status to answer instead (500, 429...), or None.
+        self.faults: Callable[[kmock.Request], int | None] | None = None
 
     async def _handle(self, request: kmock.Request) -> Any:
         # kmock keeps every request in its own history and re-filters it on each request
@@ -152,6 +159,9 @@ class SailKubeEmulator(kmock.KubernetesEmulator):
         self.log.extend(r for r in self._requests if r is not request)
         self._requests[:] = [request]  # kmock matches a request only if it is in its history
         deleting = None
+        fault = self.faults(request) if self.faults is not None else None
+        if fault:
+            self._refuse(fault, "InternalError" if fault >= 500 else "TooManyRequests", "injected by the test")
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
                 self._refuse_invalid(request)
@@ -168,7 +178,7 @@ class SailKubeEmulator(kmock.KubernetesEmulator):
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         self.refused.append((status, message))
-        raise Refusal(status, reason, message)
+        raise Refusal(status=status, reason=reason, message=message)
 
     def _refuse_invalid(self, request: kmock.Request) -> None:
         problems = compute_invalid_fields(request.data, request.resource.plural)
@@ -711,6 +721,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_OPERATOR_TAGS = itertools.count(1)
+
+
 @dataclass
 class OperatorProcess:
     """`python -m sail_operator.kube.entry` against the emulator; killable and restartable."""
@@ -722,10 +735,11 @@ class OperatorProcess:
     liveness_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     starts: int = 0
+    tag: int = field(default_factory=lambda: next(_OPERATOR_TAGS))  # several processes share one logdir
 
     def start(self) -> OperatorProcess:
         self.starts += 1
-        log = open(self.logdir / f"operator-{self.starts}.log", "w")  # noqa: SIM115  (closed by the child's exit)
+        log = open(self.logdir / f"operator-{self.tag}-{self.starts}.log", "w")  # noqa: SIM115  (closed by the child's exit)
         argv = [sys.executable, "-m", "sail_operator.kube.entry", "--all-namespaces", "--standalone",
                 "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-port", str(self.metrics_port),
                 "--metrics-address", "127.0.0.1",
@@ -760,7 +774,8 @@ class OperatorProcess:
             return response.read().decode()
 
     def logs(self) -> str:
-        return "\n".join(path.read_text(errors="replace") for path in sorted(self.logdir.glob("operator-*.log")))
+        return "\n".join(path.read_text(errors="replace")
+                         for path in sorted(self.logdir.glob(f"operator-{self.tag}-*.log")))
 
 
 # ------------------------------------------------------------------ fixtures

@@ -69,16 +69,16 @@ def test_a_create_the_api_server_refuses_fails_the_run_once_without_spending_bud
 
 
 def test_an_edit_of_a_pinned_field_is_refused_naming_it_once_and_the_run_goes_on():
-    status = started()
+    status, running = started(), [attempt(0, Phase.MIXUP)]
     change = ("spec.sail.alpha: 0.25 -> 0.5",)
-    first = decide(replace(observe(status=status, generation=2), pinned_changes=change), T0)
+    first = decide(replace(observe(status=status, attempts=running, generation=2), pinned_changes=change), T0)
     validated = cond(first.status, "Validated")
     assert (validated.status, validated.reason) == ("False", "EditRefused") and "spec.sail.alpha" in validated.message
     assert [e.reason for e in events(first) if e.type == "Warning"] == ["EditRefused"]
     assert first.status.state == RunState.RUNNING and first.status.observed_generation == 2
-    again = decide(replace(observe(status=first.status, generation=2), pinned_changes=change), T0)
+    again = decide(replace(observe(status=first.status, attempts=running, generation=2), pinned_changes=change), T0)
     assert [e for e in events(again) if e.reason == "EditRefused"] == []
-    reverted = decide(observe(status=again.status, generation=3), T0)
+    reverted = decide(observe(status=again.status, attempts=running, generation=3), T0)
     assert cond(reverted.status, "Validated").status == "True"
 
 
@@ -91,3 +91,10 @@ def test_raising_rounds_on_a_succeeded_run_extends_it_from_the_next_round():
     assert "Extended" in [e.reason for e in events(decision)]
     finished, _ = play(make_spec(sail={"rounds": 2}))
     assert decide(observe(make_spec(sail={"rounds": 2}), finished), T0).creates == ()  # same rounds: stays done
+
+
+def test_a_recorded_attempt_whose_job_vanished_is_recreated_under_its_name_with_a_warning():
+    recorded = started()  # attempt 1 of step-0 mixup recorded; its Job is gone
+    decision = decide(observe(status=recorded), T0 + timedelta(seconds=30))
+    assert [c.name for c in decision.creates] == [build_job_name(RUN, 0, Phase.MIXUP, 1)]
+    assert "JobRecreated" in [e.reason for e in events(decision) if e.type == "Warning"]

@@ -28,11 +28,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from sail_api.resolved import ResolvedRun
 from sail_api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from sail_api.status import TERMINAL_STATES, RunState, SAILRunStatus
 from sail_operator.kube.jobs import (
     LABEL_MANAGED_BY,
     LABEL_RUN,
+    SPEC_FILE_KEY,
     build_headless_service,
     build_phase_job,
     build_spec_configmap,
@@ -362,14 +364,22 @@ def ensure_spec_configmap(api: KubeApi, raw: Mapping[str, Any], observed: Observ
                           existing: Mapping[str, Any] | None) -> str | None:
     """Create the `{run}-spec` ConfigMap, or bring ours up to date; a conflict message, or None.
 
-    Execution fields (`performance`, `sail.rounds`) reach the trainer from the next attempt on;
-    while an edit of a pinned field is refused (`observed.pinned_changes`) the data stays as the
-    run started. An orphaned one (no owner left) is taken over: it is ours by name and label,
+    Execution fields (`performance`, `sail.rounds`, storage endpoint) reach the trainer from the
+    next attempt on; the pinned fields (`observed.pinned_changes`: algorithm, `storage.uri`) stay
+    as the run started while their edit is refused. An orphaned one (no owner left) is taken over: it is ours by name and label,
     and its whole content is rewritten.
     """
     namespace, uid = raw["metadata"]["namespace"], raw["metadata"].get("uid")
     body = build_spec_configmap(dict(raw))
     path = core_path(namespace, "configmaps")
+    pinned = read_pinned_run(existing) if existing is not None and is_owned_by(existing, uid) else None
+    if pinned is not None and observed.pinned_changes:  # execution edits go through, pinned fields stay
+        wanted = ResolvedRun.model_validate_json(body["data"][SPEC_FILE_KEY])
+        algorithm = pinned.algorithm.model_copy(deep=True)
+        algorithm.sail.rounds = wanted.algorithm.sail.rounds
+        storage = wanted.storage.model_copy(update={"uri": pinned.storage.uri})
+        merged = wanted.model_copy(update={"algorithm": algorithm, "storage": storage})
+        body["data"] = {SPEC_FILE_KEY: merged.to_json()}
     if existing is None:
         outcome = create_owned(api, path, body, uid)
         if outcome.refused:
@@ -381,7 +391,7 @@ def ensure_spec_configmap(api: KubeApi, raw: Mapping[str, Any], observed: Observ
     orphaned = not owned and not ((existing or {}).get("metadata") or {}).get("ownerReferences")
     if not owned and not orphaned:
         return f"ConfigMap {body['metadata']['name']} still belongs to an earlier SAILRun of this name"
-    if orphaned or (not observed.pinned_changes and (existing or {}).get("data") != body["data"]):
+    if orphaned or (existing or {}).get("data") != body["data"]:
         update = {"data": body["data"]}
         if orphaned:
             update["metadata"] = {k: body["metadata"][k] for k in ("labels", "ownerReferences")}

@@ -142,8 +142,45 @@ def _pod_was_disrupted(pod: Mapping[str, Any]) -> bool:
     return False
 
 
+def describe_pod_failures(pods: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What the kubelet and scheduler say happened to each failed pod, in words a user acts on.
+
+    The Job's own condition only says "Job has reached the specified backoff limit"; the failed
+    Job and its pods are deleted after a later success, so this is all that remains of the cause.
+    """
+    causes: list[str] = []
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name")
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if isinstance(condition, Mapping) and condition.get("type") == "DisruptionTarget" \
+                    and condition.get("status") == "True":
+                why = str(condition.get("reason") or "disrupted")
+                what = "preempted" if "Preempt" in why else "evicted" if "Evict" in why else "disrupted"
+                causes.append(f"pod {name} was {what} ({why}: {condition.get('message') or 'no message'})")
+                break
+        else:
+            if status.get("reason") in INFRA_POD_REASONS:
+                causes.append(f"pod {name} was {'evicted' if status.get('reason') == 'Evicted' else 'lost'} "
+                              f"({status.get('reason')}: {status.get('message') or 'no message'})")
+        for container in status.get("containerStatuses") or []:
+            terminated = ((container.get("state") or {}).get("terminated") or {}) if isinstance(container, Mapping) \
+                else {}
+            if terminated.get("reason") == "OOMKilled":
+                causes.append(f"container {container.get('name')} of pod {name} was OOMKilled (exit "
+                              f"{terminated.get('exitCode')}): it ran out of memory; raise the phase's "
+                              "spec.resources.<phase>.limits.memory or lower its batch sizes")
+    return causes
+
+
 def classify_failure(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> tuple[FailureCause, str]:
     """Which retry budget a failed Job spends, and a message naming why."""
+    cause, message = _classify_failure(job, pods)
+    causes = describe_pod_failures(pods)
+    return cause, "; ".join([*causes, message]) if causes else message
+
+
+def _classify_failure(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> tuple[FailureCause, str]:
     failed = _condition(job, "Failed") or {}
     reason = str(failed.get("reason") or "")
     message = str(failed.get("message") or "")

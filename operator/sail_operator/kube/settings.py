@@ -23,7 +23,8 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()          # empty: cluster-wide (all namespaces)
     kubeconfig: str | None = None             # None: in-cluster service account
     context: str | None = None
-    standalone: bool = True                   # single replica (Recreate): no kopf peering
+    standalone: bool = True                   # no leader election (kopf itself never peers)
+    lease_namespace: str = "default"          # where the leader-election Lease lives (not standalone)
     metrics_port: int | None = 8080
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
     workload_service_account: str = "sail-workload"
@@ -43,3 +44,7 @@ class OperatorSettings:
     # cpu+4 threads, which serialises hundreds of runs behind API round trips (bench/operator_scale.py).
     reconcile_workers: int = 32
     policy: OperatorPolicy = field(default_factory=OperatorPolicy)
+
+    @property
+    def leader_election(self) -> bool:
+        return not self.standalone

@@ -81,6 +81,7 @@ REASON_WAITING_FOR_OLD_JOB = "WaitingForOldJob"
 REASON_EDIT_REFUSED = "EditRefused"
 REASON_REFUSED_BY_API_SERVER = "RefusedByApiServer"
 REASON_EXTENDED = "Extended"
+REASON_JOB_RECREATED = "JobRecreated"
 CHECKPOINT_EXTRA_KEYS = ("checkpoint_uri", "checkpointUri", "model_uri", "modelUri")
 
 
@@ -507,6 +508,10 @@ class _Planner:
         if self.status.backoff_until is not None:
             self._backoff_or_retry(spec, step, number)
         elif self._may_create(spec):
+            name = build_job_name(self.observed.name, step.iteration, step.phase, number)
+            self._event(WARNING, REASON_JOB_RECREATED,
+                        f"Job {name} (attempt {number}, recorded in status) does not exist: it was deleted, or "
+                        "the operator stopped before creating it; creating it again under the same name")
             self._create(spec, step, number)
         return False
 
