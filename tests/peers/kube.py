@@ -38,7 +38,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -715,35 +714,48 @@ def compute_job_status(job: dict[str, Any], results: list[PodResult]) -> dict[st
 # ------------------------------------------------------------------ the operator as a process
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 _OPERATOR_TAGS = itertools.count(1)
 
 
 @dataclass
 class OperatorProcess:
-    """`python -m sail_operator.kube.entry` against the emulator; killable and restartable."""
+    """`python -m sail_operator.kube.entry` against the emulator; killable and restartable.
+
+    Its metrics and liveness servers bind port 0 themselves and report the ports they got in a
+    ports file (no check-then-bind gap: several operators and tests start at once).
+    """
 
     cluster: KubeCluster
     logdir: Path
     extra_args: tuple[str, ...] = ()
-    metrics_port: int = field(default_factory=free_port)
-    liveness_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     starts: int = 0
     tag: int = field(default_factory=lambda: next(_OPERATOR_TAGS))  # several processes share one logdir
 
+    @property
+    def ports_file(self) -> Path:
+        return self.logdir / f"operator-{self.tag}.ports.json"
+
+    def ports(self, timeout: float = 60.0) -> dict[str, int]:
+        return wait_for(lambda: json.loads(self.ports_file.read_text()) if self.ports_file.exists() else None,
+                        timeout, "the operator's ports file")
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.ports()["metrics"])
+
+    @property
+    def liveness_port(self) -> int:
+        return int(self.ports()["liveness"])
+
     def start(self) -> OperatorProcess:
         self.starts += 1
         log = open(self.logdir / f"operator-{self.tag}-{self.starts}.log", "w")  # noqa: SIM115  (closed by the child's exit)
+        self.ports_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "sail_operator.kube.entry", "--all-namespaces", "--standalone",
-                "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-port", str(self.metrics_port),
-                "--metrics-address", "127.0.0.1",
-                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-port", "0",
+                "--metrics-address", "127.0.0.1", "--liveness", "http://127.0.0.1:0/healthz",
+                "--ports-file", str(self.ports_file),
                 "--resync-seconds", "2", "--watch-server-timeout", "30", "--watch-client-timeout", "40",
                 *self.extra_args]
         env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}

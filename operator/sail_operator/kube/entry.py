@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=8080, help="Port of /metrics (0: a free port; -1: off).")
     parser.add_argument("--metrics-address", default="0.0.0.0", help="Address /metrics listens on.")
     parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
-                        help="kopf liveness endpoint URL ('' disables it).")
+                        help="Liveness endpoint URL ('' disables it; port 0: a free port).")
+    parser.add_argument("--ports-file", help="Write the bound ports as JSON {\"metrics\": N, \"liveness\": M} "
+                        "here once serving (useful with port 0).")
     parser.add_argument("--standalone", action=argparse.BooleanOptionalAction, default=True,
                         help="--standalone (default): no leader election, for exactly one operator process. "
                         "--no-standalone: only the holder of the coordination.k8s.io Lease "
@@ -88,6 +90,7 @@ def build_settings(args: argparse.Namespace) -> OperatorSettings:
         lease_namespace=args.lease_namespace or default_lease_namespace(),
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         liveness_endpoint=args.liveness or None,
+        ports_file=args.ports_file,
         workload_service_account=args.workload_service_account,
         resync_seconds=args.resync_seconds,
         watch_server_timeout=args.watch_server_timeout,
@@ -119,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     from sail_operator.kube.handlers import Controller, build_kopf_settings, build_registry
     from sail_operator.metrics import METRICS, start_metrics_server
 
+    controller = Controller(settings=settings, metrics=METRICS)
     if settings.metrics_port is not None:
         server = start_metrics_server(settings.metrics_port, METRICS, addr=args.metrics_address)
         port = server[0].server_port if isinstance(server, tuple) else settings.metrics_port
+        controller.ports["metrics"] = int(port)
         log.info("metrics on http://%s:%s/metrics", args.metrics_address, port)
-    controller = Controller(settings=settings, metrics=METRICS)
     registry = build_registry(controller)
     kopf.run(
         loop=asyncio.new_event_loop(),
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         standalone=True,  # kopf never peers: leader election is ours (kube/leader.py), on a Lease
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        liveness_endpoint=settings.liveness_endpoint,
+        liveness_endpoint=None,  # ours, bound race-free on kopf's loop (handlers.serve_liveness)
     )
     return 0
 

@@ -19,20 +19,26 @@ kopf settings (HOUSE-STYLE 6: built once, passed in):
   deletion to hang while the operator is down. (Hence no kopf timers/daemons either: they
   require one. The resync loop is a plain task started on kopf's startup.)
 - watch server/client timeouts (a silent watch is re-opened), kopf's own Events posted only
-  for warnings and errors, the liveness endpoint, and login from the configured kubeconfig.
+  for warnings and errors, and login from the configured kubeconfig. The liveness endpoint is
+  ours (`serve_liveness`), on kopf's loop, so that it can bind port 0 without a race.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp.web
 import kopf
 from urllib3.exceptions import HTTPError as TransportError
 
@@ -101,6 +107,7 @@ class Controller:
     _wakeups: dict[RunKey, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
     elector: LeaderElector | None = None  # None: standalone (no leader election)
+    ports: dict[str, int] = field(default_factory=dict)  # what the metrics/liveness servers bound
 
     def ensure_api(self) -> KubeApi:
         if self.api is None:
@@ -268,7 +275,7 @@ class WatchOnlyDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
     kopf deep-copies each watched object into an "essence" on every event, for change-detecting
     handlers (on.create/update/resume/delete/field) and daemons/timers. This operator registers
-    none of those (`build_registry`: on.event, login, startup, cleanup, probe only), so kopf never
+    none of those (`build_registry`: on.event, login, startup, cleanup only), so kopf never
     reads it; building it was ~half of kopf's CPU per event, and a SAILRun's status grows with its
     history (cProfile of bench/operator_scale.py at N = 100). A unit test fails if such a handler
     is ever registered beside this storage.
@@ -333,6 +340,10 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=settings.reconcile_workers, thread_name_prefix="reconcile")
         )
+        if settings.liveness_endpoint:
+            memo.liveness, controller.ports["liveness"] = await serve_liveness(settings.liveness_endpoint, controller)
+        if settings.ports_file:
+            write_ports_file(settings.ports_file, controller.ports)
         memo.resync = asyncio.get_running_loop().create_task(controller.resync_forever())
         if settings.leader_election and controller.elector is None:
             controller.elector = LeaderElector(controller.ensure_api(), settings.lease_namespace)
@@ -347,6 +358,9 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
                 await asyncio.gather(task, return_exceptions=True)
         if controller.elector is not None:
             await asyncio.to_thread(controller.elector.release)
+        runner = getattr(memo, "liveness", None)
+        if runner is not None:
+            await runner.cleanup()
         await controller.shutdown()
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
@@ -371,8 +385,37 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
             return
         await controller.reconcile(namespace, run_name, "job_event")
 
-    @kopf.on.probe(id="runs", registry=registry)
-    def runs_probe(**_: Any) -> int:
-        return len(controller.metrics.index)
-
     return registry
+
+
+async def serve_liveness(endpoint: str, controller: Controller) -> tuple[aiohttp.web.AppRunner, int]:
+    """The liveness endpoint (`GET path` -> `{"runs": N}`), served on the operator's event loop.
+
+    Ours rather than kopf's: it binds its socket itself, so port 0 takes a free port with no
+    check-then-bind gap (tests start several operators at once) and reports the port it got.
+    It answers only while the event loop runs, which is what a livenessProbe must detect.
+    """
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme != "http":
+        raise ValueError(f"--liveness {endpoint!r}: only http:// endpoints are supported")
+    sock = socket.socket(socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((parts.hostname or "0.0.0.0", parts.port or 0))  # noqa: S104  (a probe endpoint, as configured)
+
+    async def health(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"runs": len(controller.metrics.index)})
+
+    app = aiohttp.web.Application()
+    app.router.add_get(parts.path or "/", health)
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await aiohttp.web.SockSite(runner, sock).start()
+    return runner, int(sock.getsockname()[1])
+
+
+def write_ports_file(path: str, ports: Mapping[str, int]) -> None:
+    """`{"metrics": N, "liveness": M}`: the ports actually bound (port 0 picks free ones), atomically."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as stream:
+        json.dump(dict(ports), stream)
+    os.replace(tmp, path)

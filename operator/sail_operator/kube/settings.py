@@ -27,6 +27,7 @@ class OperatorSettings:
     lease_namespace: str = "default"          # where the leader-election Lease lives (not standalone)
     metrics_port: int | None = 8080
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
+    ports_file: str | None = None             # write the bound metrics/liveness ports here (tests use port 0)
     workload_service_account: str = "sail-workload"
     trainer_command: tuple[str, ...] = ("sail-trainer",)
     container_name: str = "trainer"
