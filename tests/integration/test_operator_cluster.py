@@ -282,6 +282,12 @@ def test_failure_messages_name_oom_eviction_and_preemption(kube_cluster, job_con
         assert "backoff limit" in failures[0]  # the Job controller's words stay, after the cause
     run = kube_cluster.get_run(NS, "evict")
     assert run["status"]["restarts"] == {"app": 0, "infra": 1}  # an eviction is the cluster's, not the app's
+    # the failed attempt's Job went once its cause was in status, before the retry (no failed Job lingers)
+    order = [(r.action, r.name or (r.data.get("metadata") or {}).get("name")) for r in kube_cluster.requests()
+             if r.resource is not None and r.resource.plural == "jobs" and r.action in (
+                 kmock.action.CREATE, kmock.action.DELETE)]
+    first, retry = build_job_name("evict", 0, Phase.MIXUP, 1), build_job_name("evict", 0, Phase.MIXUP, 2)
+    assert order.index((kmock.action.DELETE, first)) < order.index((kmock.action.CREATE, retry))
 
 
 def test_a_preempted_pod_is_replaced_by_the_jobs_own_policy(kube_cluster, job_controller, operator_process):

@@ -12,7 +12,13 @@ from datetime import timedelta
 from sail_api.phases import Phase
 from sail_api.status import RunState
 from sail_operator.planner.decide import decide
-from sail_operator.planner.model import RequeueAfter, build_job_name
+from sail_operator.planner.model import (
+    AttemptState,
+    DeletePhaseJob,
+    FailureCause,
+    RequeueAfter,
+    build_job_name,
+)
 from tests.unit.test_planner_decide import (
     RUN,
     T0,
@@ -64,7 +70,7 @@ def test_a_create_the_api_server_refuses_fails_the_run_once_without_spending_bud
     assert [e.reason for e in events(decision)] == ["RefusedByApiServer"]
     quiet = decide(observe(status=status), T0 + timedelta(seconds=5))  # same generation: no loop
     assert quiet.creates == () and events(quiet) == [] and quiet.status.state == RunState.FAILED
-    edited = decide(observe(status=quiet.status, generation=2), T0 + timedelta(seconds=9))
+    edited = decide(observe(status=quiet.status, generation=2), T0 + timedelta(minutes=1))
     assert [c.attempt for c in edited.creates] == [1] and edited.status.state == RunState.RUNNING
 
 
@@ -98,3 +104,14 @@ def test_a_recorded_attempt_whose_job_vanished_is_recreated_under_its_name_with_
     decision = decide(observe(status=recorded), T0 + timedelta(seconds=30))
     assert [c.name for c in decision.creates] == [build_job_name(RUN, 0, Phase.MIXUP, 1)]
     assert "JobRecreated" in [e.reason for e in events(decision) if e.type == "Warning"]
+
+
+def test_a_failed_attempt_is_deleted_once_its_cause_is_recorded_and_the_retry_still_comes():
+    recorded = started()
+    failure = attempt(0, Phase.MIXUP, state=AttemptState.FAILED, cause=FailureCause.INFRA, message="evicted")
+    first = decide(observe(status=recorded, attempts=[failure]), T0)
+    assert "evicted" in first.status.message and first.status.restarts.infra == 1
+    assert DeletePhaseJob(name=failure.name) in first.actions
+    retry = decide(observe(status=first.status), T0 + timedelta(hours=1))  # the Job is gone
+    assert [c.attempt for c in retry.creates] == [2] and retry.status.restarts.infra == 1
+    assert "JobRecreated" not in [e.reason for e in events(retry)]

@@ -451,6 +451,10 @@ def apply_decision(api: KubeApi, raw: Mapping[str, Any], observed: Observed, dec
     result = ReconcileResult()
     version = (raw.get("metadata") or {}).get("resourceVersion")
     patch = build_status_patch(raw.get("status"), decision.status)
+    if patch is None and any(isinstance(a, (CreatePhaseJob, EmitEvent)) for a in decision.actions):
+        # Nothing to change, but a create or an event must still be planned from the current
+        # object: the empty write only asserts the version (a stale one gets 409 and does nothing).
+        patch = {"status": {}}
     if patch is not None:
         # raises (409 on a stale version): nothing is created without the record
         written = patch_status(api, namespace, name, patch, version)

@@ -76,6 +76,7 @@ from sail_operator.planner.model import (
 NORMAL = "Normal"
 WARNING = "Warning"
 SUMMARY_WAIT_SECONDS = 5.0  # a finished Job whose termination messages are not read yet: look again soon
+MISSING_GRACE_SECONDS = 10.0  # a recorded attempt's Job missing for less than this may still be on its way
 GC_WAIT_SECONDS = 2.0  # garbage collection of a deleted run's children takes about a second
 REASON_WAITING_FOR_OLD_JOB = "WaitingForOldJob"
 REASON_EDIT_REFUSED = "EditRefused"
@@ -508,6 +509,12 @@ class _Planner:
         if self.status.backoff_until is not None:
             self._backoff_or_retry(spec, step, number)
         elif self._may_create(spec):
+            recorded = parse_time(self.status.current.created_at) if self.status.current else None
+            if recorded is not None and self.now - recorded < timedelta(seconds=MISSING_GRACE_SECONDS):
+                # Just recorded: its creator may be about to POST it (another operator process
+                # between its status write and its create). Look again rather than race it.
+                self.actions.append(RequeueAfter(seconds=MISSING_GRACE_SECONDS))
+                return False
             name = build_job_name(self.observed.name, step.iteration, step.phase, number)
             self._event(WARNING, REASON_JOB_RECREATED,
                         f"Job {name} (attempt {number}, recorded in status) does not exist: it was deleted, or "
@@ -650,6 +657,9 @@ class _Planner:
             self.status.state = RunState.RETRYING
         self.status.message = f"{obs.name} failed ({cause.value}): {message}; retry {spent + 1}/{limit} of the {budget} budget"
         self._cond(ConditionType.RETRYING, "True", Reason.BACKING_OFF, self.status.message)
+        # Its cause is in status now (written before any action): a failed Job left standing while
+        # the retry runs trips the cluster's failed-Job alerts. A run that ends Failed keeps its last one.
+        self.actions.append(DeletePhaseJob(name=obs.name))
         self._backoff_or_retry(spec, step, obs.attempt)
         return False
 
