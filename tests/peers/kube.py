@@ -145,6 +145,7 @@ class SailKubeEmulator(kmock.KubernetesEmulator):
         self.log: list[kmock.Request] = []
         self.gc_delay = 0.2            # seconds between an owner's deletion and its dependents'
         self.gc_paused = False         # True: the collector is slow (dependents stay until resumed)
+        self.gc_tasks: set[asyncio.Task] = set()
         self.refused: list[tuple[int, str]] = []  # (status, message) of every refusal served
         # A validating admission webhook: (plural, body) -> a denial message, or None to admit.
         self.admission: Callable[[str, dict[str, Any]], str | None] | None = None
@@ -172,7 +173,9 @@ class SailKubeEmulator(kmock.KubernetesEmulator):
             deleting = self._before_delete(request)
         response = await super()._handle(request)
         if deleting:
-            asyncio.get_running_loop().create_task(self._collect_later())
+            task = asyncio.get_running_loop().create_task(self._collect_later())
+            self.gc_tasks.add(task)
+            task.add_done_callback(self.gc_tasks.discard)
         return response
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
@@ -352,6 +355,9 @@ class KubeCluster:
             self.port = server.port
             self._ready.set()
             await self._stop.wait()
+            for task in list(self.emulator.gc_tasks):  # a collection still waiting when the test ends
+                task.cancel()
+            await asyncio.gather(*self.emulator.gc_tasks, return_exceptions=True)
 
     def start(self) -> KubeCluster:
         self._thread.start()

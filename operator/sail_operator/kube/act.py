@@ -406,8 +406,9 @@ class _Refused(Exception):
 
 
 def _create_phase(api: KubeApi, raw: Mapping[str, Any], observed: Observed, action: CreatePhaseJob,
-                  settings: OperatorSettings, result: ReconcileResult, configmap: Mapping[str, Any] | None) -> None:
-    """Create the attempt's children; raises `_Refused` when the API server refuses one of them."""
+                  settings: OperatorSettings, result: ReconcileResult, configmap: Mapping[str, Any] | None) -> bool:
+    """Create the attempt's children; False on a name conflict. Raises `_Refused` when the API
+    server refuses one of them."""
     namespace = raw["metadata"]["namespace"]
     uid = raw["metadata"].get("uid")
     conflict = ensure_spec_configmap(api, raw, observed, configmap)
@@ -436,6 +437,8 @@ def _create_phase(api: KubeApi, raw: Mapping[str, Any], observed: Observed, acti
         # the object and waits with a condition; no event from here (it would repeat).
         log.warning("run %s/%s: %s; looking again shortly", namespace, raw["metadata"]["name"], conflict)
         result.requeue_after = RETRY_AFTER_ERROR_SECONDS / 2
+        return False
+    return True
 
 
 def apply_decision(api: KubeApi, raw: Mapping[str, Any], observed: Observed, decision: Decision,
@@ -463,7 +466,7 @@ def apply_decision(api: KubeApi, raw: Mapping[str, Any], observed: Observed, dec
     for action in decision.actions:
         if isinstance(action, CreatePhaseJob):
             try:
-                _create_phase(api, raw, observed, action, settings, result, configmap)
+                created = _create_phase(api, raw, observed, action, settings, result, configmap)
             except _Refused as refusal:
                 if decide is None:
                     raise ApiError(422, "Invalid", str(refusal)) from refusal
@@ -475,8 +478,8 @@ def apply_decision(api: KubeApi, raw: Mapping[str, Any], observed: Observed, dec
                 second.created = result.created + second.created
                 second.events = result.events + second.events
                 return second
-            if result.requeue_after is not None and not result.created:
-                break  # a conflict: the next reconcile sees more
+            if not created:
+                break  # a name conflict: its events belong to the reconcile that does create it
         elif isinstance(action, DeletePhaseJob):
             if settings.delete_finished_jobs:
                 delete_job(api, namespace, action.name)
