@@ -223,6 +223,7 @@ def _duplicates(cluster) -> tuple[int, int, int]:
     return duplicate_posts, duplicate_events, backwards
 
 
+@pytest.mark.slow  # the failover waits out the 15 s Lease
 def test_two_operator_processes_with_leader_election_do_everything_once(
         kube_cluster, job_controller, operator_process):
     job_controller(mode="instant", delay=0.2)
