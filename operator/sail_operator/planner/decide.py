@@ -510,10 +510,11 @@ class _Planner:
             self._backoff_or_retry(spec, step, number)
         elif self._may_create(spec):
             recorded = parse_time(self.status.current.created_at) if self.status.current else None
-            if recorded is not None and self.now - recorded < timedelta(seconds=MISSING_GRACE_SECONDS):
+            left = MISSING_GRACE_SECONDS - (self.now - recorded).total_seconds() if recorded is not None else 0.0
+            if left > 0:
                 # Just recorded: its creator may be about to POST it (another operator process
                 # between its status write and its create). Look again rather than race it.
-                self.actions.append(RequeueAfter(seconds=MISSING_GRACE_SECONDS))
+                self.actions.append(RequeueAfter(seconds=left))
                 return False
             name = build_job_name(self.observed.name, step.iteration, step.phase, number)
             self._event(WARNING, REASON_JOB_RECREATED,
