@@ -135,11 +135,33 @@ def validate_run_document(document: Any, source: str = "<object>") -> SAILRun:
     try:
         body = json.dumps(document, allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise RunFileError(source, [f"the file holds a value JSON cannot carry: {error}"]) from error
+        where = _find_unjsonable(document, ())
+        at = f"{format_path(where)}: " if where else ""
+        raise RunFileError(source, [f"{at}the file holds a value JSON cannot carry: {error}"]) from error
     try:
         return SAILRun.model_validate_json(body, strict=True, by_alias=True, by_name=False)
     except ValidationError as error:
         raise RunFileError(source, [format_error(item) for item in error.errors()]) from error
+
+
+def _find_unjsonable(value: Any, path: tuple[int | str, ...], seen: set[int] | None = None
+                     ) -> tuple[int | str, ...] | None:
+    """Where a value JSON cannot carry sits (NaN, infinity, a cycle, a non-JSON type), to name the field."""
+    seen = set() if seen is None else seen
+    if isinstance(value, dict | list):
+        if id(value) in seen:
+            return path  # a YAML alias that contains itself
+        seen.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            found = _find_unjsonable(item, (*path, key), seen)
+            if found is not None:
+                return found
+        seen.discard(id(value))
+        return None
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return path
+    return None if value is None or isinstance(value, str | int | float | bool) else path
 
 
 def _check_envelope(document: dict[str, Any], source: str) -> None:
