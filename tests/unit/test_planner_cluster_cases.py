@@ -115,3 +115,10 @@ def test_a_failed_attempt_is_deleted_once_its_cause_is_recorded_and_the_retry_st
     retry = decide(observe(status=first.status), T0 + timedelta(hours=1))  # the Job is gone
     assert [c.attempt for c in retry.creates] == [2] and retry.status.restarts.infra == 1
     assert "JobRecreated" not in [e.reason for e in events(retry)]
+
+
+def test_an_edit_of_a_pinned_field_on_a_finished_run_is_refused_too():
+    finished, _ = play(make_spec())
+    decision = decide(replace(observe(status=finished, generation=2), pinned_changes=("spec.sail.beta: 5000 -> 2",)), T0)
+    assert decision.status.state == RunState.SUCCEEDED
+    assert cond(decision.status, "Validated").reason == "EditRefused" and decision.status.observed_generation == 2

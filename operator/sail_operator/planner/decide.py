@@ -236,6 +236,7 @@ class _Planner:
             self._refused_by_api_server(self.observed.create_refusal)
         elif old.state in TERMINAL_STATES and not self._reopens_after_invalid_spec() \
                 and not self._extends_after_success(spec):
+            self._refuse_pinned_edits()  # a finished run says no out loud too
             self._cleanup_finished_attempts()
         else:
             self._valid(spec)
