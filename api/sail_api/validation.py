@@ -23,6 +23,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -186,11 +187,33 @@ def validate_run_document(document: Any, source: str = "<object>") -> SAILRun:
     try:
         body = json.dumps(document, allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise RunFileError(source, [f"the file holds a value JSON cannot carry: {error}"]) from error
+        where = _find_unjsonable(document, ())
+        at = f"{format_path(where)}: " if where else ""
+        raise RunFileError(source, [f"{at}the file holds a value JSON cannot carry: {error}"]) from error
     try:
         return SAILRun.model_validate_json(body, strict=True, by_alias=True, by_name=False)
     except ValidationError as error:
         raise RunFileError(source, [format_error(item) for item in error.errors()]) from error
+
+
+def _find_unjsonable(value: Any, path: tuple[int | str, ...], seen: set[int] | None = None
+                     ) -> tuple[int | str, ...] | None:
+    """Where a value JSON cannot carry sits (NaN, infinity, a cycle, a non-JSON type), to name the field."""
+    seen = set() if seen is None else seen
+    if isinstance(value, dict | list):
+        if id(value) in seen:
+            return path  # a YAML alias that contains itself
+        seen.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            found = _find_unjsonable(item, (*path, key), seen)
+            if found is not None:
+                return found
+        seen.discard(id(value))
+        return None
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return path
+    return None if value is None or isinstance(value, str | int | float | bool) else path
 
 
 def _check_envelope(document: dict[str, Any], source: str) -> None:
@@ -332,6 +355,7 @@ _QUANTITY_SUFFIXES = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -359,6 +383,16 @@ def check_semantics(run: SAILRun) -> list[str]:
             "remove revision or point uri at the exact folder"
         )
     return problems
+
+
+def check_run(run: SAILRun, cluster_rules: Callable[[SAILRun], list[str]] | None = None) -> list[str]:
+    """The one verdict on a parsed SAILRun, shared by `sail validate`, `sail run` and the operator.
+
+    `check_semantics` (which includes the API server's own rules for the names and label values
+    the run's Jobs carry), plus `cluster_rules` -- the operator's admin policy and s3 storage --
+    when the run is judged for a cluster. Empty when the run is fine.
+    """
+    return check_semantics(run) + (cluster_rules(run) if cluster_rules is not None else [])
 
 
 def _check_batch(run: SAILRun) -> list[str]:
@@ -459,6 +493,16 @@ def _check_template(run: SAILRun) -> list[str]:
         if env.name in seen:
             problems.append(f"spec.template.env[{index}].name: {env.name!r} is set twice; keep one")
         seen.add(env.name)
+    for key, value in run.spec.template.node_selector.items():
+        if not _LABEL_VALUE.match(value) or len(value) > 63:
+            problems.append(f"spec.template.nodeSelector[{json.dumps(key)}]: {value!r} is not a valid label value "
+                            "(Kubernetes refuses the pod): at most 63 letters, digits, '-', '_', '.', "
+                            "starting and ending alphanumeric")
+    for path, name in (("spec.template.serviceAccountName", run.spec.template.service_account_name),
+                       ("spec.template.priorityClassName", run.spec.template.priority_class_name)):
+        if name is not None and not _DNS_SUBDOMAIN.match(name):
+            problems.append(f"{path}: {name!r} is not a valid object name (Kubernetes refuses the Job): "
+                            "lower-case letters, digits, '-' and '.'")
     for index, toleration in enumerate(run.spec.template.tolerations):
         path = f"spec.template.tolerations[{index}]"
         if toleration.operator == "Exists" and toleration.value:

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="HTML file (default: <run root>/report/report.html)")
     validate = sub.add_parser("validate", help="check a SAILRun file (schema and semantics)")
     validate.add_argument("file", type=Path)
+    validate.add_argument("--policy-file", help="also judge it as the operator does on a cluster with this admin "
+                          "policy (the chart's policy.json): the same verdict as the operator's")
     sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
     sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
@@ -97,15 +99,22 @@ def _err(text: object) -> None:
     sys.stderr.flush()
 
 
-def _load(file: Path):  # -> SAILRun | None (printing the problems)
-    from sail_api.validation import RunFileError, check_semantics, load_run_file
+def _load(file: Path, policy_file: str | None = None):  # -> SAILRun | None (printing the problems)
+    from sail_api.validation import RunFileError, check_run, load_run_file
 
     try:
         run = load_run_file(file)
     except RunFileError as exc:
         _err(str(exc))
         return None
-    problems = check_semantics(run)
+    cluster_rules = None
+    if policy_file:  # the operator's own cluster rules, from the one place they are defined
+        from sail_operator.kube.entry import load_policy
+        from sail_operator.kube.observe import compute_cluster_violations
+
+        policy = load_policy(policy_file)
+        cluster_rules = lambda parsed: compute_cluster_violations(parsed, policy)  # noqa: E731
+    problems = check_run(run, cluster_rules)
     if problems:
         count = len(problems)
         _err(f"{file}: {count} problem{'s' if count != 1 else ''}")
@@ -116,7 +125,7 @@ def _load(file: Path):  # -> SAILRun | None (printing the problems)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    run = _load(args.file)
+    run = _load(args.file, args.policy_file)
     if run is None:
         return EXIT_BAD_INPUT
     _out(f"{args.file}: valid SAILRun {run.metadata.name!r} (step 0 + {run.spec.sail.rounds} rounds)")

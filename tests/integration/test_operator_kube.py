@@ -315,10 +315,16 @@ def test_a_foreign_job_with_our_name_is_never_adopted(kube_cluster, job_controll
                                  "uid": "an-older-run-with-the-same-name", "controller": True}]},
         "spec": {"suspend": True, "template": {"spec": {"containers": []}}},
     })
+    job_controller(mode="instant")
     op = operator_process().start()
-    run = wait_state(kube_cluster, "iota", "Failed", op)
-    assert "not owned by this SAILRun" in run["status"]["message"]
-    assert kube_cluster.job_creations() == [squatter]  # only the squatter's own POST
+    wait_for(lambda: conditions(kube_cluster.get_run(NS, "iota")).get("Running", {}).get("reason")
+             == "WaitingForOldJob", 60, "iota to wait for the squatter")
+    time.sleep(1.5)  # a few reconciles: still one event, still no POST of our own
+    assert kube_cluster.job_creations() == [squatter]  # only the squatter's own POST: never adopted
+    assert [e["reason"] for e in kube_cluster.events(NS, "iota")] == ["WaitingForOldJob"]
+    kube_cluster.client.delete(f"/apis/batch/v1/namespaces/{NS}/jobs/{squatter}")  # what GC does
+    run = wait_state(kube_cluster, "iota", "Succeeded", op)
+    assert run["status"]["restarts"] == {"app": 0, "infra": 0}
     assert created["metadata"]["uid"] != "an-older-run-with-the-same-name"
 
 

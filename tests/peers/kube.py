@@ -16,8 +16,18 @@
 - `OperatorProcess` runs `python -m sail_operator.kube.entry` against the kubeconfig, so a
   test can SIGKILL and restart it.
 
-Label selectors, garbage collection and watches' resourceVersion are not emulated: the
-operator filters labels client-side and never relies on GC in these tests.
+Strict where a real API server is strict (a lenient peer hides bugs that a cluster shows):
+- names and label values are validated on create (422 Invalid, like the API server's
+  DNS-1123 and label-value rules; a Job name must also fit a label value);
+- a PATCH that carries `metadata.resourceVersion` is a precondition: 409 Conflict when stale;
+- garbage collection: after an owner is deleted (Background propagation, the default except
+  for batch/v1 Jobs, whose REST default is Orphan), every object whose owners are all gone is
+  deleted, after `gc_delay` seconds and never while `gc_paused` is set (a slow collector);
+  Orphan propagation strips the ownerReferences that point at the deleted owner;
+- the Job controller gives pods the `batch.kubernetes.io/controller-uid` label and a controller
+  ownerReference, and applies each Job's *own* podFailurePolicy (FailJob / Ignore / Count).
+Label selectors and watches' resourceVersion are not emulated: the operator filters labels
+client-side.
 """
 
 from __future__ import annotations
@@ -26,8 +36,8 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,12 +52,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import kmock
 import pytest
 
 from sail_api.layout import RunLayout
 from sail_api.phases import (
-    NON_RETRYABLE_EXIT_CODES,
     SPEC_MOUNT_PATH,
     TERMINATION_LOG_ENV,
     Phase,
@@ -69,6 +79,8 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
                                       verbs={"get", "list", "create", "patch", "delete"}),
     "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", singular="configmap", namespaced=True,
                                         verbs={"get", "list", "create", "patch", "delete"}),
+    "coordination.k8s.io/v1/leases": kmock.ResourceInfo(kind="Lease", singular="lease", namespaced=True,
+                                                        verbs={"get", "list", "create", "patch", "delete"}),
     "v1/events": kmock.ResourceInfo(kind="Event", singular="event", namespaced=True,
                                     verbs={"get", "list", "create", "patch"}),
     # Discovery only: kopf waits for `namespaces` to exist before it starts any watch, but
@@ -82,26 +94,154 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# The API server's own rules (k8s.io/apimachinery validation): DNS-1123 subdomain names,
+# qualified label keys, label values of at most 63 characters.
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def compute_invalid_fields(body: dict[str, Any], plural: str) -> list[str]:
+    """What the API server answers 422 Invalid for on create (the subset this project can hit)."""
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    problems = []
+    if not name or len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        problems.append(f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 subdomain")
+    if plural == "jobs" and len(name) > 63:
+        problems.append(f"metadata.name: Invalid value: {name!r}: must be no more than 63 characters")
+    label_sets = [("metadata.labels", meta.get("labels") or {})]
+    if plural == "jobs":
+        template = ((body.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        label_sets.append(("spec.template.metadata.labels", template.get("labels") or {}))
+    for where, labels in label_sets:
+        for key, value in labels.items():
+            prefix, _, short = str(key).rpartition("/")
+            if len(short) > 63 or not _LABEL_NAME.match(short) or (prefix and not _DNS1123_SUBDOMAIN.match(prefix)):
+                problems.append(f"{where}: Invalid value: {key!r}: not a qualified label key")
+            if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+                problems.append(f"{where}: Invalid value: {value!r}: a valid label value must be 63 characters "
+                                "or less and consist of alphanumerics, '-', '_' or '.'")
+    return problems
+
+
+@attrs.frozen
+class Refusal(kmock.KubernetesError):
+    """An API-server refusal (422 Invalid, 409 Conflict, an injected 500) with its Status payload."""
+
+    status: int = 422
+    reason: str | None = "Invalid"
+    message: str | None = None
+    details: Any | None = attrs.field(factory=dict)
+
+
 class SailKubeEmulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus the metadata bookkeeping a real API server does."""
+    """kmock's emulator plus the metadata bookkeeping and the refusals a real API server does."""
 
     _versions = itertools.count(1)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.log: list[kmock.Request] = []
+        self.gc_delay = 0.2            # seconds between an owner's deletion and its dependents'
+        self.gc_paused = False         # True: the collector is slow (dependents stay until resumed)
+        self.gc_tasks: set[asyncio.Task] = set()
+        self.refused: list[tuple[int, str]] = []  # (status, message) of every refusal served
+        # A validating admission webhook: (plural, body) -> a denial message, or None to admit.
+        self.admission: Callable[[str, dict[str, Any]], str | None] | None = None
+        self.status_writes: list[tuple[str, dict[str, Any]]] = []  # (run name, status) of each applied write
+        # A brownout: request -> an HTTP error status to answer instead (500, 429...), or None.
+        self.faults: Callable[[kmock.Request], int | None] | None = None
 
     async def _handle(self, request: kmock.Request) -> Any:
         # kmock keeps every request in its own history and re-filters it on each request
         # (O(n) per request); keep ours in `self.log` and hand kmock a short history.
         self.log.extend(r for r in self._requests if r is not request)
         self._requests[:] = [request]  # kmock matches a request only if it is in its history
+        deleting = None
+        fault = self.faults(request) if self.faults is not None else None
+        if fault:
+            self._refuse(fault, "InternalError" if fault >= 500 else "TooManyRequests", "injected by the test")
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
+                self._refuse_invalid(request)
                 self._fill_on_create(request)
             elif request.action == kmock.action.UPDATE and request.name is not None:
+                self._refuse_stale(request)
                 self._fill_on_patch(request)
-        return await super()._handle(request)
+        if request.resource is not None and request.action == kmock.action.DELETE and request.name is not None:
+            deleting = self._before_delete(request)
+        response = await super()._handle(request)
+        if deleting:
+            task = asyncio.get_running_loop().create_task(self._collect_later())
+            self.gc_tasks.add(task)
+            task.add_done_callback(self.gc_tasks.discard)
+        return response
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self.refused.append((status, message))
+        raise Refusal(status=status, reason=reason, message=message)
+
+    def _refuse_invalid(self, request: kmock.Request) -> None:
+        problems = compute_invalid_fields(request.data, request.resource.plural)
+        denial = self.admission(request.resource.plural, request.data) if self.admission else None
+        if denial:
+            self._refuse(400, "BadRequest", f"admission webhook \"policy.example\" denied the request: {denial}")
+        if problems:
+            kind = request.resource.plural
+            name = (request.data.get("metadata") or {}).get("name")
+            self._refuse(422, "Invalid", f"{kind} {name!r} is invalid: {'; '.join(problems)}")
+
+    def _refuse_stale(self, request: kmock.Request) -> None:
+        wanted = (request.data.get("metadata") or {}).get("resourceVersion")
+        key = (request.resource, request.namespace, request.name)
+        if wanted is None or key not in self._objects or self._objects[key].deleted:
+            return
+        current = (self._objects[key].get("metadata") or {}).get("resourceVersion")
+        if str(wanted) != str(current):
+            self._refuse(409, "Conflict", f"Operation cannot be fulfilled on {request.resource.plural} "
+                         f"{request.name!r}: the object has been modified; please apply your changes to the "
+                         "latest version and try again")
+
+    def _before_delete(self, request: kmock.Request) -> bool:
+        """Orphan propagation strips the owner's references now; True: collect garbage later."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self._objects or self._objects[key].deleted:
+            return False
+        uid = (self._objects[key].get("metadata") or {}).get("uid")
+        options = request.data if isinstance(request.data, dict) else {}
+        default = "Orphan" if request.resource.plural == "jobs" else "Background"  # batch/v1's REST default
+        policy = options.get("propagationPolicy") or request.params.get("propagationPolicy") or default
+        if policy == "Orphan":
+            for obj in self._objects.values():
+                refs = (obj.get("metadata") or {}).get("ownerReferences") if not obj.deleted else None
+                if refs and any(ref.get("uid") == uid for ref in refs):
+                    obj.patch({"metadata": {"ownerReferences": [r for r in refs if r.get("uid") != uid]}})
+        return True
+
+    async def _collect_later(self) -> None:
+        await asyncio.sleep(self.gc_delay)
+        while self.gc_paused:
+            await asyncio.sleep(0.05)
+        async with self._lock:
+            await self._collect()
+
+    async def _collect(self) -> None:
+        """Delete every object whose owners are all gone, until nothing more goes (cascades)."""
+        while True:
+            live = {(obj.get("metadata") or {}).get("uid") for obj in self._objects.values() if not obj.deleted}
+            doomed = [(key, obj) for key, obj in self._objects.items() if not obj.deleted
+                      and (obj.get("metadata") or {}).get("ownerReferences")
+                      and not any(ref.get("uid") in live for ref in obj["metadata"]["ownerReferences"])]
+            if not doomed:
+                return
+            for key, obj in doomed:
+                obj.delete()
+                await self._buses[key[0]].put({"type": "DELETED", "object": obj.last.raw})
+
+    async def collect_garbage_now(self) -> None:
+        async with self._lock:
+            await self._collect()
 
     def _fill_on_create(self, request: kmock.Request) -> None:
         meta = request.data.setdefault("metadata", {})
@@ -125,6 +265,9 @@ class SailKubeEmulator(kmock.KubernetesEmulator):
                 data.pop("status", None)
         key = (request.resource, request.namespace, request.name)
         existing = self._objects[key] if key in self._objects else None
+        if plural == "sailruns" and request.subresource == "status" and existing is not None \
+                and not existing.deleted:
+            self.status_writes.append((str(request.name), json.loads(json.dumps(data.get("status") or {}))))
         meta = data.setdefault("metadata", {})
         meta["resourceVersion"] = str(next(self._versions))
         if existing is not None and not existing.deleted and "spec" in data and request.subresource is None:
@@ -212,6 +355,9 @@ class KubeCluster:
             self.port = server.port
             self._ready.set()
             await self._stop.wait()
+            for task in list(self.emulator.gc_tasks):  # a collection still waiting when the test ends
+                task.cancel()
+            await asyncio.gather(*self.emulator.gc_tasks, return_exceptions=True)
 
     def start(self) -> KubeCluster:
         self._thread.start()
@@ -278,11 +424,21 @@ class KubeCluster:
 
 @dataclass(frozen=True)
 class Scripted:
-    """What a scripted Job does instead of succeeding: an exit code, or a disrupted pod."""
+    """What a scripted Job's pod does instead of succeeding, as the kubelet would report it.
+
+    `container_reason`: the container's terminated reason (e.g. "OOMKilled", exit 137);
+    `pod_reason`/`pod_message`: the pod's status (e.g. "Evicted" by the kubelet under node
+    pressure); `disrupted`: a DisruptionTarget condition with `disruption_reason` (e.g.
+    preemption). Whether the Job then fails is the Job's own podFailurePolicy's call.
+    """
 
     exit_code: int = 1
     disrupted: bool = False
     message: str = "scripted failure"
+    container_reason: str = "Error"
+    pod_reason: str | None = None
+    pod_message: str = ""
+    disruption_reason: str = "PreemptionByScheduler"
 
 
 ScriptFn = Callable[[dict[str, Any]], Scripted | None]
@@ -295,7 +451,8 @@ class PodResult:
     message: str
     started: str
     finished: str
-    disrupted: bool = False
+    scripted: Scripted | None = None
+    name: str = ""
 
 
 @dataclass
@@ -367,13 +524,19 @@ class JobController:
             self._stop.wait(self.delay)
         results: list[PodResult] = []
         for index in range(completions):
-            if scripted is not None:
-                results.append(self._scripted(job, index, scripted))
-            elif self.mode == "instant":
-                results.append(self._instant(job, index, completions))
-            else:
-                results.append(self._run_trainer(job, index))
+            result = self._scripted(job, index, scripted) if scripted is not None else self._unscripted(
+                job, index, completions)
+            if result.exit_code != 0 and compute_pod_failure_action(job, result)[0] == "Ignore":
+                # The Job controller replaces a pod its policy ignores (not counted against backoffLimit).
+                results.append(result)
+                result = self._unscripted(job, index, completions)
+            results.append(result)
         self._report(job, results)
+
+    def _unscripted(self, job: dict[str, Any], index: int, completions: int) -> PodResult:
+        if self.mode == "instant":
+            return self._instant(job, index, completions)
+        return self._run_trainer(job, index)
 
     # ---------------------------------------------------------- one pod
 
@@ -405,7 +568,7 @@ class JobController:
                                error=scripted.message)
         stamp = now_rfc3339()
         return PodResult(index, scripted.exit_code, summary.model_dump_json(by_alias=True), stamp, stamp,
-                         disrupted=scripted.disrupted)
+                         scripted=scripted)
 
     def _run_trainer(self, job: dict[str, Any], index: int) -> PodResult:
         meta = job["metadata"]
@@ -464,93 +627,141 @@ class JobController:
 
     def _report(self, job: dict[str, Any], results: list[PodResult]) -> None:
         meta = job["metadata"]
-        ns, name = meta["namespace"], meta["name"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         indexed = job["spec"].get("completionMode") == "Indexed"
         template_labels = job["spec"]["template"]["metadata"]["labels"]
         for result in results:
-            pod_labels = {**template_labels, "batch.kubernetes.io/job-name": name, "job-name": name}
+            result.name = result.name or f"{name}-{result.index}-{uuid.uuid4().hex[:5]}"
+            # What the Job controller puts on its pods: the job-name and controller-uid labels
+            # (a selector on the Job's UID, so a re-created Job never claims an old pod) and a
+            # controller ownerReference (garbage collection deletes pods with their Job).
+            pod_labels = {**template_labels, "batch.kubernetes.io/job-name": name, "job-name": name,
+                          "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}
             if indexed:
                 pod_labels["batch.kubernetes.io/job-completion-index"] = str(result.index)
+            scripted = result.scripted or Scripted()
+            terminated = {"exitCode": result.exit_code, "message": result.message,
+                          "reason": "Completed" if result.exit_code == 0 else scripted.container_reason,
+                          "startedAt": result.started, "finishedAt": result.finished}
             pod_status: dict[str, Any] = {
                 "phase": "Succeeded" if result.exit_code == 0 else "Failed",
-                "containerStatuses": [{
-                    "name": "trainer", "ready": False, "restartCount": 0,
-                    "state": {"terminated": {"exitCode": result.exit_code, "message": result.message,
-                                             "reason": "Completed" if result.exit_code == 0 else "Error",
-                                             "startedAt": result.started, "finishedAt": result.finished}},
-                }],
+                "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 0,
+                                       "state": {"terminated": terminated}}],
             }
-            if result.disrupted:
+            if result.scripted is not None and scripted.pod_reason:
+                pod_status["reason"], pod_status["message"] = scripted.pod_reason, scripted.pod_message
+            if result.scripted is not None and scripted.disrupted:
                 pod_status["conditions"] = [{"type": "DisruptionTarget", "status": "True",
-                                             "reason": "PreemptionByScheduler"}]
+                                             "reason": scripted.disruption_reason,
+                                             "message": scripted.pod_message or scripted.disruption_reason}]
             try:
                 self.cluster.client.create(f"/api/v1/namespaces/{ns}/pods", {
                     "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": f"{name}-{result.index}-{uuid.uuid4().hex[:5]}", "namespace": ns,
-                                 "labels": pod_labels},
+                    "metadata": {"name": result.name, "namespace": ns, "labels": pod_labels,
+                                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                                      "uid": uid, "controller": True,
+                                                      "blockOwnerDeletion": True}]},
                     "status": pod_status,
                 })
             except ApiFailure as error:
                 self.errors.append(f"{name}: pod create failed: {error}")
         self.cluster.client.patch(f"/apis/batch/v1/namespaces/{ns}/jobs/{name}/status",
-                                  {"status": self._job_status(results)})
+                                  {"status": compute_job_status(job, results)})
 
-    @staticmethod
-    def _job_status(results: list[PodResult]) -> dict[str, Any]:
-        finished = now_rfc3339()
-        status: dict[str, Any] = {"startTime": min(r.started for r in results), "active": 0, "ready": 0,
-                                  "succeeded": sum(r.exit_code == 0 for r in results),
-                                  "failed": sum(r.exit_code != 0 for r in results)}
-        failures = [r for r in results if r.exit_code != 0]
-        if not failures:
-            status["completionTime"] = finished
-            status["conditions"] = [
-                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": finished},
-                {"type": "Complete", "status": "True", "lastTransitionTime": finished},
-            ]
-            return status
-        code = failures[0].exit_code
-        if code in {int(c) for c in NON_RETRYABLE_EXIT_CODES}:
-            reason, message = "PodFailurePolicy", (f"Container trainer for pod failed with exit code {code} "
-                                                   "matching FailJob rule at index 1")
-        else:
-            reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+
+def compute_pod_failure_action(job: dict[str, Any], result: PodResult) -> tuple[str | None, int | None]:
+    """The Job's own podFailurePolicy applied to one failed pod: (action, rule index) or (None, None)."""
+    scripted = result.scripted or Scripted()
+    rules = ((job.get("spec") or {}).get("podFailurePolicy") or {}).get("rules") or []
+    for index, rule in enumerate(rules):
+        codes = rule.get("onExitCodes")
+        if codes and codes.get("containerName") in (None, "trainer") and result.exit_code != 0:
+            listed = result.exit_code in set(codes.get("values") or [])
+            if listed == (codes.get("operator") == "In"):
+                return rule.get("action"), index
+        for pattern in rule.get("onPodConditions") or []:
+            if pattern.get("type") == "DisruptionTarget" and pattern.get("status", "True") == "True" \
+                    and result.scripted is not None and scripted.disrupted:
+                return rule.get("action"), index
+    return None, None
+
+
+def compute_job_status(job: dict[str, Any], results: list[PodResult]) -> dict[str, Any]:
+    """The Job controller's verdict over its pods: its podFailurePolicy first, then backoffLimit."""
+    finished = now_rfc3339()
+    counted = [r for r in results if r.exit_code == 0 or compute_pod_failure_action(job, r)[0] != "Ignore"]
+    status: dict[str, Any] = {"startTime": min(r.started for r in results), "active": 0, "ready": 0,
+                              "succeeded": sum(r.exit_code == 0 for r in results),
+                              "failed": sum(r.exit_code != 0 for r in counted)}
+    failures = [r for r in counted if r.exit_code != 0]
+    if not failures:
+        status["completionTime"] = finished
         status["conditions"] = [
-            {"type": "FailureTarget", "status": "True", "reason": reason, "lastTransitionTime": finished},
-            {"type": "Failed", "status": "True", "reason": reason, "message": message,
-             "lastTransitionTime": finished},
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": finished},
+            {"type": "Complete", "status": "True", "lastTransitionTime": finished},
         ]
         return status
+    reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+    for failure in failures:
+        action, index = compute_pod_failure_action(job, failure)
+        if action == "FailJob":
+            reason = "PodFailurePolicy"
+            message = (f"Container trainer for pod {job['metadata']['namespace']}/{failure.name} failed with "
+                       f"exit code {failure.exit_code} matching FailJob rule at index {index}")
+            break
+    status["conditions"] = [
+        {"type": "FailureTarget", "status": "True", "reason": reason, "lastTransitionTime": finished},
+        {"type": "Failed", "status": "True", "reason": reason, "message": message,
+         "lastTransitionTime": finished},
+    ]
+    return status
 
 
 # ------------------------------------------------------------------ the operator as a process
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_OPERATOR_TAGS = itertools.count(1)
 
 
 @dataclass
 class OperatorProcess:
-    """`python -m sail_operator.kube.entry` against the emulator; killable and restartable."""
+    """`python -m sail_operator.kube.entry` against the emulator; killable and restartable.
+
+    Its metrics and liveness servers bind port 0 themselves and report the ports they got in a
+    ports file (no check-then-bind gap: several operators and tests start at once).
+    """
 
     cluster: KubeCluster
     logdir: Path
     extra_args: tuple[str, ...] = ()
-    metrics_port: int = field(default_factory=free_port)
-    liveness_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     starts: int = 0
+    tag: int = field(default_factory=lambda: next(_OPERATOR_TAGS))  # several processes share one logdir
+
+    @property
+    def ports_file(self) -> Path:
+        return self.logdir / f"operator-{self.tag}.ports.json"
+
+    def ports(self, timeout: float = 60.0) -> dict[str, int]:
+        return wait_for(lambda: json.loads(self.ports_file.read_text()) if self.ports_file.exists() else None,
+                        timeout, "the operator's ports file")
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.ports()["metrics"])
+
+    @property
+    def liveness_port(self) -> int:
+        return int(self.ports()["liveness"])
 
     def start(self) -> OperatorProcess:
         self.starts += 1
-        log = open(self.logdir / f"operator-{self.starts}.log", "w")  # noqa: SIM115  (closed by the child's exit)
+        log = open(self.logdir / f"operator-{self.tag}-{self.starts}.log", "w")  # noqa: SIM115  (closed by the child's exit)
+        self.ports_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "sail_operator.kube.entry", "--all-namespaces", "--standalone",
-                "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-port", str(self.metrics_port),
-                "--metrics-address", "127.0.0.1",
-                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--kubeconfig", str(self.cluster.kubeconfig), "--metrics-port", "0",
+                "--metrics-address", "127.0.0.1", "--liveness", "http://127.0.0.1:0/healthz",
+                "--ports-file", str(self.ports_file),
                 "--resync-seconds", "2", "--watch-server-timeout", "30", "--watch-client-timeout", "40",
                 *self.extra_args]
         env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
@@ -581,7 +792,8 @@ class OperatorProcess:
             return response.read().decode()
 
     def logs(self) -> str:
-        return "\n".join(path.read_text(errors="replace") for path in sorted(self.logdir.glob("operator-*.log")))
+        return "\n".join(path.read_text(errors="replace")
+                         for path in sorted(self.logdir.glob(f"operator-{self.tag}-*.log")))
 
 
 # ------------------------------------------------------------------ fixtures

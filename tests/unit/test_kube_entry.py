@@ -47,3 +47,11 @@ def test_an_unknown_policy_key_is_a_clear_startup_error(tmp_path, caplog):
     path.write_text(json.dumps({"allowedImagez": ["*"]}))
     assert main(["--policy-file", str(path), "--metrics-port", "-1"]) == 2
     assert "allowedImagez" in caplog.text
+
+
+def test_standalone_can_be_switched_off_for_leader_election():
+    assert not build_settings(build_parser().parse_args([])).leader_election
+    settings = build_settings(build_parser().parse_args(["--no-standalone", "--lease-namespace", "ops",
+                                                         "--ports-file", "/tmp/p.json"]))
+    assert not settings.standalone and settings.leader_election
+    assert settings.lease_namespace == "ops" and settings.ports_file == "/tmp/p.json"

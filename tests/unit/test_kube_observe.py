@@ -147,7 +147,7 @@ def run_object(spec: dict[str, Any], status: Any = None) -> dict[str, Any]:
 
 
 GOOD_SPEC = {"model": {"uri": "s3://b/m"}, "seedPairs": {"uri": "s3://b/s.jsonl"}, "prompts": {"uri": "s3://b/p.txt"},
-             "storage": {"uri": "s3://b/runs/r1"}}
+             "storage": {"uri": "s3://bkt/runs/r1"}}
 
 
 def test_observed_filters_children_by_labels_client_side():

@@ -23,22 +23,25 @@ import logging
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from sail_api.resolved import ResolvedRun
 from sail_api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from sail_api.status import TERMINAL_STATES, RunState, SAILRunStatus
 from sail_operator.kube.jobs import (
     LABEL_MANAGED_BY,
     LABEL_RUN,
+    SPEC_FILE_KEY,
     build_headless_service,
     build_phase_job,
     build_spec_configmap,
     compute_gpus_per_pod,
+    spec_configmap_name,
 )
-from sail_operator.kube.observe import build_observed, is_owned_by, parse_time
+from sail_operator.kube.observe import build_observed, is_owned_by, parse_time, read_pinned_run
 from sail_operator.kube.settings import MANAGED_BY, OperatorSettings
 from sail_operator.metrics import OperatorMetrics, build_run_snapshot
 from sail_operator.planner.model import (
@@ -209,9 +212,24 @@ def build_status_patch(old: Mapping[str, Any] | None, new: SAILRunStatus) -> dic
     return {"status": patch}
 
 
-def patch_status(api: KubeApi, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-    return api.request("PATCH", run_path(namespace, name, "status"), body=patch,
+def patch_status(api: KubeApi, namespace: str, name: str, patch: dict[str, Any],
+                 resource_version: str | None = None) -> dict[str, Any]:
+    """Merge-patch the status; with `resource_version`, only if the run is still at that version.
+
+    The precondition is what makes a second operator (a zombie replica, a laptop) harmless: it
+    planned from an object that has changed since, so its write gets 409 Conflict before it
+    creates anything, and nothing moves backwards.
+    """
+    body = dict(patch)
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return api.request("PATCH", run_path(namespace, name, "status"), body=body,
                        content_type="application/merge-patch+json")
+
+
+# A create the API server refuses for what it holds (the spec's values, an admission policy):
+# the user's to fix. 404 (namespace going away), 408, 409 and 429 are not verdicts on the object.
+REFUSAL_STATUSES = frozenset({400, 403, 422})
 
 
 @dataclass
@@ -219,6 +237,17 @@ class CreateOutcome:
     created: bool = False
     adopted: bool = False
     conflict: str | None = None  # the object exists but belongs to someone else
+    refused: str | None = None   # the API server refused the object (REFUSAL_STATUSES): its words
+    existing: dict[str, Any] | None = None  # the object found on a 409
+
+
+def describe_refusal(error: ApiError) -> str:
+    """The API server's own message (it names the field), else the status line."""
+    try:
+        message = json.loads(error.body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"HTTP {error.status} {error.reason}: {message or error.body[:300]}"
 
 
 def create_owned(api: KubeApi, path: str, body: dict[str, Any], uid: str | None) -> CreateOutcome:
@@ -228,13 +257,15 @@ def create_owned(api: KubeApi, path: str, body: dict[str, Any], uid: str | None)
         api.request("POST", path, body=body)
         return CreateOutcome(created=True)
     except ApiError as error:
+        if error.status in REFUSAL_STATUSES:
+            return CreateOutcome(refused=f"{body['kind']} {name}: {describe_refusal(error)}")
         if error.status != 409:
             raise
     existing = api.request("GET", f"{path}/{quote(name)}")
     if is_owned_by(existing, uid):
-        return CreateOutcome(adopted=True)
+        return CreateOutcome(adopted=True, existing=existing)
     return CreateOutcome(conflict=f"{body['kind']} {name!r} already exists and is not owned by this SAILRun "
-                                  f"(uid {uid}); delete or rename it")
+                                  f"(uid {uid}); it is never adopted", existing=existing)
 
 
 def delete_job(api: KubeApi, namespace: str, name: str) -> None:
@@ -274,6 +305,15 @@ def fetch_children(api: KubeApi, namespace: str, run_name: str) -> tuple[list[di
     return jobs, pods
 
 
+def fetch_spec_configmap(api: KubeApi, namespace: str, run_name: str) -> dict[str, Any] | None:
+    try:
+        return api.request("GET", core_path(namespace, "configmaps", spec_configmap_name(run_name)))
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def _record_attempts(metrics: OperatorMetrics, memory: MetricsMemory, namespace: str,
                      attempts: Iterable[AttemptObservation], jobs_by_name: Mapping[str, Mapping]) -> None:
     for attempt in attempts:
@@ -306,23 +346,85 @@ def _record_run(metrics: OperatorMetrics, raw: Mapping[str, Any], old: SAILRunSt
     metrics.index.put(snapshot)
 
 
-def _create_phase(api: KubeApi, raw: Mapping[str, Any], action: CreatePhaseJob, settings: OperatorSettings,
-                  result: ReconcileResult, now: datetime) -> None:
+def pin_run(raw: Mapping[str, Any], configmap: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The run as its children must be built: with the storage root it started with.
+
+    A refused `storage.uri` edit (observe: pinned changes) must not move the Jobs to a new root.
+    """
+    pinned = read_pinned_run(configmap)
+    uri = ((raw.get("spec") or {}).get("storage") or {}).get("uri")
+    if pinned is None or pinned.storage.uri == uri:
+        return raw
+    spec = dict(raw.get("spec") or {})
+    spec["storage"] = {**(spec.get("storage") or {}), "uri": pinned.storage.uri}
+    return {**raw, "spec": spec}
+
+
+def ensure_spec_configmap(api: KubeApi, raw: Mapping[str, Any], observed: Observed,
+                          existing: Mapping[str, Any] | None) -> str | None:
+    """Create the `{run}-spec` ConfigMap, or bring ours up to date; a conflict message, or None.
+
+    Execution fields (`performance`, `sail.rounds`, storage endpoint) reach the trainer from the
+    next attempt on; the pinned fields (`observed.pinned_changes`: algorithm, `storage.uri`) stay
+    as the run started while their edit is refused. An orphaned one (no owner left) is taken over: it is ours by name and label,
+    and its whole content is rewritten.
+    """
+    namespace, uid = raw["metadata"]["namespace"], raw["metadata"].get("uid")
+    body = build_spec_configmap(dict(raw))
+    path = core_path(namespace, "configmaps")
+    pinned = read_pinned_run(existing) if existing is not None and is_owned_by(existing, uid) else None
+    if pinned is not None and observed.pinned_changes:  # execution edits go through, pinned fields stay
+        wanted = ResolvedRun.model_validate_json(body["data"][SPEC_FILE_KEY])
+        algorithm = pinned.algorithm.model_copy(deep=True)
+        algorithm.sail.rounds = wanted.algorithm.sail.rounds
+        storage = wanted.storage.model_copy(update={"uri": pinned.storage.uri})
+        merged = wanted.model_copy(update={"algorithm": algorithm, "storage": storage})
+        body["data"] = {SPEC_FILE_KEY: merged.to_json()}
+    if existing is None:
+        outcome = create_owned(api, path, body, uid)
+        if outcome.refused:
+            raise _Refused(outcome.refused)
+        if outcome.created:
+            return None
+        existing = outcome.existing
+    owned = is_owned_by(existing or {}, uid)
+    orphaned = not owned and not ((existing or {}).get("metadata") or {}).get("ownerReferences")
+    if not owned and not orphaned:
+        return f"ConfigMap {body['metadata']['name']} still belongs to an earlier SAILRun of this name"
+    if orphaned or (existing or {}).get("data") != body["data"]:
+        update = {"data": body["data"]}
+        if orphaned:
+            update["metadata"] = {k: body["metadata"][k] for k in ("labels", "ownerReferences")}
+        api.request("PATCH", f"{path}/{quote(body['metadata']['name'])}", body=update,
+                    content_type="application/merge-patch+json")
+        log.info("run %s/%s: updated ConfigMap %s", namespace, raw["metadata"]["name"], body["metadata"]["name"])
+    return None
+
+
+class _Refused(Exception):
+    """The API server refused a child object (REFUSAL_STATUSES); the message is its words."""
+
+
+def _create_phase(api: KubeApi, raw: Mapping[str, Any], observed: Observed, action: CreatePhaseJob,
+                  settings: OperatorSettings, result: ReconcileResult, configmap: Mapping[str, Any] | None) -> bool:
+    """Create the attempt's children; False on a name conflict. Raises `_Refused` when the API
+    server refuses one of them."""
     namespace = raw["metadata"]["namespace"]
     uid = raw["metadata"].get("uid")
-    children = [(core_path(namespace, "configmaps"), build_spec_configmap(raw))]
-    service = build_headless_service(raw, action, settings.master_port)
+    conflict = ensure_spec_configmap(api, raw, observed, configmap)
+    pinned = pin_run(raw, configmap)
+    children = []
+    service = build_headless_service(dict(pinned), action, settings.master_port)
     if service is not None:
         children.append((core_path(namespace, "services"), service))
-    children.append((job_path(namespace), build_phase_job(raw, action, settings)))
-    for path, body in children:
+    children.append((job_path(namespace), build_phase_job(dict(pinned), action, settings)))
+    for path, body in [] if conflict else children:
         outcome = create_owned(api, path, body, uid)
-        if outcome.conflict:
-            log.error("run %s/%s: %s", namespace, raw["metadata"]["name"], outcome.conflict)
-            post_event(api, raw, EmitEvent("Warning", "NameConflict", outcome.conflict), now)
-            result.events.append("NameConflict")
-            result.requeue_after = RETRY_AFTER_ERROR_SECONDS * 6
-            return
+        if outcome.refused:
+            raise _Refused(outcome.refused)
+        conflict = outcome.conflict
+        if conflict:
+            break
         if body["kind"] == "Job":
             if outcome.created:
                 result.created.append(action.name)
@@ -330,22 +432,54 @@ def _create_phase(api: KubeApi, raw: Mapping[str, Any], action: CreatePhaseJob, 
             else:
                 log.info("run %s/%s: adopted existing Job %s (same owner UID)",
                          namespace, raw["metadata"]["name"], action.name)
+    if conflict:
+        # A race with garbage collection (the planner saw nothing yet): the next reconcile sees
+        # the object and waits with a condition; no event from here (it would repeat).
+        log.warning("run %s/%s: %s; looking again shortly", namespace, raw["metadata"]["name"], conflict)
+        result.requeue_after = RETRY_AFTER_ERROR_SECONDS / 2
+        return False
+    return True
 
 
 def apply_decision(api: KubeApi, raw: Mapping[str, Any], observed: Observed, decision: Decision,
-                   settings: OperatorSettings, now: datetime, jobs: Mapping[str, Mapping] | None = None
+                   settings: OperatorSettings, now: datetime, jobs: Mapping[str, Mapping] | None = None,
+                   configmap: Mapping[str, Any] | None = None, decide: DecideFn | None = None
                    ) -> ReconcileResult:
-    """Write the status (once, if changed), then perform the actions in order."""
+    """Write the status (once, if changed, at the version we read), then perform the actions in order.
+
+    When the API server refuses a create (`REFUSAL_STATUSES`) and `decide` is given, the refusal
+    becomes an observed fact: the planner decides again with it and that decision is applied.
+    """
     namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
     result = ReconcileResult()
+    version = (raw.get("metadata") or {}).get("resourceVersion")
     patch = build_status_patch(raw.get("status"), decision.status)
+    if patch is None and any(isinstance(a, (CreatePhaseJob, EmitEvent)) for a in decision.actions):
+        # Nothing to change, but a create or an event must still be planned from the current
+        # object: the empty write only asserts the version (a stale one gets 409 and does nothing).
+        patch = {"status": {}}
     if patch is not None:
-        written = patch_status(api, namespace, name, patch)  # raises: nothing is created without the record
+        # raises (409 on a stale version): nothing is created without the record
+        written = patch_status(api, namespace, name, patch, version)
         result.status_written = True
         result.written_version = (written.get("metadata") or {}).get("resourceVersion") or None
     for action in decision.actions:
         if isinstance(action, CreatePhaseJob):
-            _create_phase(api, raw, action, settings, result, now)
+            try:
+                created = _create_phase(api, raw, observed, action, settings, result, configmap)
+            except _Refused as refusal:
+                if decide is None:
+                    raise ApiError(422, "Invalid", str(refusal)) from refusal
+                log.warning("run %s/%s: the API server refused %s", namespace, name, refusal)
+                refused = replace(observed, status=decision.status, create_refusal=str(refusal))
+                stored = {**raw, "status": decision.status.model_dump(mode="json", by_alias=True),
+                          "metadata": {**raw["metadata"], "resourceVersion": result.written_version or version}}
+                second = apply_decision(api, stored, refused, decide(refused, now), settings, now, jobs, configmap)
+                second.created = result.created + second.created
+                second.events = result.events + second.events
+                return second
+            if not created:
+                break  # a name conflict: its events belong to the reconcile that does create it
         elif isinstance(action, DeletePhaseJob):
             if settings.delete_finished_jobs:
                 delete_job(api, namespace, action.name)
@@ -393,11 +527,12 @@ def reconcile_run(
         metrics.index.remove(namespace, name)
         return ReconcileResult(gone=True)
     jobs, pods = fetch_children(api, namespace, name)
-    observed = build_observed(raw, jobs, pods, settings)
+    configmap = fetch_spec_configmap(api, namespace, name)
+    observed = build_observed(raw, jobs, pods, settings, configmap)
     moment = now or datetime.now(UTC)
     decision = decide(observed, moment)
     jobs_by_name = {str((job.get("metadata") or {}).get("name")): job for job in jobs}
-    result = apply_decision(api, raw, observed, decision, settings, moment, jobs_by_name)
+    result = apply_decision(api, raw, observed, decision, settings, moment, jobs_by_name, configmap, decide)
     _record_attempts(metrics, memory or MetricsMemory(), namespace, observed.attempts, jobs_by_name)
     _record_run(metrics, raw, observed.status, decision.status)
     return result

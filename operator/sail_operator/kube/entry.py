@@ -1,7 +1,8 @@
 """`sail operator`: parse the command line into OperatorSettings and run kopf with our handlers.
 
     sail operator [--namespace NS ... | --all-namespaces] [--metrics-port 8080]
-                  [--liveness http://0.0.0.0:8081/healthz] [--standalone]
+                  [--liveness http://0.0.0.0:8081/healthz] [--standalone | --no-standalone]
+                  [--lease-namespace NS]
                   [--kubeconfig PATH [--context NAME]] [--policy-file policy.json]
 
 Without --kubeconfig the in-cluster ServiceAccount is used. The kubeconfig is read only
@@ -17,6 +18,7 @@ import logging
 from pathlib import Path
 
 from sail_api.logsafety import quiet_credential_loggers
+from sail_operator.kube.leader import default_lease_namespace
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.policy import OperatorPolicy, parse_policy
 
@@ -33,9 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Address /metrics listens on: loopback by default (it is unauthenticated); "
                              "the chart passes the pod IP.")
     parser.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
-                        help="kopf liveness endpoint URL ('' disables it).")
-    parser.add_argument("--standalone", action="store_true", default=True,
-                        help="No peering (one replica, Recreate strategy); the default.")
+                        help="Liveness endpoint URL ('' disables it; port 0: a free port).")
+    parser.add_argument("--ports-file", help="Write the bound ports as JSON {\"metrics\": N, \"liveness\": M} "
+                        "here once serving (useful with port 0).")
+    parser.add_argument("--standalone", action=argparse.BooleanOptionalAction, default=True,
+                        help="--standalone (default): no leader election, for exactly one operator process. "
+                        "--no-standalone: only the holder of the coordination.k8s.io Lease "
+                        "'sail-operator' reconciles (several replicas, or a stray second process, are safe).")
+    parser.add_argument("--lease-namespace", default=None,
+                        help="Namespace of the leader-election Lease (default: the pod's own namespace, "
+                        "else 'default').")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: the in-cluster ServiceAccount).")
     parser.add_argument("--context", help="kubeconfig context.")
     parser.add_argument("--workload-service-account", default="sail-workload",
@@ -66,8 +75,10 @@ def build_settings(args: argparse.Namespace) -> OperatorSettings:
         kubeconfig=args.kubeconfig,
         context=args.context,
         standalone=args.standalone,
+        lease_namespace=args.lease_namespace or default_lease_namespace(),
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         liveness_endpoint=args.liveness or None,
+        ports_file=args.ports_file,
         workload_service_account=args.workload_service_account,
         resync_seconds=args.resync_seconds,
         watch_server_timeout=args.watch_server_timeout,
@@ -99,20 +110,21 @@ def main(argv: list[str] | None = None) -> int:
     from sail_operator.kube.handlers import Controller, build_kopf_settings, build_registry
     from sail_operator.metrics import METRICS, start_metrics_server
 
+    controller = Controller(settings=settings, metrics=METRICS)
     if settings.metrics_port is not None:
         server = start_metrics_server(settings.metrics_port, METRICS, addr=args.metrics_address)
         port = server[0].server_port if isinstance(server, tuple) else settings.metrics_port
+        controller.ports["metrics"] = int(port)
         log.info("metrics on http://%s:%s/metrics", args.metrics_address, port)
-    controller = Controller(settings=settings, metrics=METRICS)
     registry = build_registry(controller)
     kopf.run(
         loop=asyncio.new_event_loop(),
         registry=registry,
         settings=build_kopf_settings(settings),
-        standalone=settings.standalone,
+        standalone=True,  # kopf never peers: leader election is ours (kube/leader.py), on a Lease
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        liveness_endpoint=settings.liveness_endpoint,
+        liveness_endpoint=None,  # ours, bound race-free on kopf's loop (handlers.serve_liveness)
     )
     return 0
 

@@ -19,25 +19,41 @@ kopf settings (HOUSE-STYLE 6: built once, passed in):
   deletion to hang while the operator is down. (Hence no kopf timers/daemons either: they
   require one. The resync loop is a plain task started on kopf's startup.)
 - watch server/client timeouts (a silent watch is re-opened), kopf's own Events posted only
-  for warnings and errors, the liveness endpoint, and login from the configured kubeconfig.
+  for warnings and errors, and login from the configured kubeconfig. The liveness endpoint is
+  ours (`serve_liveness`), on kopf's loop, so that it can bind port 0 without a race.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp.web
 import kopf
+from urllib3.exceptions import HTTPError as TransportError
 
 from sail_api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from sail_operator.kube.act import KubeApi, MetricsMemory, build_kube_api, list_runs, reconcile_run
+from sail_operator.kube.act import (
+    ApiError,
+    KubeApi,
+    MetricsMemory,
+    build_kube_api,
+    describe_refusal,
+    list_runs,
+    reconcile_run,
+)
 from sail_operator.kube.jobs import LABEL_MANAGED_BY, LABEL_RUN
+from sail_operator.kube.leader import LeaderElector
 from sail_operator.kube.settings import ANNOTATION_PREFIX, FINALIZER, MANAGED_BY, OperatorSettings
 from sail_operator.kube.wakeups import (
     JobSignal,
@@ -52,6 +68,17 @@ from sail_operator.planner.decide import decide
 log = logging.getLogger(__name__)
 
 RunKey = tuple[str, str]
+# API answers a reconcile meets in normal operation and simply retries (a brownout, a throttle, a
+# conflicting writer, an object deleted meanwhile): one WARNING line each, no traceback.
+EXPECTED_API_STATUSES = frozenset({404, 409, 429, 500, 502, 503, 504})
+ERROR_RETRY_SECONDS = 5.0
+CONFLICT_RETRY_SECONDS = 1.0
+
+
+def describe_api_error(error: ApiError) -> str:
+    if error.status == 409:
+        return "409 Conflict (the SAILRun changed since it was read: another writer or a stale operator)"
+    return describe_refusal(error)
 
 
 def find_owner_run(job: Mapping[str, Any]) -> str | None:
@@ -79,6 +106,8 @@ class Controller:
     skipped: Counter[str] = field(default_factory=Counter)  # wake-ups filtered out, by handler (DEBUG aid)
     _wakeups: dict[RunKey, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
+    elector: LeaderElector | None = None  # None: standalone (no leader election)
+    ports: dict[str, int] = field(default_factory=dict)  # what the metrics/liveness servers bound
 
     def ensure_api(self) -> KubeApi:
         if self.api is None:
@@ -96,6 +125,9 @@ class Controller:
         reconcile is skipped: the one that wrote it already decided with that object.
         """
         key = (namespace, name)
+        if self.elector is not None and not self.elector.leading():
+            self.skipped["not_leader"] += 1  # the leader reconciles; we catch up if we become it
+            return
         if key in self._pending:
             self._pending[key].append(version)
             return  # a reconcile of this run is already waiting; it will see this change too
@@ -112,10 +144,26 @@ class Controller:
                     reconcile_run, self.ensure_api(), namespace, name, self.settings, self.metrics, decide,
                     self.memory,
                 )
+            except ApiError as error:
+                self.metrics.handler_errors.labels(handler).inc()
+                delay = CONFLICT_RETRY_SECONDS if error.status == 409 else ERROR_RETRY_SECONDS
+                if error.status in EXPECTED_API_STATUSES:  # retried by design: no traceback, no ERROR
+                    log.warning("reconcile of %s/%s: %s; retrying in %.0f s", namespace, name,
+                                describe_api_error(error), delay)
+                else:
+                    log.exception("reconcile of %s/%s failed; retrying in %.0f s", namespace, name, delay)
+                self.wake_later(key, delay)
+                return
+            except (OSError, TransportError) as error:  # the API server unreachable: expected, retried
+                self.metrics.handler_errors.labels(handler).inc()
+                log.warning("reconcile of %s/%s: API unreachable (%s); retrying in %.0f s", namespace, name,
+                            type(error).__name__, ERROR_RETRY_SECONDS)
+                self.wake_later(key, ERROR_RETRY_SECONDS)
+                return
             except Exception:  # noqa: BLE001  (one bad run or API hiccup must not stop the operator)
                 self.metrics.handler_errors.labels(handler).inc()
                 log.exception("reconcile of %s/%s failed; retrying in 5 s", namespace, name)
-                self.wake_later(key, 5.0)
+                self.wake_later(key, ERROR_RETRY_SECONDS)
                 return
             finally:
                 self.metrics.handler_duration.labels(handler).observe(time.monotonic() - started)
@@ -166,25 +214,49 @@ class Controller:
         self._own_versions.pop((namespace, name), None)
         self.cancel_wakeup((namespace, name))
 
+    async def lead_forever(self) -> None:
+        """Acquire and renew the Lease; on becoming the leader, reconcile every run at once."""
+        assert self.elector is not None
+        while True:
+            was = self.elector.leading()
+            try:
+                await asyncio.to_thread(self.elector.step)
+            except (ApiError, OSError, TransportError) as error:
+                log.warning("leader election: %s", describe_api_error(error) if isinstance(error, ApiError)
+                            else type(error).__name__)
+            now = self.elector.leading()
+            if now and not was:
+                await self.resync_once()
+            elif was and not now:
+                log.warning("lost the leadership (Lease %s/%s): no longer reconciling",
+                            self.elector.namespace, self.elector.name)
+            await asyncio.sleep(self.elector.renew_seconds if now else self.elector.renew_seconds / 2)
+
     async def resync_forever(self) -> None:
         """Level-based safety net: reconcile every served run every `resync_seconds`."""
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
-            try:
-                runs = await asyncio.to_thread(list_runs, self.ensure_api(), self.settings.namespaces)
-            except Exception:  # noqa: BLE001
-                self.metrics.handler_errors.labels("timer").inc()
-                log.exception("resync: listing SAILRuns failed")
-                continue
-            alive: set[RunKey] = set()
-            for raw in runs:
-                meta = raw.get("metadata") or {}
-                if self.serves(meta.get("namespace")):
-                    alive.add((str(meta.get("namespace")), str(meta.get("name"))))
-                    self._spawn((str(meta.get("namespace")), str(meta.get("name"))), "timer")
-            for snapshot in self.metrics.index.snapshots():  # a DELETED event raced with a reconcile
-                if (snapshot.namespace, snapshot.name) not in alive:
-                    self.forget(snapshot.namespace, snapshot.name)
+            await self.resync_once()
+
+    async def resync_once(self) -> None:
+        """Reconcile every served run once (the leader only); forget the runs that are gone."""
+        if self.elector is not None and not self.elector.leading():
+            return
+        try:
+            runs = await asyncio.to_thread(list_runs, self.ensure_api(), self.settings.namespaces)
+        except Exception as error:  # noqa: BLE001
+            self.metrics.handler_errors.labels("timer").inc()
+            log.warning("resync: listing SAILRuns failed: %s", type(error).__name__)
+            return
+        alive: set[RunKey] = set()
+        for raw in runs:
+            meta = raw.get("metadata") or {}
+            if self.serves(meta.get("namespace")):
+                alive.add((str(meta.get("namespace")), str(meta.get("name"))))
+                self._spawn((str(meta.get("namespace")), str(meta.get("name"))), "timer")
+        for snapshot in self.metrics.index.snapshots():  # a DELETED event raced with a reconcile
+            if (snapshot.namespace, snapshot.name) not in alive:
+                self.forget(snapshot.namespace, snapshot.name)
 
     async def shutdown(self) -> None:
         for handle in self._wakeups.values():
@@ -203,7 +275,7 @@ class WatchOnlyDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
     kopf deep-copies each watched object into an "essence" on every event, for change-detecting
     handlers (on.create/update/resume/delete/field) and daemons/timers. This operator registers
-    none of those (`build_registry`: on.event, login, startup, cleanup, probe only), so kopf never
+    none of those (`build_registry`: on.event, login, startup, cleanup only), so kopf never
     reads it; building it was ~half of kopf's CPU per event, and a SAILRun's status grows with its
     history (cProfile of bench/operator_scale.py at N = 100). A unit test fails if such a handler
     is ever registered beside this storage.
@@ -273,14 +345,27 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=settings.reconcile_workers, thread_name_prefix="reconcile")
         )
+        if settings.liveness_endpoint:
+            memo.liveness, controller.ports["liveness"] = await serve_liveness(settings.liveness_endpoint, controller)
+        if settings.ports_file:
+            write_ports_file(settings.ports_file, controller.ports)
         memo.resync = asyncio.get_running_loop().create_task(controller.resync_forever())
+        if settings.leader_election and controller.elector is None:
+            controller.elector = LeaderElector(controller.ensure_api(), settings.lease_namespace)
+        if controller.elector is not None:
+            memo.lead = asyncio.get_running_loop().create_task(controller.lead_forever())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
-        task = getattr(memo, "resync", None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (getattr(memo, "resync", None), getattr(memo, "lead", None)):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if controller.elector is not None:
+            await asyncio.to_thread(controller.elector.release)
+        runner = getattr(memo, "liveness", None)
+        if runner is not None:
+            await runner.cleanup()
         await controller.shutdown()
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
@@ -305,8 +390,37 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
             return
         await controller.reconcile(namespace, run_name, "job_event")
 
-    @kopf.on.probe(id="runs", registry=registry)
-    def runs_probe(**_: Any) -> int:
-        return len(controller.metrics.index)
-
     return registry
+
+
+async def serve_liveness(endpoint: str, controller: Controller) -> tuple[aiohttp.web.AppRunner, int]:
+    """The liveness endpoint (`GET path` -> `{"runs": N}`), served on the operator's event loop.
+
+    Ours rather than kopf's: it binds its socket itself, so port 0 takes a free port with no
+    check-then-bind gap (tests start several operators at once) and reports the port it got.
+    It answers only while the event loop runs, which is what a livenessProbe must detect.
+    """
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme != "http":
+        raise ValueError(f"--liveness {endpoint!r}: only http:// endpoints are supported")
+    sock = socket.socket(socket.AF_INET6 if ":" in (parts.hostname or "") else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((parts.hostname or "0.0.0.0", parts.port or 0))  # noqa: S104  (a probe endpoint, as configured)
+
+    async def health(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"runs": len(controller.metrics.index)})
+
+    app = aiohttp.web.Application()
+    app.router.add_get(parts.path or "/", health)
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await aiohttp.web.SockSite(runner, sock).start()
+    return runner, int(sock.getsockname()[1])
+
+
+def write_ports_file(path: str, ports: Mapping[str, int]) -> None:
+    """`{"metrics": N, "liveness": M}`: the ports actually bound (port 0 picks free ones), atomically."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as stream:
+        json.dump(dict(ports), stream)
+    os.replace(tmp, path)

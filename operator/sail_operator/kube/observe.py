@@ -24,12 +24,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from sail_api.phases import NON_RETRYABLE_EXIT_CODES, ExitCode, Phase, PhaseSummary
+from sail_api.resolved import DIGEST_EXCLUDED_SAIL_FIELDS, ResolvedRun
 from sail_api.spec import SAILRun, SAILRunSpec
 from sail_api.status import SAILRunStatus
-from sail_operator.kube.jobs import LABEL_ATTEMPT, LABEL_ITERATION, LABEL_MANAGED_BY, LABEL_PHASE, LABEL_RUN
+from sail_api.validation import RunFileError, check_run, validate_run_document
+from sail_operator.kube.jobs import (
+    LABEL_ATTEMPT,
+    LABEL_ITERATION,
+    LABEL_MANAGED_BY,
+    LABEL_PHASE,
+    LABEL_RUN,
+    SPEC_FILE_KEY,
+)
 from sail_operator.kube.settings import MANAGED_BY, OperatorSettings
 from sail_operator.planner.model import AttemptObservation, AttemptState, FailureCause, Observed
-from sail_operator.policy import compute_policy_violations
+from sail_operator.policy import OperatorPolicy, compute_policy_violations
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +142,45 @@ def _pod_was_disrupted(pod: Mapping[str, Any]) -> bool:
     return False
 
 
+def describe_pod_failures(pods: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What the kubelet and scheduler say happened to each failed pod, in words a user acts on.
+
+    The Job's own condition only says "Job has reached the specified backoff limit"; the failed
+    Job and its pods are deleted after a later success, so this is all that remains of the cause.
+    """
+    causes: list[str] = []
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name")
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if isinstance(condition, Mapping) and condition.get("type") == "DisruptionTarget" \
+                    and condition.get("status") == "True":
+                why = str(condition.get("reason") or "disrupted")
+                what = "preempted" if "Preempt" in why else "evicted" if "Evict" in why else "disrupted"
+                causes.append(f"pod {name} was {what} ({why}: {condition.get('message') or 'no message'})")
+                break
+        else:
+            if status.get("reason") in INFRA_POD_REASONS:
+                causes.append(f"pod {name} was {'evicted' if status.get('reason') == 'Evicted' else 'lost'} "
+                              f"({status.get('reason')}: {status.get('message') or 'no message'})")
+        for container in status.get("containerStatuses") or []:
+            terminated = ((container.get("state") or {}).get("terminated") or {}) if isinstance(container, Mapping) \
+                else {}
+            if terminated.get("reason") == "OOMKilled":
+                causes.append(f"container {container.get('name')} of pod {name} was OOMKilled (exit "
+                              f"{terminated.get('exitCode')}): it ran out of memory; raise the phase's "
+                              "spec.resources.<phase>.limits.memory or lower its batch sizes")
+    return causes
+
+
 def classify_failure(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> tuple[FailureCause, str]:
     """Which retry budget a failed Job spends, and a message naming why."""
+    cause, message = _classify_failure(job, pods)
+    causes = describe_pod_failures(pods)
+    return cause, "; ".join([*causes, message]) if causes else message
+
+
+def _classify_failure(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> tuple[FailureCause, str]:
     failed = _condition(job, "Failed") or {}
     reason = str(failed.get("reason") or "")
     message = str(failed.get("message") or "")
@@ -199,13 +245,37 @@ def _identity(job: Mapping[str, Any]) -> tuple[int, Phase, int] | None:
         return None
 
 
-def _pods_of(job_name: str, identity: tuple[int, Phase, int], pods: Iterable[Mapping[str, Any]]) -> list:
+LABEL_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+LEGACY_LABEL_CONTROLLER_UID = "controller-uid"
+
+
+def _controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The UID of an object's controller: its controller ownerReference, else the Job controller's label."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("uid"):
+            return str(ref["uid"])
+    labels = _labels(obj)
+    uid = labels.get(LABEL_CONTROLLER_UID) or labels.get(LEGACY_LABEL_CONTROLLER_UID)
+    return str(uid) if uid else None
+
+
+def _pods_of(job: Mapping[str, Any], identity: tuple[int, Phase, int], pods: Iterable[Mapping[str, Any]]) -> list:
+    """The pods of this very Job: matched by the Job's UID (what the Job controller's own selector
+    uses), never by name alone -- a deleted and re-created Job has the same name, and the old
+    one's pods may still be around while garbage collection removes them."""
+    meta = job.get("metadata") or {}
+    job_uid, job_name = meta.get("uid"), meta.get("name")
     iteration, phase, attempt = identity
     selected = []
     for pod in pods:
         labels = _labels(pod)
+        owner = _controller_uid(pod)
+        if owner is not None:
+            if job_uid is not None and owner == job_uid:
+                selected.append(pod)
+            continue
         by_name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-        if by_name is not None:
+        if by_name is not None:  # a pod that names no controller UID at all (hand-made): by name
             if by_name == job_name:
                 selected.append(pod)
         elif (labels.get(LABEL_ITERATION), labels.get(LABEL_PHASE), labels.get(LABEL_ATTEMPT)) == (
@@ -224,7 +294,7 @@ def build_attempt(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], run
     if identity is None or not isinstance(name, str):
         log.warning("ignoring Job %r: its sail.dev labels are missing or malformed", name)
         return None
-    job_pods = _pods_of(name, identity, pods)
+    job_pods = _pods_of(job, identity, pods)
     state = compute_attempt_state(job)
     cause, message = (None, "")
     status = job.get("status") or {}
@@ -247,7 +317,16 @@ def build_attempt(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], run
         message=message, summaries=summaries,
         created_at=parse_time(meta.get("creationTimestamp")), started_at=started_at,
         finished_at=finished_at, owned=is_owned_by(job, run_uid),
+        orphaned=not is_owned_by(job, run_uid) and _controller_uid_of_owner(job) is None,
     )
+
+
+def _controller_uid_of_owner(obj: Mapping[str, Any]) -> str | None:
+    """UID of the controller ownerReference (None: no owner left, e.g. `--cascade=orphan`)."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("uid"):
+            return str(ref["uid"])
+    return None
 
 
 def format_validation_error(error: ValidationError) -> str:
@@ -259,24 +338,42 @@ def format_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def compute_cluster_violations(run: SAILRun, policy: OperatorPolicy) -> list[str]:
+    """The rules only a cluster has, in one place: the admin policy, and storage the pods share."""
+    problems = compute_policy_violations(run.spec, policy, run.metadata.namespace)
+    if not run.spec.storage.uri:
+        problems.append("spec.storage.uri is required on a cluster: the s3:// prefix where the run keeps "
+                        "its artifacts and checkpoints")
+    return problems
+
+
+def admit_run(document: Mapping[str, Any], policy: OperatorPolicy | None) -> tuple[SAILRun | None, list[str]]:
+    """The verdict `sail validate` and the operator share: (run, []) or (None or run, problems).
+
+    The object is read strictly, as the API server and `sail validate` read it
+    (`validate_run_document`), then judged by `check_run`: semantics and the API server's rules
+    for names and label values, plus the cluster's rules when a policy is given.
+    """
+    try:
+        run = validate_run_document(dict(document))
+    except RunFileError as error:
+        return None, list(error.problems)
+    cluster_rules = None if policy is None else (lambda parsed: compute_cluster_violations(parsed, policy))
+    return run, check_run(run, cluster_rules)
+
+
 def validate_run(raw: Mapping[str, Any], settings: OperatorSettings) -> tuple[SAILRunSpec | None, str | None]:
     """(spec, None) or (None, message naming the field and the fix); never raises."""
     body = {key: raw.get(key) for key in ("apiVersion", "kind", "metadata", "spec")}
     body["apiVersion"] = body["apiVersion"] or "sail.dev/v1alpha1"
     body["kind"] = body["kind"] or "SAILRun"
     try:
-        parsed = SAILRun.model_validate(body)
-    except ValidationError as error:
-        return None, format_validation_error(error)
-    except Exception as error:  # a bad object must never crash the operator
+        run, problems = admit_run(body, settings.policy)
+    except Exception as error:  # noqa: BLE001  (a bad object must never crash the operator)
         return None, f"spec: {error}"
-    problems = compute_policy_violations(parsed.spec, settings.policy, parsed.metadata.namespace)
-    if not parsed.spec.storage.uri:
-        problems.append("spec.storage.uri is required on a cluster: the s3:// prefix where the run keeps "
-                        "its artifacts and checkpoints")
-    if problems:
-        return None, "; ".join(problems)
-    return parsed.spec, None
+    if problems or run is None:
+        return None, "; ".join(problems) or "spec did not validate"
+    return run.spec, None
 
 
 def parse_status(raw: Mapping[str, Any]) -> SAILRunStatus:
@@ -289,13 +386,58 @@ def parse_status(raw: Mapping[str, Any]) -> SAILRunStatus:
         return SAILRunStatus()
 
 
+def _flatten(value: Any, path: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{path}.{key}"))
+        return out
+    return {path: value}
+
+
+def read_pinned_run(configmap: Mapping[str, Any] | None) -> ResolvedRun | None:
+    """The resolved run the `{run}-spec` ConfigMap holds (what the run's Jobs read); None if unreadable."""
+    text = ((configmap or {}).get("data") or {}).get(SPEC_FILE_KEY)
+    if not isinstance(text, str):
+        return None
+    try:
+        return ResolvedRun.model_validate_json(text)
+    except ValidationError as error:
+        log.warning("ignoring an unreadable %s ConfigMap: %s", SPEC_FILE_KEY, format_validation_error(error))
+        return None
+
+
+def compute_pinned_changes(spec: SAILRunSpec, pinned: ResolvedRun | None) -> tuple[str, ...]:
+    """Fields fixed for the life of a run that `spec` changes: `spec.path: old -> new` each.
+
+    The algorithm (what the committed outputs were computed with; `sail.rounds` excepted, it may
+    grow) and `storage.uri` (the run root: a new one would split the run in two).
+    """
+    if pinned is None:
+        return ()
+    old = _flatten(pinned.algorithm.model_dump(mode="json", by_alias=True), "spec")
+    new = _flatten(spec.algorithm().model_dump(mode="json", by_alias=True), "spec")
+    for excluded in DIGEST_EXCLUDED_SAIL_FIELDS:
+        old.pop(f"spec.sail.{excluded}", None)
+        new.pop(f"spec.sail.{excluded}", None)
+    old["spec.storage.uri"], new["spec.storage.uri"] = pinned.storage.uri, spec.storage.uri
+    return tuple(f"{path}: {json.dumps(old.get(path))} -> {json.dumps(new.get(path))}"
+                 for path in sorted(set(old) | set(new)) if old.get(path) != new.get(path))
+
+
 def build_observed(
     raw: Mapping[str, Any],
     jobs: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
     settings: OperatorSettings,
+    spec_configmap: Mapping[str, Any] | None = None,
 ) -> Observed:
-    """Everything `decide` needs about one SAILRun, from API objects only."""
+    """Everything `decide` needs about one SAILRun, from API objects only.
+
+    `spec_configmap`: the `{run}-spec` ConfigMap if it exists. Ours, it pins the fields the run
+    started with; still owned by an earlier SAILRun of this name, it blocks creation until
+    garbage collection removes it; orphaned (no owner), the operator takes it over on create.
+    """
     meta = raw.get("metadata") or {}
     name = str(meta.get("name") or "")
     uid = meta.get("uid")
@@ -307,7 +449,15 @@ def build_observed(
         if attempt is not None:
             attempts.append(attempt)
     attempts.sort(key=lambda a: (a.iteration, a.phase.value, a.attempt))
+    blocked_by, pinned_changes = None, ()
+    if spec_configmap is not None:
+        if is_owned_by(spec_configmap, uid):
+            if spec is not None:
+                pinned_changes = compute_pinned_changes(spec, read_pinned_run(spec_configmap))
+        elif _controller_uid_of_owner(spec_configmap) is not None:
+            blocked_by = f"ConfigMap {(spec_configmap.get('metadata') or {}).get('name')}"
     return Observed(
         name=name, namespace=meta.get("namespace"), uid=uid, generation=int(meta.get("generation") or 1),
         spec=spec, spec_error=spec_error, status=parse_status(raw), attempts=tuple(attempts),
+        blocked_by=blocked_by, pinned_changes=pinned_changes,
     )

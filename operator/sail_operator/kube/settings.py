@@ -23,9 +23,11 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()          # empty: cluster-wide (all namespaces)
     kubeconfig: str | None = None             # None: in-cluster service account
     context: str | None = None
-    standalone: bool = True                   # single replica (Recreate): no kopf peering
+    standalone: bool = True                   # no leader election (kopf itself never peers)
+    lease_namespace: str = "default"          # where the leader-election Lease lives (not standalone)
     metrics_port: int | None = 8080
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
+    ports_file: str | None = None             # write the bound metrics/liveness ports here (tests use port 0)
     workload_service_account: str = "sail-workload"
     trainer_command: tuple[str, ...] = ("sail-trainer",)
     container_name: str = "trainer"
@@ -43,3 +45,7 @@ class OperatorSettings:
     # cpu+4 threads, which serialises hundreds of runs behind API round trips (bench/operator_scale.py).
     reconcile_workers: int = 32
     policy: OperatorPolicy = field(default_factory=OperatorPolicy)
+
+    @property
+    def leader_election(self) -> bool:
+        return not self.standalone

@@ -20,9 +20,18 @@ Choices made here (documented in docs/cli.md too):
 - ``startIteration`` rewinds whenever a spec generation not yet observed carries it (the
   brief: once per spec generation). Clear it after the rewind took effect, or a later edit
   of another field rewinds again.
-- Raising ``sail.rounds`` while the run is not finished extends it; a ``Succeeded`` run stays
-  finished.
-- A Job with our name and another owner is never adopted: the run fails and says so.
+- Raising ``sail.rounds`` extends the run, also a ``Succeeded`` one: it re-opens at the first
+  phase of the first new round (event ``Extended``). Lowering it never undoes work.
+- A Job with our name and another owner is never adopted. While it still names an owner (an
+  earlier SAILRun of the same name, being garbage-collected) the run waits (Running=False,
+  reason ``WaitingForOldJob``, one event); an orphaned one (no owner left: GC never removes
+  it) is left alone and this run skips its attempt number.
+- An edit of a field the run is pinned to (algorithm fields, ``storage.uri``) is refused:
+  ``Validated=False`` reason ``EditRefused`` naming the field, one Warning event; the run goes
+  on as it started, and reverting the edit clears the condition.
+- The API server refusing to create a child (4xx other than 409) is the user's mistake: the
+  run fails at once (reason ``RefusedByApiServer``), no retry budget is spent, and it re-opens
+  only when the spec is edited (a new generation).
 - Metrics of a sharded phase are the mean over the shards that reported.
 - ``spec.roundGate`` (opt-in) judges each train by its held-out metric (``planner/gate.py``):
   a regressed round stops the run as ``Succeeded`` (reason ``StoppedOnRegression``) with
@@ -70,6 +79,13 @@ from sail_operator.planner.model import (
 NORMAL = "Normal"
 WARNING = "Warning"
 SUMMARY_WAIT_SECONDS = 5.0  # a finished Job whose termination messages are not read yet: look again soon
+MISSING_GRACE_SECONDS = 10.0  # a recorded attempt's Job missing for less than this may still be on its way
+GC_WAIT_SECONDS = 2.0  # garbage collection of a deleted run's children takes about a second
+REASON_WAITING_FOR_OLD_JOB = "WaitingForOldJob"
+REASON_EDIT_REFUSED = "EditRefused"
+REASON_REFUSED_BY_API_SERVER = "RefusedByApiServer"
+REASON_EXTENDED = "Extended"
+REASON_JOB_RECREATED = "JobRecreated"
 CHECKPOINT_EXTRA_KEYS = ("checkpoint_uri", "checkpointUri", "model_uri", "modelUri")
 
 
@@ -219,7 +235,11 @@ class _Planner:
         spec = self.observed.spec
         if spec is None or self.observed.spec_error:
             self._invalid(self.observed.spec_error or "spec did not validate")
-        elif old.state in TERMINAL_STATES and not self._reopens_after_invalid_spec():
+        elif self.observed.create_refusal is not None:
+            self._refused_by_api_server(self.observed.create_refusal)
+        elif old.state in TERMINAL_STATES and not self._reopens_after_invalid_spec() \
+                and not self._extends_after_success(spec):
+            self._refuse_pinned_edits()  # a finished run says no out loud too
             self._cleanup_finished_attempts()
         else:
             self._valid(spec)
@@ -259,10 +279,28 @@ class _Planner:
 
     def _reopens_after_invalid_spec(self) -> bool:
         failed = find_condition(self.observed.status, ConditionType.FAILED)
-        return (
-            self.observed.status.state == RunState.FAILED
-            and failed is not None and failed.status == "True" and failed.reason == Reason.INVALID_SPEC
-        )
+        if self.observed.status.state != RunState.FAILED or failed is None or failed.status != "True":
+            return False
+        if failed.reason == REASON_REFUSED_BY_API_SERVER:  # only an edit can change the API server's verdict
+            return self.observed.generation != self.observed.status.observed_generation
+        return failed.reason == Reason.INVALID_SPEC
+
+    def _refused_by_api_server(self, message: str) -> None:
+        """A create the API server refused (4xx): a user mistake, failed at once, no budget spent."""
+        current = self.status.current
+        what = f"Job {current.job_name}" if current is not None else "a child object"
+        text = (f"the API server refused to create {what}: {message}; fix the spec and apply it again "
+                "(no retry budget was spent)")
+        if current is not None:
+            self._record(current.iteration, Phase(current.phase)).result = "Failed"
+        self._cond(ConditionType.VALIDATED, "False", REASON_REFUSED_BY_API_SERVER, text)
+        self._fail(REASON_REFUSED_BY_API_SERVER, text)
+
+    def _extends_after_success(self, spec: SAILRunSpec) -> bool:
+        """`sail.rounds` raised past a Succeeded run's last round: the run goes on with the new rounds."""
+        old = self.observed.status
+        return old.state == RunState.SUCCEEDED and old.current_iteration is not None \
+            and spec.sail.rounds > old.current_iteration
 
     # -------------------------------------------------------------- valid spec
 
@@ -274,8 +312,11 @@ class _Planner:
         if self._reopens_after_invalid_spec():
             self.status.state = RunState.RUNNING
             self._cond(ConditionType.FAILED, "False", Reason.SPEC_VALID, "")
+        if self._extends_after_success(spec):
+            self._extend(spec)
         if self.status.spec_digest is None:
             self.status.spec_digest = compute_algorithm_digest(spec.algorithm())
+        self._refuse_pinned_edits()
         self._ensure_base_conditions()
         if self.status.current_iteration is None:
             self._start(spec)
@@ -285,6 +326,30 @@ class _Planner:
         self._advance(spec)
         self._cleanup_finished_attempts()
         self._update_progress(spec)
+
+    def _extend(self, spec: SAILRunSpec) -> None:
+        done = self.observed.status.current_iteration or 0
+        nxt = done + 1
+        self.status.state = RunState.RUNNING
+        self.status.current_iteration = nxt
+        self.status.current_phase = phases_of_iteration(nxt)[0].value
+        self.status.current = None
+        self.status.message = f"extended: spec.sail.rounds raised to {spec.sail.rounds}, continuing at round {nxt}"
+        self._cond(ConditionType.COMPLETE, "False", REASON_EXTENDED, self.status.message)
+        self._event(NORMAL, REASON_EXTENDED, self.status.message)
+
+    def _refuse_pinned_edits(self) -> None:
+        """An edit of a pinned field is refused out loud (once), not silently ignored."""
+        changes = self.observed.pinned_changes
+        if not changes:
+            return
+        message = ("refused edit of " + "; ".join(changes) + ": these fields are fixed for the life of a run "
+                   "(its committed outputs depend on them); the run goes on as it started. Revert the edit, "
+                   "or create a new SAILRun (another name) for the new settings")
+        old = find_condition(self.observed.status, ConditionType.VALIDATED)
+        if old is None or old.reason != REASON_EDIT_REFUSED or old.message != message:
+            self._event(WARNING, REASON_EDIT_REFUSED, message)
+        self._cond(ConditionType.VALIDATED, "False", REASON_EDIT_REFUSED, message)
 
     def _ensure_base_conditions(self) -> None:
         for type_ in (ConditionType.RUNNING, ConditionType.RETRYING, ConditionType.SUSPENDED,
@@ -372,10 +437,10 @@ class _Planner:
         if current is not None and (current.iteration, current.phase) != (step.iteration, step.phase.value):
             current = None
         number = current.attempt if current else 0
-        foreign = [o for o in self._attempts_of(step, owned=False) if o.attempt >= number]
-        if foreign:
-            self._fail(Reason.RUN_FAILED, f"Job {foreign[0].name} exists but is not owned by this SAILRun "
-                       "(another owner UID): it is never adopted; delete it or rename the run")
+        held = [o for o in self._attempts_of(step, owned=False) if o.attempt >= number and not o.orphaned]
+        if held or self.observed.blocked_by:
+            what = f"Job {held[0].name}" if held else self.observed.blocked_by
+            self._wait_for_old_child(str(what))
             return False
         mine = [o for o in self._attempts_of(step, owned=True) if o.attempt >= number]
         latest = max(mine, key=lambda o: o.attempt, default=None)
@@ -408,6 +473,27 @@ class _Planner:
                    if o.name in self.dropped and (o.iteration, o.phase) == (step.iteration, step.phase)]
         return max(numbers, default=0) + 1
 
+    def _wait_for_old_child(self, what: str) -> None:
+        """An earlier SAILRun of this name left `what` behind and GC is removing it: wait, spend nothing."""
+        message = (f"waiting for {what} of an earlier SAILRun with this name (another owner UID) to be "
+                   "garbage-collected; it is never adopted, and this run starts when it is gone")
+        old = find_condition(self.observed.status, ConditionType.RUNNING)
+        if old is None or old.reason != REASON_WAITING_FOR_OLD_JOB:
+            self._event(NORMAL, REASON_WAITING_FOR_OLD_JOB, message)
+        if self.status.state not in (RunState.SUSPENDED, RunState.RETRYING):
+            self.status.state = RunState.PENDING
+        self.status.message = message
+        self._cond(ConditionType.RUNNING, "False", REASON_WAITING_FOR_OLD_JOB, message)
+        self.actions.append(RequeueAfter(seconds=GC_WAIT_SECONDS))
+
+    def _skip_orphaned(self, step: Step, attempt: int) -> int:
+        """Past the attempt numbers of orphaned foreign Jobs of this step (GC never removes those)."""
+        taken = {o.attempt for o in self.observed.attempts
+                 if o.orphaned and (o.iteration, o.phase) == (step.iteration, step.phase)}
+        while attempt in taken:
+            attempt += 1
+        return attempt
+
     def _may_create(self, spec: SAILRunSpec) -> bool:
         return not spec.suspend and self.status.state not in TERMINAL_STATES
 
@@ -427,11 +513,28 @@ class _Planner:
         if self.status.backoff_until is not None:
             self._backoff_or_retry(spec, step, number)
         elif self._may_create(spec):
+            recorded = parse_time(self.status.current.created_at) if self.status.current else None
+            left = MISSING_GRACE_SECONDS - (self.now - recorded).total_seconds() if recorded is not None else 0.0
+            if left > 0:
+                # Just recorded: its creator may be about to POST it (another operator process
+                # between its status write and its create). Look again rather than race it.
+                self.actions.append(RequeueAfter(seconds=left))
+                return False
+            name = build_job_name(self.observed.name, step.iteration, step.phase, number)
+            self._event(WARNING, REASON_JOB_RECREATED,
+                        f"Job {name} (attempt {number}, recorded in status) does not exist: it was deleted, or "
+                        "the operator stopped before creating it; creating it again under the same name")
             self._create(spec, step, number)
         return False
 
     def _create(self, spec: SAILRunSpec, step: Step, attempt: int) -> None:
+        wanted, attempt = attempt, self._skip_orphaned(step, attempt)
         name = build_job_name(self.observed.name, step.iteration, step.phase, attempt)
+        if attempt != wanted:
+            self._event(NORMAL, REASON_WAITING_FOR_OLD_JOB,
+                        f"{build_job_name(self.observed.name, step.iteration, step.phase, wanted)} is an orphaned "
+                        f"Job of an earlier SAILRun with this name (no owner: it is kept, never adopted); "
+                        f"using {name}")
         self.status.current = CurrentAttempt(
             job_name=name, iteration=step.iteration, phase=step.phase.value, attempt=attempt,
             created_at=format_time(self.now),
@@ -598,6 +701,9 @@ class _Planner:
             self.status.state = RunState.RETRYING
         self.status.message = f"{obs.name} failed ({cause.value}): {message}; retry {spent + 1}/{limit} of the {budget} budget"
         self._cond(ConditionType.RETRYING, "True", Reason.BACKING_OFF, self.status.message)
+        # Its cause is in status now (written before any action): a failed Job left standing while
+        # the retry runs trips the cluster's failed-Job alerts. A run that ends Failed keeps its last one.
+        self.actions.append(DeletePhaseJob(name=obs.name))
         self._backoff_or_retry(spec, step, obs.attempt)
         return False
 

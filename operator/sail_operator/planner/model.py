@@ -47,6 +47,10 @@ class AttemptObservation:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     owned: bool = True  # False: a Job with our name but another owner UID (never adopt it)
+    # A foreign Job (owned False) with no controller owner left (`--cascade=orphan`): garbage
+    # collection will never remove it, so its name is skipped; a foreign Job that still names
+    # an owner (an earlier SAILRun of this name) is being collected, so the run waits for it.
+    orphaned: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,15 @@ class Observed:
     spec_error: str | None             # the precise validation message when it did not
     status: SAILRunStatus
     attempts: tuple[AttemptObservation, ...] = ()
+    # A child of ours by name (the `{run}-spec` ConfigMap) still owned by an earlier SAILRun of
+    # this name: garbage collection is removing it; nothing is created until it is gone.
+    blocked_by: str | None = None
+    # Fields the run is pinned to that the spec now changes (algorithm fields, storage.uri),
+    # each `spec.path: old -> new`; the edit is refused (the run goes on as it started).
+    pinned_changes: tuple[str, ...] = ()
+    # The API server refused to create a child of the attempt in `status.current` (a 4xx other
+    # than 409, e.g. 422 Invalid): its words. A user mistake: the run fails clearly, no budget spent.
+    create_refusal: str | None = None
 
 
 # ------------------------------------------------------------------ actions
