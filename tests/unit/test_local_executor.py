@@ -262,10 +262,45 @@ def test_fake_trainer_with_an_s3_run_root_keeps_executor_files_beside_the_run_fi
     assert h.executor(storage="s3://bucket/runs/fake").execute() == EXIT_COMPLETE
     calls = h.call_log()
     assert all(c["argv"][c["argv"].index("--run") + 1] == "s3://bucket/runs/fake" for c in calls)
-    assert h.paths.state_file == tmp_path / ".sail" / "fake" / "local" / "state.json"
+    assert h.paths.state_file == tmp_path / ".sail" / "fake" / "s3" / "bucket" / "runs" / "fake" / "local" / "state.json"
     assert h.state().status.checkpoint.uri == "s3://bucket/runs/fake/iter-001/train/model"
     resolved = json.loads(h.paths.spec_file.read_text())
     assert resolved["storage"]["uri"] == "s3://bucket/runs/fake"
+
+
+def test_a_second_s3_run_root_with_the_same_file_is_a_new_run_not_the_old_ones_state(tmp_path):
+    """Issue 19 item 1: `--storage s3://.../other` reused the first root's state and printed "complete"."""
+    h = Harness(tmp_path)
+    assert h.executor(storage="s3://bucket/runs/a").execute() == EXIT_COMPLETE
+    first = len(h.call_log())
+    assert h.executor(storage="s3://bucket/runs/b").execute() == EXIT_COMPLETE
+    second = h.call_log()[first:]
+    assert len(second) == first  # every phase ran again, on the new root
+    assert all(c["argv"][c["argv"].index("--run") + 1] == "s3://bucket/runs/b" for c in second)
+    assert h.state().status.checkpoint.uri == "s3://bucket/runs/b/iter-001/train/model"
+
+
+def test_a_state_that_records_another_s3_root_is_refused_with_both_roots_named(tmp_path):
+    h = Harness(tmp_path)
+    assert h.executor(storage="s3://bucket/runs/a").execute() == EXIT_COMPLETE
+    state_dir = h.paths.local_dir
+    target = tmp_path / ".sail" / "fake" / "s3" / "bucket" / "runs" / "b" / "local"
+    target.parent.mkdir(parents=True)
+    state_dir.rename(target)  # e.g. a copied folder: the state says root a, the command says root b
+    with pytest.raises(ValueError, match="records run root s3://bucket/runs/a, not s3://bucket/runs/b") as info:
+        h.executor(storage="s3://bucket/runs/b")
+    assert "--storage s3://bucket/runs/a" in str(info.value)
+
+
+def test_a_state_in_the_older_per_name_folder_is_used_only_for_the_root_it_records(tmp_path):
+    h = Harness(tmp_path)
+    assert h.executor(storage="s3://bucket/runs/a").execute() == EXIT_COMPLETE
+    legacy = tmp_path / ".sail" / "fake" / "local"
+    h.paths.local_dir.rename(legacy)
+    h.executor(storage="s3://bucket/runs/a")
+    assert h.paths.local_dir == legacy
+    h.executor(storage="s3://bucket/runs/b")
+    assert h.paths.local_dir != legacy
 
 
 def test_fake_trainer_with_one_worker_runs_shards_one_after_another(tmp_path):

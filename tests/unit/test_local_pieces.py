@@ -61,7 +61,7 @@ def test_storage_from_the_file_is_relative_to_the_file_and_from_the_command_line
 def test_s3_storage_keeps_the_executor_files_beside_the_run_file(tmp_path):
     _, paths = build_local_run(make_run(), tmp_path / "run.yaml", "s3://bucket/runs/demo/")
     assert paths.storage_uri == "s3://bucket/runs/demo"
-    assert paths.local_dir == tmp_path / ".sail" / "demo" / "local"
+    assert paths.local_dir == tmp_path / ".sail" / "demo" / "s3" / "bucket" / "runs" / "demo" / "local"
     assert paths.local_root is None
 
 

@@ -185,6 +185,11 @@ class LocalExecutor:
             if previous.name != self.run_obj.metadata.name:
                 raise ValueError(f"{self.paths.state_file} belongs to run {previous.name!r}, not "
                                  f"{self.run_obj.metadata.name!r}: use another --storage")
+            if self.paths.local_root is None and previous.storage_uri != self.paths.storage_uri:
+                raise ValueError(f"{self.paths.state_file} records run root {previous.storage_uri}, not "
+                                 f"{self.paths.storage_uri}: the local state and the storage disagree; "
+                                 f"continue with --storage {previous.storage_uri}, or move "
+                                 f"{self.paths.local_dir} away to start afresh on {self.paths.storage_uri}")
             state = build_retry_of_failed(previous)
             if state is not previous:
                 self.display.message(f"previous attempt failed ({previous.status.message}); retrying that phase")
