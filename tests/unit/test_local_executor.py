@@ -235,6 +235,32 @@ def test_spec_edit_between_runs_bumps_the_generation(tmp_path):
     assert h.state().generation == first + 1
 
 
+def test_raising_rounds_on_a_finished_run_runs_the_new_round_only(tmp_path):
+    """Issue 19 item 2: a finished run printed "complete ... 1 round(s)" and ignored the raised target."""
+    h = Harness(tmp_path)
+    assert h.run() == EXIT_COMPLETE
+    count = len(h.call_log())
+    write_run(tmp_path, sail={"rounds": 2, "train": {"effectiveBatch": 4, "microBatch": 2}})
+    assert h.run() == EXIT_COMPLETE
+    started = [c["key"] for c in h.call_log()[count:]]  # nothing committed is started again
+    assert sorted(set(started)) == ["annotate:2", "generate:2", "mixup:2", "train:2"]
+    state = h.state()
+    assert state.status.state == RunState.SUCCEEDED and state.status.current_iteration == 2
+    assert state.status.checkpoint.iteration == 2
+    assert "Extended: extended: sail.rounds raised from 1 to 2" in h.out.getvalue()
+
+
+def test_a_new_start_iteration_on_a_finished_run_rewinds_it(tmp_path):
+    h = Harness(tmp_path)
+    assert h.run() == EXIT_COMPLETE
+    count = len(h.call_log())
+    write_run(tmp_path, startIteration=1)
+    assert h.run() == EXIT_COMPLETE
+    assert [c["key"] for c in h.call_log()[count:]].count("train:1") == 1
+    assert "train:0" not in [c["key"] for c in h.call_log()[count:]]
+    assert "rewound to iteration 1" in h.out.getvalue()
+
+
 def test_gpu_list_comes_from_cuda_visible_devices_else_nvidia_smi():
     smi = "GPU 0: NVIDIA H100 (UUID: GPU-a)\nGPU 1: NVIDIA H100 (UUID: GPU-b)\n"
     assert parse_gpu_list(smi, None) == ["0", "1"]

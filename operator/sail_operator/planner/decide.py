@@ -20,8 +20,9 @@ Choices made here (documented in docs/cli.md too):
 - ``startIteration`` rewinds whenever a spec generation not yet observed carries it (the
   brief: once per spec generation). Clear it after the rewind took effect, or a later edit
   of another field rewinds again.
-- Raising ``sail.rounds`` while the run is not finished extends it; a ``Succeeded`` run stays
-  finished.
+- Raising ``sail.rounds`` extends the run, a ``Succeeded`` one too (it re-opens at the next
+  round's first phase); a new ``startIteration`` re-opens a ``Succeeded`` run as well. Otherwise a
+  ``Succeeded`` run stays finished.
 - A Job with our name and another owner is never adopted: the run fails and says so.
 - Metrics of a sharded phase are the mean over the shards that reported.
 """
@@ -66,6 +67,7 @@ from sail_operator.planner.model import (
 
 NORMAL = "Normal"
 WARNING = "Warning"
+EXTENDED = "Extended"  # reason: a Succeeded run re-opened by a raised sail.rounds or a new startIteration
 SUMMARY_WAIT_SECONDS = 5.0  # a finished Job whose termination messages are not read yet: look again soon
 CHECKPOINT_EXTRA_KEYS = ("checkpoint_uri", "checkpointUri", "model_uri", "modelUri")
 
@@ -216,7 +218,7 @@ class _Planner:
         spec = self.observed.spec
         if spec is None or self.observed.spec_error:
             self._invalid(self.observed.spec_error or "spec did not validate")
-        elif old.state in TERMINAL_STATES and not self._reopens_after_invalid_spec():
+        elif old.state in TERMINAL_STATES and not self._reopens_after_invalid_spec() and not self._reopens_finished(spec):
             self._cleanup_finished_attempts()
         else:
             self._valid(spec)
@@ -261,6 +263,24 @@ class _Planner:
             and failed is not None and failed.status == "True" and failed.reason == Reason.INVALID_SPEC
         )
 
+    def _reopens_finished(self, spec: SAILRunSpec) -> bool:
+        """A Succeeded run whose spec asks for more: more rounds, or a startIteration not yet applied."""
+        old = self.observed.status
+        if old.state != RunState.SUCCEEDED:
+            return False
+        rewinds = spec.start_iteration is not None and self.observed.generation != old.observed_generation
+        return rewinds or spec.sail.rounds > (old.current_iteration or 0)
+
+    def _reopen_finished(self, spec: SAILRunSpec) -> None:
+        done = self.observed.status.current_iteration or 0
+        self.status.state = RunState.RUNNING
+        if spec.sail.rounds > done:  # a startIteration rewind (below) moves the cursor itself
+            self.status.current_iteration = done + 1
+            self.status.current_phase = phases_of_iteration(done + 1)[0].value
+            self.status.message = f"extended: sail.rounds raised from {done} to {spec.sail.rounds}"
+            self._event(NORMAL, EXTENDED, f"{self.status.message}; continuing with round {done + 1}")
+        self._cond(ConditionType.COMPLETE, "False", EXTENDED, self.status.message)
+
     # -------------------------------------------------------------- valid spec
 
     def _valid(self, spec: SAILRunSpec) -> None:
@@ -271,6 +291,8 @@ class _Planner:
         if self._reopens_after_invalid_spec():
             self.status.state = RunState.RUNNING
             self._cond(ConditionType.FAILED, "False", Reason.SPEC_VALID, "")
+        if self._reopens_finished(spec):
+            self._reopen_finished(spec)
         if self.status.spec_digest is None:
             self.status.spec_digest = compute_algorithm_digest(spec.algorithm())
         self._ensure_base_conditions()
