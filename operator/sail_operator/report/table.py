@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sail_api.layout import RunLayout
 from sail_api.phases import phases_of_iteration
+from sail_api.status import RunState
 from sail_operator.local.state import LocalState
 
 METRIC_COLUMNS = ("loss", "implicit_accuracy", "reward_margin")
@@ -86,7 +87,9 @@ def render_status_text(state: LocalState) -> str:
     if status.backoff_until:
         head.append(f"backing off until {status.backoff_until}")
     if status.checkpoint:
-        head.append(f"checkpoint iteration {status.checkpoint.iteration}: {status.checkpoint.uri}")
+        done = status.state == RunState.SUCCEEDED and status.checkpoint.iteration == status.current_iteration
+        label = "final model" if done else f"latest checkpoint (iteration {status.checkpoint.iteration})"
+        head.append(f"{label}: {status.checkpoint.uri}")
     headers = ["iter", "phase", "result", "attempts", "duration", *METRIC_COLUMNS, "checkpoint"]
     rows = [[str(r.iteration), r.phase, r.result, r.attempts, r.duration, *r.metrics, r.checkpoint]
             for r in build_status_rows(state)]
