@@ -98,17 +98,34 @@ def _load(file: Path):  # -> SAILRun | None (printing the problems)
         return None
     problems = check_semantics(run)
     if problems:
-        count = len(problems)
-        _err(f"{file}: {count} problem{'s' if count != 1 else ''}")
-        for problem in problems:
-            _err(f"  - {problem}")
+        _report_problems(file, problems)
         return None
     return run
 
 
+def _report_problems(file: Path, problems: list[str]) -> None:
+    count = len(problems)
+    _err(f"{file}: {count} problem{'s' if count != 1 else ''}")
+    for problem in problems:
+        _err(f"  - {problem}")
+
+
+def _check_inputs(run, file: Path) -> bool:  # run: SAILRun with URIs resolved; prints the problems
+    from sail_operator.local.preflight import check_inputs
+
+    problems = check_inputs(run)
+    if problems:
+        _report_problems(file, problems)
+    return not problems
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from sail_operator.local.paths import build_local_run
+
     run = _load(args.file)
     if run is None:
+        return EXIT_BAD_INPUT
+    if not _check_inputs(build_local_run(run, args.file, None)[0], args.file):
         return EXIT_BAD_INPUT
     _out(f"{args.file}: valid SAILRun {run.metadata.name!r} (step 0 + {run.spec.sail.rounds} rounds)")
     return EXIT_OK
@@ -131,6 +148,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "://" not in model_uri and not Path(model_uri).is_absolute():
         _err(f"note: spec.model.uri {model_uri!r} is not a folder next to {args.file} "
              f"({args.file.resolve().parent / model_uri} does not exist): using it as a hub id")
+    if not _check_inputs(local_run, args.file):
+        return EXIT_BAD_INPUT
+    code = _check_storage(local_run, paths)
+    if code is not None:
+        return code
     _out(f"run {run.metadata.name}: storage {paths.storage_uri}; state {paths.state_file}")
     try:
         executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=workers, gpus=gpus,
@@ -141,11 +163,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         code = executor.execute()
     except (OSError, RuntimeError, ValueError) as exc:
-        _err(f"sail run stopped: {exc}; the state is in {paths.state_file}, run `sail run` again to resume")
+        resume = (f"; the state is in {paths.state_file}, run `sail run` again to resume"
+                  if paths.state_file.is_file() else "")
+        _err(f"sail run stopped: {exc}{resume}")
         return EXIT_FAILED
     if code == 0 and paths.local_root is not None:
         _out(f"status: sail status {paths.local_root}\nreport: sail report {paths.local_root}")
     return code
+
+
+def _check_storage(run, paths) -> int | None:  # SAILRun, RunPaths -> exit code when the run must not start
+    """Before compute: the run root is reachable, and it, the file and the local state agree."""
+    from sail_operator.local.preflight import PreflightError, check_agreement, read_committed_run
+    from sail_operator.local.state import load_state
+
+    try:
+        check_agreement(run, paths, read_committed_run(run, paths), load_state(paths.state_file))
+    except PreflightError as exc:
+        _err(f"sail run: {exc}")
+        return EXIT_BAD_INPUT if exc.permanent else EXIT_FAILED
+    except ValueError as exc:  # an unreadable state file names itself
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    return None
 
 
 def _find_state(path: Path) -> Path | None:

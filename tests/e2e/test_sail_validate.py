@@ -37,7 +37,7 @@ def test_validate_names_the_offending_field_and_fails(path, capsys):
     assert captured.out == ""
 
 
-@pytest.mark.parametrize("name", ["sd15.yaml", "sdxl.yaml"])
+@pytest.mark.parametrize("name", ["sd15.yaml", "sdxl.yaml", "quickstart.yaml"])
 def test_validate_accepts_the_good_examples(name, capsys):
     assert main(["validate", str(ROOT / "examples" / name)]) == 0
     assert "valid SAILRun" in capsys.readouterr().out
