@@ -179,6 +179,18 @@ def check_prompt_pool(spec: SAILRunSpec, pool: int, source: str) -> str | None:
             f"(rounds never reuse a prompt) but {source} holds {pool}; {', or '.join(ways)}")
 
 
+def find_spec_warnings(spec: SAILRunSpec) -> list[str]:
+    """Valid settings that quietly waste compute: said before the run starts, the run is not refused."""
+    warnings = []
+    if spec.sail.judge_reference == "step0" and spec.sail.rounds >= 1 and (spec.start_iteration or 0) <= 1:
+        warnings.append(
+            "spec.sail.judgeReference: step0 judges round 1 with the very model that generates it (step 0's), so "
+            "every round-1 reward is exactly 0 and its self-labelled pairs are arbitrary (later rounds are "
+            "fine); use base (the default) or previous to get a signal in round 1"
+        )
+    return warnings
+
+
 def check_local_inputs(spec: SAILRunSpec) -> list[str]:
     """Every problem with the local input files of a spec whose URIs are resolved; empty when fine."""
     problems: list[str] = []

@@ -111,8 +111,11 @@ def _report_problems(file: Path, problems: list[str]) -> None:
 
 
 def _check_inputs(run, file: Path) -> bool:  # run: SAILRun with URIs resolved; prints the problems
+    from sail_api.inputs import find_spec_warnings
     from sail_operator.local.preflight import check_inputs
 
+    for warning in find_spec_warnings(run.spec):
+        _err(f"warning: {warning}")
     problems = check_inputs(run)
     if problems:
         _report_problems(file, problems)

@@ -167,3 +167,15 @@ def test_a_state_of_committed_phases_over_an_empty_s3_root_is_refused(tmp_path, 
     err = capsys.readouterr().err
     assert "records 1 committed phase(s)" in err and "holds no run.json" in err
     assert json.loads(paths.state_file.read_text())["name"] == "pre"  # left as it was
+
+
+def test_judge_reference_step0_is_warned_about_before_the_run(tmp_path, capsys):
+    """Item 7: round 1's rewards were all exactly 0 (pairs arbitrary) with no warning."""
+    path = write_run(tmp_path, judgeReference="step0")
+    assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: spec.sail.judgeReference: step0" in captured.err and "exactly 0" in captured.err
+    assert "valid SAILRun" in captured.out
+    write_run(tmp_path, judgeReference="base")
+    assert main(["validate", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
