@@ -41,7 +41,7 @@ class ResolvedRun(ApiModel):
 
 
 # Fields of the algorithm part that may change while a run goes on: raising the rounds target
-# extends the run (DESIGN.md: "iterations target" is an execution field) without changing
+# extends the run (docs/method.md: the rounds target is not part of the algorithm) without changing
 # what any committed phase computed.
 DIGEST_EXCLUDED_SAIL_FIELDS = frozenset({"rounds"})
 # Fields added after runs existed: left out of the digest while at their default, so a run

@@ -1,4 +1,4 @@
-"""The driver every phase goes through (DESIGN.md, "Storage contract").
+"""The driver every phase goes through (docs/storage.md).
 
 1. Parse `--spec` (a ResolvedRun JSON); a bad file is BAD_SPEC naming the file and field.
 2. run.json: the first phase writes it; later phases refuse (BAD_SPEC) if their algorithm
