@@ -167,6 +167,16 @@ def test_fake_trainer_bad_data_fails_the_run_at_once_with_the_message(tmp_path):
     assert [c["key"] for c in h.call_log()].count("train:0") == 1
 
 
+def test_a_failure_is_printed_once_with_the_way_to_retry(tmp_path):
+    """Issue 19 item 9: every failure was printed twice (the Warning event, then the final line)."""
+    h = Harness(tmp_path, plan={"codes": {"mixup:0": [1]}})
+    assert h.run() == EXIT_FAILED
+    out = h.out.getvalue()
+    assert out.count("fake failure of mixup:0 with exit code 1 (log:") == 2  # attempt 1's event, the final line
+    assert out.count("fake-i000-mixup-a2: shard 0 exit code 1") == 1
+    assert "run fake failed (AppRetryBudgetExhausted)" in out and "run `sail run` again" in out
+
+
 def test_fake_trainer_transient_failure_is_retried_on_the_infra_budget(tmp_path):
     h = Harness(tmp_path, {"codes": {"mixup:1": [ExitCode.TRANSIENT, 0]}})
     assert h.run() == EXIT_COMPLETE

@@ -103,6 +103,26 @@ def test_shard_progress_adds_up():
     assert combine_shards([]) is None
 
 
+def test_the_total_of_sharded_progress_does_not_grow_as_shards_start():
+    """Issue 19 item 9: with fewer workers than shards, annotate's total grew as shards reported."""
+    first = combine_shards([ProgressLine("annotate", 2, 8)], shards=3)
+    both = combine_shards([ProgressLine("annotate", 8, 8), ProgressLine("annotate", 1, 8)], shards=3)
+    assert (first.total, both.total) == (24, 24)
+    assert combine_shards([ProgressLine("mixup", 32, 0)], shards=None).total == 0
+
+
+def test_a_phase_without_a_known_total_shows_a_count_not_32_of_0():
+    """Issue 19 item 9: mixup's progress read `32/0 (0%)`."""
+    out = io.StringIO()
+    ProgressDisplay(out, use_bars=False).phase(("job", 1), ProgressLine("mixup", 32, 0, 4.0))
+    assert out.getvalue().splitlines() == ["  mixup: 32 done 4.00/s"]
+    bars = io.StringIO()
+    display = ProgressDisplay(bars, use_bars=True)
+    display.phase(("job", 1), ProgressLine("mixup", 32, 0, None))
+    display.close()
+    assert "32 done" in bars.getvalue() and "32/0" not in bars.getvalue()
+
+
 def test_plain_progress_output_is_throttled_and_names_the_phase():
     out = io.StringIO()
     display = ProgressDisplay(out, use_bars=False, every_seconds=3600)

@@ -75,3 +75,14 @@ def test_storage_errors_no_retry_can_fix_exit_as_bad_spec(exc):
     from sail_trainer.errors import classify_exit_code
 
     assert classify_exit_code(exc) == ExitCode.BAD_SPEC
+
+
+def test_a_missing_input_file_names_its_path_once(tmp_path):
+    """Issue 19 item 9: `X: X does not exist` repeated the path."""
+    from sail_trainer.data.errors import DataError
+    from sail_trainer.data.prompts import read_prompts
+
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(DataError) as info:
+        read_prompts(str(missing))
+    assert str(info.value).count(str(missing)) == 1 and "does not exist" in str(info.value)

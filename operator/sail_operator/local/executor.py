@@ -253,6 +253,9 @@ class LocalExecutor:
         )
 
     def _act(self, decision: Decision) -> None:
+        # The decision that fails the run says why in its status message, which _finish prints once:
+        # its Warning events (the phase failure, the exhausted budget) would repeat it.
+        failing = decision.status.state == RunState.FAILED
         for action in decision.actions:
             if isinstance(action, CreatePhaseJob):
                 self._create(action)
@@ -260,6 +263,8 @@ class LocalExecutor:
                 self._delete(action.name)
             elif isinstance(action, EmitEvent):
                 log.info("run=%s event %s %s: %s", self.state.name, action.type, action.reason, action.message)
+                if failing and action.type == "Warning":
+                    continue
                 prefix = "warning: " if action.type == "Warning" else ""
                 self.display.message(f"{prefix}{action.reason}: {action.message}")
             elif isinstance(action, RequeueAfter):
@@ -288,7 +293,11 @@ class LocalExecutor:
             where = status.checkpoint.uri if status.checkpoint else self.paths.storage_uri
             self.display.message(f"run {self.state.name} complete; final model: {where}")
             return EXIT_COMPLETE
-        self.display.message(f"run {self.state.name} failed: {status.message}")
+        failed = next((c for c in status.conditions if c.type == "Failed" and c.status == "True"), None)
+        reason = f" ({failed.reason})" if failed else ""
+        self.display.message(f"run {self.state.name} failed{reason}: {status.message}\n"
+                             "fix the cause, then run `sail run` again: it retries the failed phase with fresh "
+                             "retry budgets, committed phases are kept")
         return EXIT_FAILED
 
     def _save(self) -> None:
@@ -431,7 +440,8 @@ class LocalExecutor:
             if shard.progress is not None:
                 attempt.progress[index] = shard.progress
         lines = [attempt.progress[k] for k in sorted(attempt.progress)]
-        self.display.phase((attempt.record.name, attempt.record.shards or 1), combine_shards(lines))
+        self.display.phase((attempt.record.name, attempt.record.shards or 1),
+                           combine_shards(lines, attempt.record.shards))
 
     def _delete(self, name: str) -> None:
         attempt = self.running.pop(name, None)
