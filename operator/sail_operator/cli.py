@@ -3,7 +3,7 @@
     sail run FILE [--storage PATH|s3://...] [--workers N]   the embedded local executor
     sail status PATH|FILE                                   iteration x phase table
     sail report PATH|FILE [--out FILE]                      self-contained HTML report
-    sail validate FILE                                      schema + semantic checks
+    sail validate FILE                                      schema, semantic and local input checks
     sail crd                                                the CRD YAML
     sail operator ...                                       the kopf operator (sail_operator.kube.entry)
     sail toy ...                                            the toy world (sail-trainer toy ...)
@@ -38,20 +38,42 @@ def build_parser() -> argparse.ArgumentParser:
         "Docs: docs/cli.md")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run a SAILRun file here, phase by phase; run again to resume")
+    run = sub.add_parser(
+        "run", help="run a SAILRun file here, phase by phase; run again to resume",
+        description="Run a SAILRun on this machine with the operator's planner: each phase is a sail-trainer "
+        "process. Inputs, storage and the run root are checked before anything starts. Run it again to resume "
+        "(committed phases are kept), to retry a failed run, or to extend a finished one after raising "
+        "spec.sail.rounds. Ctrl-C stops cleanly.",
+        epilog="exit codes: 0 complete, 1 failed (or storage unreachable), 2 bad file, inputs or arguments, "
+        "3 suspended, 130 interrupted. Docs: docs/cli.md")
     run.add_argument("file", type=Path, help="SAILRun YAML file")
-    run.add_argument("--storage", help="run root: a folder or s3://bucket/prefix (default: spec.storage.uri, "
-                     "else <file dir>/.sail/<run name>)")
-    run.add_argument("--workers", type=int, default=None,
+    run.add_argument("--storage", metavar="PATH|s3://BUCKET/PREFIX",
+                     help="run root (default: spec.storage.uri, else <file dir>/.sail/<run name>); a relative "
+                     "path is relative to the working directory")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="shard processes at once (default: one per GPU, 1 without GPUs)")
-    status = sub.add_parser("status", help="iteration x phase table of a run")
+    status = sub.add_parser(
+        "status", help="iteration x phase table of a run",
+        description="Print a run's state, its final model (or latest checkpoint) and the iteration x phase "
+        "table: result, attempts, duration and each phase's own numbers.",
+        epilog="exit codes: 0 shown, 2 no run found")
     status.add_argument("path", type=Path, help="run root folder, its local/state.json, or the SAILRun file")
-    report = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    report = sub.add_parser(
+        "report", help="write a self-contained HTML report of a run",
+        description="Write one HTML file (no server, no network): state, sample grids per iteration, metric "
+        "plots, the phase table and the spec; prints its path.",
+        epilog="exit codes: 0 written, 1 cannot write or read the run root, 2 no run found")
     report.add_argument("path", type=Path, help="run root folder, its local/state.json, or the SAILRun file")
-    report.add_argument("--out", type=Path, help="HTML file (default: <run root>/report/report.html)")
-    validate = sub.add_parser("validate", help="check a SAILRun file (schema and semantics)")
-    validate.add_argument("file", type=Path)
-    sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
+    report.add_argument("--out", type=Path, metavar="FILE", help="HTML file (default: <run root>/report/report.html)")
+    validate = sub.add_parser(
+        "validate", help="check a SAILRun file (schema, semantics, local input files)",
+        description="Check a SAILRun file without running it: the schema, the semantic rules, and the local "
+        "input files it names (model folder, seed-pair header, prompt pool vs rounds x promptsPerRound). "
+        "Every problem is printed, naming the field or file and the fix.",
+        epilog="exit codes: 0 valid (warnings may be printed), 2 invalid")
+    validate.add_argument("file", type=Path, help="SAILRun YAML file")
+    sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML",
+                   description="Print the SAILRun CRD generated from the API models (kubectl apply -f -).")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
     sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
     return parser
@@ -130,7 +152,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if not _check_inputs(build_local_run(run, args.file, None)[0], args.file):
         return EXIT_BAD_INPUT
-    _out(f"{args.file}: valid SAILRun {run.metadata.name!r} (step 0 + {run.spec.sail.rounds} rounds)")
+    rounds = run.spec.sail.rounds
+    _out(f"{args.file}: valid SAILRun {run.metadata.name!r} (step 0 + {rounds} round{'s' if rounds != 1 else ''})")
     return EXIT_OK
 
 

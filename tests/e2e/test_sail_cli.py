@@ -47,3 +47,27 @@ def test_run_of_an_invalid_file_starts_nothing(tmp_path, capsys):
     assert main(["run", str(bad)]) == EXIT_BAD_INPUT
     assert "spec.model: required field is missing" in capsys.readouterr().err
     assert not (tmp_path / ".sail").exists()
+
+
+def test_every_subcommand_and_argument_says_what_it_is():
+    """Issue 19 item 9: `--help` gaps (a bare `file`, no description, no exit codes)."""
+    import argparse
+
+    from sail_operator.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        if name in ("operator", "toy"):
+            continue  # their arguments go to another program with its own --help
+        assert parser.description, f"sail {name} --help has no description"
+        for action in parser._actions:
+            assert action.help, f"sail {name}: {action.dest} has no help"
+    run_help = sail("run", "--help").stdout
+    assert "exit codes" in run_help and "--storage PATH|s3://BUCKET/PREFIX" in run_help
+
+
+def test_validate_counts_one_round_in_the_singular(tmp_path, capsys):
+    from tests.e2e.test_sail_preflight import write_run
+
+    assert main(["validate", str(write_run(tmp_path, rounds=1))]) == 0
+    assert "(step 0 + 1 round)" in capsys.readouterr().out
