@@ -230,6 +230,7 @@ def _find_state(path: Path) -> Path | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from sail_operator.local.state import load_state
+    from sail_operator.report.artifacts import fetch_model_folders
     from sail_operator.report.table import render_status_text
 
     state_file = _find_state(args.path)
@@ -237,7 +238,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     state = load_state(state_file)
     assert state is not None
-    _out(render_status_text(state))
+    _out(render_status_text(state, fetch_model_folders(state)))
     return EXIT_OK
 
 

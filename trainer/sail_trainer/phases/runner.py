@@ -43,7 +43,7 @@ from sail_trainer.phases.context import PhaseContext
 from sail_trainer.storage import open_run_store
 
 log = logging.getLogger(__name__)
-SUMMARY_METRICS = 8
+SUMMARY_METRICS = 12  # the phase's metrics in its summary (termination message: 4 KiB at most)
 
 
 @dataclass(frozen=True)

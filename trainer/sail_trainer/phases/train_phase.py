@@ -325,7 +325,7 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
     """Rank 0: model folder, metrics.json, sample grids, then the commit."""
     from sail_trainer.models.checkpoint import save_pipeline_folder
     from sail_trainer.phases.generate_phase import read_prompt_pool
-    from sail_trainer.phases.samples import render_sample_grid
+    from sail_trainer.phases.samples import GRID_PROMPTS, render_sample_grid
 
     policy.eval()
     local = ctx.work_dir / "model"
@@ -349,8 +349,10 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
         "reward_margin": last.get("reward_margin", 0.0),
         "mean_loss": sum(h["loss"] for h in history) / n,
         "mean_implicit_accuracy": sum(h["implicit_accuracy"] for h in history) / n,
+        "mean_reward_margin": sum(h["reward_margin"] for h in history) / n,
         "pairs_per_second": sum(h["pairs_per_second"] for h in history) / n,
     }
     model_uri = ctx.output_key("model")  # the physical folder (this attempt's prefix) the manifest lists
     return ctx.commit(files, metrics, {"model_uri": model_uri, "steps": len(history),
-                                       "samples": [logical_path(f) for f in files if f.endswith(".png")]})
+                                       "samples": [logical_path(f) for f in files if f.endswith(".png")],
+                                       "sample_prompts": prompts[:GRID_PROMPTS]})  # the grids' columns
