@@ -71,3 +71,10 @@ def test_validate_counts_one_round_in_the_singular(tmp_path, capsys):
 
     assert main(["validate", str(write_run(tmp_path, rounds=1))]) == 0
     assert "(step 0 + 1 round)" in capsys.readouterr().out
+
+
+def test_toy_eval_refuses_one_image_per_caption_before_loading_anything(tmp_path):
+    """Issue 19 item 9: `sail toy eval --per-caption 1` sampled for 53 s before refusing the argument."""
+    done = sail("toy", "eval", "--model", str(tmp_path / "no-model-here"), "--per-caption", "1")
+    assert done.returncode == 2  # argparse: a usage error, before the (missing) model is touched
+    assert "--per-caption: 1: at least 2" in done.stderr and "no-model-here" not in done.stderr
