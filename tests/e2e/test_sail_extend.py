@@ -7,6 +7,7 @@ then + 1 more round: about a minute on 2 CPU cores.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def run_file(tmp_path) -> Path:
     build_tiny_seed_pairs(tmp_path / "seed")
     build_tiny_prompts(tmp_path / "prompts.txt", n=8)
     body = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "tiny"},
-            "spec": build_tiny_algorithm("model", "seed/pairs.jsonl", "prompts.txt")}
+            "spec": build_tiny_algorithm("model", "seed/pairs.jsonl", "prompts.txt", selfPairCap=2)}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
@@ -70,6 +71,9 @@ def test_raising_rounds_on_a_finished_run_extends_it_through_sail_run(run_file):
     assert "started tiny-i000" not in second.stdout and "started tiny-i001" not in second.stdout
     assert Path(layout.manifest_uri(2, Phase.TRAIN)).is_file()
     assert {p: p.stat().st_mtime_ns for p in committed} == committed  # nothing committed was redone
+
+    mixup = json.loads(Path(layout.manifest_uri(2, Phase.MIXUP)).read_text())["metrics"]
+    assert (mixup["self_annotated"], mixup["self_pairs"]) == (4, 2)  # item 9: self_pairs counts after the cap
 
     status = sail("status", str(root), cwd=folder)
     checkpoint = next(line for line in status.stdout.splitlines() if line.startswith("final model"))
