@@ -86,3 +86,23 @@ def test_a_missing_input_file_names_its_path_once(tmp_path):
     with pytest.raises(DataError) as info:
         read_prompts(str(missing))
     assert str(info.value).count(str(missing)) == 1 and "does not exist" in str(info.value)
+
+
+def test_the_trainers_digest_refusal_names_the_changed_field_and_the_allowed_edits():
+    """Issue 19 item 3: the refusal said only that the digest differed."""
+    from sail_api.resolved import build_resolved_run
+    from sail_api.storage import MemoryStore
+    from sail_trainer.errors import BadSpecError
+    from sail_trainer.phases.runner import ensure_run_file
+
+    def resolved(**sail):
+        run = SAILRun.model_validate({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "x"},
+                                      "spec": {"model": {"uri": "m"}, "seedPairs": {"uri": "s.jsonl"},
+                                               "prompts": {"uri": "p.txt"}, "sail": sail}})
+        return build_resolved_run(run, "mem://run")
+
+    store = MemoryStore()
+    ensure_run_file(store, "run.json", resolved(promptsPerRound=16), may_write=True)
+    ensure_run_file(store, "run.json", resolved(promptsPerRound=16, rounds=7), may_write=False)  # rounds may grow
+    with pytest.raises(BadSpecError, match=r"spec\.sail\.promptsPerRound: 16 -> 8.*allowed edits: sail\.rounds"):
+        ensure_run_file(store, "run.json", resolved(promptsPerRound=8), may_write=False)
