@@ -67,7 +67,7 @@ def test_raising_rounds_on_a_finished_run_extends_it_through_sail_run(run_file):
     assert "step 0 + 2 rounds" in sail("validate", "run.yaml", cwd=folder).stdout
     second = sail("run", "run.yaml", cwd=folder)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "sail.rounds raised from 1 to 2" in second.stdout
+    assert "spec.sail.rounds raised to 2, continuing at round 2" in second.stdout
     assert "started tiny-i000" not in second.stdout and "started tiny-i001" not in second.stdout
     assert Path(layout.manifest_uri(2, Phase.TRAIN)).is_file()
     assert {p: p.stat().st_mtime_ns for p in committed} == committed  # nothing committed was redone

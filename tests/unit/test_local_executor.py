@@ -257,7 +257,7 @@ def test_raising_rounds_on_a_finished_run_runs_the_new_round_only(tmp_path):
     state = h.state()
     assert state.status.state == RunState.SUCCEEDED and state.status.current_iteration == 2
     assert state.status.checkpoint.iteration == 2
-    assert "Extended: extended: sail.rounds raised from 1 to 2" in h.out.getvalue()
+    assert "Extended: extended: spec.sail.rounds raised to 2, continuing at round 2" in h.out.getvalue()
 
 
 def test_a_new_start_iteration_on_a_finished_run_rewinds_it(tmp_path):

@@ -67,9 +67,9 @@ from sail_operator.planner.model import (
 
 NORMAL = "Normal"
 WARNING = "Warning"
-EXTENDED = "Extended"  # reason: a Succeeded run re-opened by a raised sail.rounds or a new startIteration
 SUMMARY_WAIT_SECONDS = 5.0  # a finished Job whose termination messages are not read yet: look again soon
 CHECKPOINT_EXTRA_KEYS = ("checkpoint_uri", "checkpointUri", "model_uri", "modelUri")
+REASON_EXTENDED = "Extended"
 
 
 # ------------------------------------------------------------------ pure helpers (public)
@@ -218,7 +218,8 @@ class _Planner:
         spec = self.observed.spec
         if spec is None or self.observed.spec_error:
             self._invalid(self.observed.spec_error or "spec did not validate")
-        elif old.state in TERMINAL_STATES and not self._reopens_after_invalid_spec() and not self._reopens_finished(spec):
+        elif old.state in TERMINAL_STATES and not self._reopens_after_invalid_spec() \
+                and not self._extends_after_success(spec):
             self._cleanup_finished_attempts()
         else:
             self._valid(spec)
@@ -263,23 +264,12 @@ class _Planner:
             and failed is not None and failed.status == "True" and failed.reason == Reason.INVALID_SPEC
         )
 
-    def _reopens_finished(self, spec: SAILRunSpec) -> bool:
-        """A Succeeded run whose spec asks for more: more rounds, or a startIteration not yet applied."""
+    def _extends_after_success(self, spec: SAILRunSpec) -> bool:
+        """`sail.rounds` raised past a Succeeded run's last round (or a new startIteration): the run goes on."""
         old = self.observed.status
-        if old.state != RunState.SUCCEEDED:
-            return False
         rewinds = spec.start_iteration is not None and self.observed.generation != old.observed_generation
-        return rewinds or spec.sail.rounds > (old.current_iteration or 0)
-
-    def _reopen_finished(self, spec: SAILRunSpec) -> None:
-        done = self.observed.status.current_iteration or 0
-        self.status.state = RunState.RUNNING
-        if spec.sail.rounds > done:  # a startIteration rewind (below) moves the cursor itself
-            self.status.current_iteration = done + 1
-            self.status.current_phase = phases_of_iteration(done + 1)[0].value
-            self.status.message = f"extended: sail.rounds raised from {done} to {spec.sail.rounds}"
-            self._event(NORMAL, EXTENDED, f"{self.status.message}; continuing with round {done + 1}")
-        self._cond(ConditionType.COMPLETE, "False", EXTENDED, self.status.message)
+        return old.state == RunState.SUCCEEDED and old.current_iteration is not None \
+            and (spec.sail.rounds > old.current_iteration or rewinds)
 
     # -------------------------------------------------------------- valid spec
 
@@ -291,8 +281,8 @@ class _Planner:
         if self._reopens_after_invalid_spec():
             self.status.state = RunState.RUNNING
             self._cond(ConditionType.FAILED, "False", Reason.SPEC_VALID, "")
-        if self._reopens_finished(spec):
-            self._reopen_finished(spec)
+        if self._extends_after_success(spec):
+            self._extend(spec)
         if self.status.spec_digest is None:
             self.status.spec_digest = compute_algorithm_digest(spec.algorithm())
         self._ensure_base_conditions()
@@ -304,6 +294,18 @@ class _Planner:
         self._advance(spec)
         self._cleanup_finished_attempts()
         self._update_progress(spec)
+
+    def _extend(self, spec: SAILRunSpec) -> None:
+        done = self.observed.status.current_iteration or 0
+        nxt = done + 1
+        self.status.state = RunState.RUNNING
+        if spec.sail.rounds > done:  # (else a new startIteration: the rewind below moves the cursor)
+            self.status.current_iteration = nxt
+            self.status.current_phase = phases_of_iteration(nxt)[0].value
+            self.status.current = None
+            self.status.message = f"extended: spec.sail.rounds raised to {spec.sail.rounds}, continuing at round {nxt}"
+            self._event(NORMAL, REASON_EXTENDED, self.status.message)
+        self._cond(ConditionType.COMPLETE, "False", REASON_EXTENDED, self.status.message)
 
     def _ensure_base_conditions(self) -> None:
         for type_ in (ConditionType.RUNNING, ConditionType.RETRYING, ConditionType.SUSPENDED,
