@@ -9,10 +9,10 @@ same inputs (seeds), one after the other:
   cached `TextEncoder`), `compute_errors` + `draw_shared_noise` + `implicit_reward` per prompt
   (annotate, policy and judge UNets), `draw_pair` + `dpo_micro_step` + backward + grad clip +
   `build_optimizer`'s optimizer (train, the body of `train_phase._Loop.step`).
-- baseline: the plain diffusers loops of the shared anchor scripts
-  (`../shared/bench/plain_diffusers_anchor.py`: `generate_bench`, `annotate_bench`,
+- baseline: the plain diffusers loops of the anchor scripts (kept outside this repository;
+  `plain_diffusers_anchor.py`: `generate_bench`, `annotate_bench`,
   `dpo_step_bench`; `plain_diffusers_anchor_sdxl.py`: `sdxl_generate`, `sdxl_annotate`,
-  `sdxl_train`), re-implemented here (CI must not depend on ../shared) for the same shapes:
+  `sdxl_train`), re-implemented here (CI must not depend on them) for the same shapes:
   tensors drawn up front, `unet(...).sample`, scheduler `add_noise`/`step`, bf16 latents.
 
 Numerics: each phase also compares the two paths' outputs on identical inputs (final latents,
@@ -61,14 +61,14 @@ log = logging.getLogger("bench.phases")
 
 # ----------------------------------------------------------------------------- shapes
 
-UNET_SD15 = dict(  # ../shared/bench/plain_diffusers_anchor.py UNET_SD15
+UNET_SD15 = dict(  # the SD1.5 anchor script's UNET_SD15
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
     cross_attention_dim=768, attention_head_dim=8,
 )
-UNET_SDXL = dict(  # ../shared/bench/plain_diffusers_anchor_sdxl.py UNET_SDXL
+UNET_SDXL = dict(  # the SDXL anchor script's UNET_SDXL
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(320, 640, 1280),
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -150,7 +150,7 @@ SHAPES: dict[str, Shape] = {
 }
 BETA = 5000.0
 SEED = 0
-# Anchor figures (../shared/bench/ANCHORS.md, one H100, bf16, 2026-11-25), per shape and phase.
+# Anchor figures (measured with the anchor scripts, one H100, bf16, 2026-11-25), per shape and phase.
 ANCHORS = {
     ("sd15", "generate"): "6.1-6.7 images/s eager (with VAE decode), 9.5 compiled",
     ("sd15", "annotate"): "40.8 images/s",

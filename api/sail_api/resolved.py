@@ -41,7 +41,7 @@ class ResolvedRun(ApiModel):
 
 
 # Fields of the algorithm part that may change while a run goes on: raising the rounds target
-# extends the run (DESIGN.md: "iterations target" is an execution field) without changing
+# extends the run (docs/method.md: the rounds target is not part of the algorithm) without changing
 # what any committed phase computed.
 DIGEST_EXCLUDED_SAIL_FIELDS = frozenset({"rounds"})
 # Fields added after runs existed: left out of the digest while at their default, so a run
@@ -55,12 +55,40 @@ DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS = DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS | 
 
 
 def compute_algorithm_digest(algorithm: AlgorithmSpec) -> str:
+    canonical = json.dumps(_digest_body(algorithm), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# What may change once a run has started (the rest of the algorithm part is fixed by its digest).
+ALLOWED_EDITS = (
+    "sail.rounds (raise it to extend the run), startIteration, suspend, and the execution part "
+    "(resources, parallelism, performance, failurePolicy, activeDeadlineSeconds, template, queueName)"
+)
+
+
+def _digest_body(algorithm: AlgorithmSpec) -> dict:
     body = algorithm.model_dump(mode="json", by_alias=True)
     defaults = type(algorithm.sail)().model_dump(mode="json", by_alias=True)
     body["sail"] = {k: v for k, v in body["sail"].items() if k not in DIGEST_EXCLUDED_SAIL_FIELDS
                     and not (k in DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS and v == defaults[k])}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return body
+
+
+def _flatten(value: object, path: str, out: dict[str, object]) -> dict[str, object]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(inner, f"{path}.{key}", out)
+    else:
+        out[path] = value
+    return out
+
+
+def compute_algorithm_differences(committed: AlgorithmSpec, ours: AlgorithmSpec) -> list[str]:
+    """`spec.<field>: <committed> -> <ours>` for each digest field that differs (sorted); [] when equal."""
+    theirs_flat = _flatten(_digest_body(committed), "spec", {})
+    ours_flat = _flatten(_digest_body(ours), "spec", {})
+    return [f"{key}: {json.dumps(theirs_flat.get(key))} -> {json.dumps(ours_flat.get(key))}"
+            for key in sorted(set(theirs_flat) | set(ours_flat)) if theirs_flat.get(key) != ours_flat.get(key)]
 
 
 def build_resolved_run(run: SAILRun, storage_uri: str) -> ResolvedRun:

@@ -4,7 +4,7 @@ The spec has two parts. The *algorithm* part (`model`, `seedPairs`, `prompts`, `
 read by the trainer and is fixed when a run starts (committed as run.json). The *execution*
 part (storage, pod template, resources, parallelism, retries, suspend, targets) is read by
 the operator or the local executor and may change while a run is going: it applies from
-the next phase attempt. Defaults come from ../shared/docs/SAIL-METHOD.md; every value that
+the next phase attempt. Defaults and formulas: docs/method.md; every value that
 the paper leaves open is marked "(choice)" in its description.
 
 This module holds data and validation only: no I/O, no Kubernetes, no torch.
@@ -202,7 +202,7 @@ class SAILSpec(ApiModel):
     beta: float = Field(5000.0, gt=0.0, description="Diffusion-DPO temperature (reference code: 5000; paper SD1.5: 2000).")
     reward_timesteps: RewardTimestepsSpec = Field(
         default_factory=RewardTimestepsSpec,
-        description="Timestep range of the reward draws; default the whole schedule (SAIL-METHOD.md). "
+        description="Timestep range of the reward draws; default the whole schedule (docs/method.md). "
         "The upper half carries most of the preference signal for global attributes (docs/results.md).",
     )
     judge_reference: JudgeReference = Field(
@@ -248,7 +248,7 @@ class AlgorithmSpec(ApiModel):
     model: ModelSpec = Field(description="Base diffusers pipeline to align (also the judge reference by default).")
     seed_pairs: SeedPairsSpec = Field(description="Human-labelled seed pairs: step 0 trains on them, every mixup reuses them.")
     prompts: PromptsSpec = Field(description="Prompt pool; each round draws fresh prompts from it, disjoint from earlier rounds.")
-    sail: SAILSpec = Field(default_factory=SAILSpec, description="SAIL algorithm settings (defaults: SAIL-METHOD.md).")
+    sail: SAILSpec = Field(default_factory=SAILSpec, description="SAIL algorithm settings (defaults: docs/method.md).")
 
 
 # ---------------------------------------------------------------- execution part

@@ -3,7 +3,7 @@
     sail run FILE [--storage PATH|s3://...] [--workers N]   the embedded local executor
     sail status PATH|FILE                                   iteration x phase table
     sail report PATH|FILE [--out FILE]                      self-contained HTML report
-    sail validate FILE                                      schema + semantic checks
+    sail validate FILE                                      schema, semantic and local input checks
     sail crd                                                the CRD YAML
     sail export RUN [--iteration N|best|latest] OUT         a committed model as a clean diffusers folder
     sail operator ...                                       the kopf operator (sail_operator.kube.entry)
@@ -39,22 +39,44 @@ def build_parser() -> argparse.ArgumentParser:
         "Docs: docs/cli.md")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run a SAILRun file here, phase by phase; run again to resume")
+    run = sub.add_parser(
+        "run", help="run a SAILRun file here, phase by phase; run again to resume",
+        description="Run a SAILRun on this machine with the operator's planner: each phase is a sail-trainer "
+        "process. Inputs, storage and the run root are checked before anything starts. Run it again to resume "
+        "(committed phases are kept), to retry a failed run, or to extend a finished one after raising "
+        "spec.sail.rounds. Ctrl-C stops cleanly.",
+        epilog="exit codes: 0 complete, 1 failed (or storage unreachable), 2 bad file, inputs or arguments, "
+        "3 suspended, 130 interrupted. Docs: docs/cli.md")
     run.add_argument("file", type=Path, help="SAILRun YAML file")
-    run.add_argument("--storage", help="run root: a folder or s3://bucket/prefix (default: spec.storage.uri, "
-                     "else <file dir>/.sail/<run name>)")
-    run.add_argument("--workers", type=int, default=None,
+    run.add_argument("--storage", metavar="PATH|s3://BUCKET/PREFIX",
+                     help="run root (default: spec.storage.uri, else <file dir>/.sail/<run name>); a relative "
+                     "path is relative to the working directory")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="shard processes at once (default: one per GPU, 1 without GPUs)")
-    status = sub.add_parser("status", help="iteration x phase table of a run")
+    status = sub.add_parser(
+        "status", help="iteration x phase table of a run",
+        description="Print a run's state, its final model (or latest checkpoint) and the iteration x phase "
+        "table: result, attempts, duration and each phase's own numbers.",
+        epilog="exit codes: 0 shown, 2 no run found")
     status.add_argument("path", type=Path, help="run root folder, its local/state.json, or the SAILRun file")
-    report = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    report = sub.add_parser(
+        "report", help="write a self-contained HTML report of a run",
+        description="Write one HTML file (no server, no network): state, sample grids per iteration, metric "
+        "plots, the phase table and the spec; prints its path.",
+        epilog="exit codes: 0 written, 1 cannot write or read the run root, 2 no run found")
     report.add_argument("path", type=Path, help="run root folder, its local/state.json, or the SAILRun file")
-    report.add_argument("--out", type=Path, help="HTML file (default: <run root>/report/report.html)")
-    validate = sub.add_parser("validate", help="check a SAILRun file (schema and semantics)")
-    validate.add_argument("file", type=Path)
+    report.add_argument("--out", type=Path, metavar="FILE", help="HTML file (default: <run root>/report/report.html)")
+    validate = sub.add_parser(
+        "validate", help="check a SAILRun file (schema, semantics, local input files)",
+        description="Check a SAILRun file without running it: the schema, the semantic rules, and the local "
+        "input files it names (model folder, seed-pair header, prompt pool vs rounds x promptsPerRound). "
+        "Every problem is printed, naming the field or file and the fix.",
+        epilog="exit codes: 0 valid (warnings may be printed), 2 invalid")
+    validate.add_argument("file", type=Path, help="SAILRun YAML file")
     validate.add_argument("--policy-file", help="also judge it as the operator does on a cluster with this admin "
                           "policy (the chart's policy.json): the same verdict as the operator's")
-    sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
+    sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML",
+                   description="Print the SAILRun CRD generated from the API models (kubectl apply -f -).")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
     sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
     export = sub.add_parser("export", help="copy a committed model out as a clean diffusers pipeline folder")
@@ -116,19 +138,40 @@ def _load(file: Path, policy_file: str | None = None):  # -> SAILRun | None (pri
         cluster_rules = lambda parsed: compute_cluster_violations(parsed, policy)  # noqa: E731
     problems = check_run(run, cluster_rules)
     if problems:
-        count = len(problems)
-        _err(f"{file}: {count} problem{'s' if count != 1 else ''}")
-        for problem in problems:
-            _err(f"  - {problem}")
+        _report_problems(file, problems)
         return None
     return run
 
 
+def _report_problems(file: Path, problems: list[str]) -> None:
+    count = len(problems)
+    _err(f"{file}: {count} problem{'s' if count != 1 else ''}")
+    for problem in problems:
+        _err(f"  - {problem}")
+
+
+def _check_inputs(run, file: Path) -> bool:  # run: SAILRun with URIs resolved; prints the problems
+    from sail_api.inputs import find_spec_warnings
+    from sail_operator.local.preflight import check_inputs
+
+    for warning in find_spec_warnings(run.spec):
+        _err(f"warning: {warning}")
+    problems = check_inputs(run)
+    if problems:
+        _report_problems(file, problems)
+    return not problems
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from sail_operator.local.paths import build_local_run
+
     run = _load(args.file, args.policy_file)
     if run is None:
         return EXIT_BAD_INPUT
-    _out(f"{args.file}: valid SAILRun {run.metadata.name!r} (step 0 + {run.spec.sail.rounds} rounds)")
+    if not _check_inputs(build_local_run(run, args.file, None)[0], args.file):
+        return EXIT_BAD_INPUT
+    rounds = run.spec.sail.rounds
+    _out(f"{args.file}: valid SAILRun {run.metadata.name!r} (step 0 + {rounds} round{'s' if rounds != 1 else ''})")
     return EXIT_OK
 
 
@@ -149,6 +192,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "://" not in model_uri and not Path(model_uri).is_absolute():
         _err(f"note: spec.model.uri {model_uri!r} is not a folder next to {args.file} "
              f"({args.file.resolve().parent / model_uri} does not exist): using it as a hub id")
+    if not _check_inputs(local_run, args.file):
+        return EXIT_BAD_INPUT
+    code = _check_storage(local_run, paths)
+    if code is not None:
+        return code
     _out(f"run {run.metadata.name}: storage {paths.storage_uri}; state {paths.state_file}")
     try:
         executor = LocalExecutor(local_run, paths, out=sys.stdout, workers=workers, gpus=gpus,
@@ -159,11 +207,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         code = executor.execute()
     except (OSError, RuntimeError, ValueError) as exc:
-        _err(f"sail run stopped: {exc}; the state is in {paths.state_file}, run `sail run` again to resume")
+        resume = (f"; the state is in {paths.state_file}, run `sail run` again to resume"
+                  if paths.state_file.is_file() else "")
+        _err(f"sail run stopped: {exc}{resume}")
         return EXIT_FAILED
     if code == 0 and paths.local_root is not None:
         _out(f"status: sail status {paths.local_root}\nreport: sail report {paths.local_root}")
     return code
+
+
+def _check_storage(run, paths) -> int | None:  # SAILRun, RunPaths -> exit code when the run must not start
+    """Before compute: the run root is reachable, and it, the file and the local state agree."""
+    from sail_operator.local.preflight import PreflightError, check_agreement, read_committed_run
+    from sail_operator.local.state import load_state
+
+    try:
+        check_agreement(run, paths, read_committed_run(run, paths), load_state(paths.state_file))
+    except PreflightError as exc:
+        _err(f"sail run: {exc}")
+        return EXIT_BAD_INPUT if exc.permanent else EXIT_FAILED
+    except ValueError as exc:  # an unreadable state file names itself
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    return None
 
 
 def _find_state(path: Path) -> Path | None:
@@ -182,6 +248,7 @@ def _find_state(path: Path) -> Path | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from sail_operator.local.state import load_state
+    from sail_operator.report.artifacts import fetch_model_folders
     from sail_operator.report.table import render_status_text
 
     state_file = _find_state(args.path)
@@ -189,7 +256,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     state = load_state(state_file)
     assert state is not None
-    _out(render_status_text(state))
+    _out(render_status_text(state, fetch_model_folders(state)))
     return EXIT_OK
 
 

@@ -28,7 +28,7 @@ needs_promtool = pytest.mark.skipif(
     reason="promtool not installed: apt-get install prometheus (scripts/test-deps.sh does it when root)",
 )
 
-# What the operator exports (DESIGN.md "Metrics", issue 7): name -> (type, labels). Cross-checked
+# What the operator exports (docs/operating.md "Metrics", issue 7): name -> (type, labels). Cross-checked
 # against sail_operator.metrics.METRIC_NAMES once that module exists.
 OPERATOR_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "sail_runs_created_total": ("counter", frozenset()),

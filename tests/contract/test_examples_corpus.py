@@ -1,6 +1,6 @@
 """Good and bad SAILRun files get the same verdict from pydantic and from the generated CRD schema.
 
-HOUSE-STYLE rule 1. The "schema verdict" is what the API server would say: the CRD's
+The API is written once. The "schema verdict" is what the API server would say: the CRD's
 openAPIV3Schema as JSON Schema (`build_json_schema`: nullable, strict field validation,
 name checks) plus every CEL rule evaluated with cel-python. The "pydantic verdict" is
 `load_run_file`, the function behind `sail validate`.

@@ -148,7 +148,7 @@ def test_operator_and_sail_run_on_one_run_root_commit_each_phase_once(
     assert [where for where, text in seen.items() if CANARY in text] == []
 
     summaries = _summaries_from_pods(kube_cluster)
-    local_dir = tmp_path / ".sail" / NAME / "local"
+    local_dir = tmp_path / ".sail" / NAME  # the executor files of an s3:// root: s3/<bucket>/<prefix>/local
     summaries += [json.loads(p.read_text()) for p in local_dir.rglob("*.summary.json") if p.read_text().strip()]
     outcomes: dict[str, list[str]] = defaultdict(list)
     for summary in summaries:

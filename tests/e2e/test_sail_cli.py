@@ -47,3 +47,34 @@ def test_run_of_an_invalid_file_starts_nothing(tmp_path, capsys):
     assert main(["run", str(bad)]) == EXIT_BAD_INPUT
     assert "spec.model: required field is missing" in capsys.readouterr().err
     assert not (tmp_path / ".sail").exists()
+
+
+def test_every_subcommand_and_argument_says_what_it_is():
+    """Issue 19 item 9: `--help` gaps (a bare `file`, no description, no exit codes)."""
+    import argparse
+
+    from sail_operator.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        if name in ("operator", "toy"):
+            continue  # their arguments go to another program with its own --help
+        assert parser.description, f"sail {name} --help has no description"
+        for action in parser._actions:
+            assert action.help, f"sail {name}: {action.dest} has no help"
+    run_help = sail("run", "--help").stdout
+    assert "exit codes" in run_help and "--storage PATH|s3://BUCKET/PREFIX" in run_help
+
+
+def test_validate_counts_one_round_in_the_singular(tmp_path, capsys):
+    from tests.e2e.test_sail_preflight import write_run
+
+    assert main(["validate", str(write_run(tmp_path, rounds=1))]) == 0
+    assert "(step 0 + 1 round)" in capsys.readouterr().out
+
+
+def test_toy_eval_refuses_one_image_per_caption_before_loading_anything(tmp_path):
+    """Issue 19 item 9: `sail toy eval --per-caption 1` sampled for 53 s before refusing the argument."""
+    done = sail("toy", "eval", "--model", str(tmp_path / "no-model-here"), "--per-caption", "1")
+    assert done.returncode == 2  # argparse: a usage error, before the (missing) model is touched
+    assert "--per-caption: 1: at least 2" in done.stderr and "no-model-here" not in done.stderr

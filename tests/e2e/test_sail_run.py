@@ -169,7 +169,7 @@ def test_interrupted_twice_resumed_and_every_phase_committed_once(run_file):
     assert (model / "model_index.json").is_file()
 
     shown = start_sail("status", str(root), cwd=folder).communicate(timeout=60)[0]
-    assert "Succeeded" in shown and "implicit_accuracy" in shown and str(model) in shown
+    assert "Succeeded" in shown and "acc " in shown and str(model) in shown
 
     report = start_sail("report", run_file.name, cwd=folder)
     report_out = report.communicate(timeout=120)[0]

@@ -15,6 +15,8 @@ from sail_operator.cli import EXIT_BAD_INPUT, main
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((ROOT / "examples" / "bad").glob("*.yaml"))
+# Schema-valid files whose local input files are wrong: only `sail validate` (and `sail run`) can tell.
+BAD_INPUTS = sorted((ROOT / "examples" / "bad-inputs").glob("*.yaml"))
 
 
 def expected_text(path: Path) -> str:
@@ -28,7 +30,7 @@ def test_the_bad_corpus_is_not_empty():
     assert len(BAD) >= 10
 
 
-@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+@pytest.mark.parametrize("path", BAD + BAD_INPUTS, ids=[p.stem for p in BAD + BAD_INPUTS])
 def test_validate_names_the_offending_field_and_fails(path, capsys):
     assert main(["validate", str(path)]) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
@@ -37,7 +39,7 @@ def test_validate_names_the_offending_field_and_fails(path, capsys):
     assert captured.out == ""
 
 
-@pytest.mark.parametrize("name", ["sd15.yaml", "sdxl.yaml"])
+@pytest.mark.parametrize("name", ["sd15.yaml", "sdxl.yaml", "quickstart.yaml"])
 def test_validate_accepts_the_good_examples(name, capsys):
     assert main(["validate", str(ROOT / "examples" / name)]) == 0
     assert "valid SAILRun" in capsys.readouterr().out

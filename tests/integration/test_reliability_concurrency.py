@@ -1,7 +1,7 @@
 """Two writers on one phase of one run: exactly one commit, the other stops cleanly.
 
 Two executors can run the same phase at once (an operator and a `sail run` on the same run root,
-a Job recreated while a pod of the old one still runs on a partitioned node). DESIGN.md promises
+a Job recreated while a pod of the old one still runs on a partitioned node). docs/operating.md promises
 that the commit marker makes this safe. Here two real `python -m sail_trainer` processes run the
 same phase of the same tiny run at the same time, on the local disk and on moto S3 over HTTP:
 both exit 0, exactly one reports `committed` and the other `already_committed`, the committed

@@ -1,6 +1,6 @@
 """A Kubernetes API for tests: kmock's emulator over real HTTP, plus a stand-in Job controller.
 
-- `SailKubeEmulator` fills the gaps of kmock 0.8 that matter to us (TESTING.md): uid,
+- `SailKubeEmulator` fills the gaps of kmock 0.8 that matter to us: uid,
   resourceVersion, creationTimestamp and generation on create; resourceVersion (and
   generation on spec changes) on patch; status-subresource isolation for SAILRuns and Jobs
   (a status patch changes only `.status`, a main-resource patch never changes it).

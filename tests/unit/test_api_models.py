@@ -1,4 +1,4 @@
-"""The pydantic API models: defaults from SAIL-METHOD.md and precise per-field errors."""
+"""The pydantic API models: defaults from docs/method.md and precise per-field errors."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""The Job builder: every field DESIGN.md "Child Jobs" asks for, as plain dicts (no API)."""
+"""The Job builder: every field a phase Job needs (docs/operating.md), as plain dicts (no API)."""
 
 from __future__ import annotations
 

@@ -167,6 +167,16 @@ def test_fake_trainer_bad_data_fails_the_run_at_once_with_the_message(tmp_path):
     assert [c["key"] for c in h.call_log()].count("train:0") == 1
 
 
+def test_a_failure_is_printed_once_with_the_way_to_retry(tmp_path):
+    """Issue 19 item 9: every failure was printed twice (the Warning event, then the final line)."""
+    h = Harness(tmp_path, plan={"codes": {"mixup:0": [1]}})
+    assert h.run() == EXIT_FAILED
+    out = h.out.getvalue()
+    assert out.count("fake failure of mixup:0 with exit code 1 (log:") == 2  # attempt 1's event, the final line
+    assert out.count("fake-i000-mixup-a2: shard 0 exit code 1") == 1
+    assert "run fake failed (AppRetryBudgetExhausted)" in out and "run `sail run` again" in out
+
+
 def test_fake_trainer_transient_failure_is_retried_on_the_infra_budget(tmp_path):
     h = Harness(tmp_path, {"codes": {"mixup:1": [ExitCode.TRANSIENT, 0]}})
     assert h.run() == EXIT_COMPLETE
@@ -235,6 +245,32 @@ def test_spec_edit_between_runs_bumps_the_generation(tmp_path):
     assert h.state().generation == first + 1
 
 
+def test_raising_rounds_on_a_finished_run_runs_the_new_round_only(tmp_path):
+    """Issue 19 item 2: a finished run printed "complete ... 1 round(s)" and ignored the raised target."""
+    h = Harness(tmp_path)
+    assert h.run() == EXIT_COMPLETE
+    count = len(h.call_log())
+    write_run(tmp_path, sail={"rounds": 2, "train": {"effectiveBatch": 4, "microBatch": 2}})
+    assert h.run() == EXIT_COMPLETE
+    started = [c["key"] for c in h.call_log()[count:]]  # nothing committed is started again
+    assert sorted(set(started)) == ["annotate:2", "generate:2", "mixup:2", "train:2"]
+    state = h.state()
+    assert state.status.state == RunState.SUCCEEDED and state.status.current_iteration == 2
+    assert state.status.checkpoint.iteration == 2
+    assert "Extended: extended: spec.sail.rounds raised to 2, continuing at round 2" in h.out.getvalue()
+
+
+def test_a_new_start_iteration_on_a_finished_run_rewinds_it(tmp_path):
+    h = Harness(tmp_path)
+    assert h.run() == EXIT_COMPLETE
+    count = len(h.call_log())
+    write_run(tmp_path, startIteration=1)
+    assert h.run() == EXIT_COMPLETE
+    assert [c["key"] for c in h.call_log()[count:]].count("train:1") == 1
+    assert "train:0" not in [c["key"] for c in h.call_log()[count:]]
+    assert "rewound to iteration 1" in h.out.getvalue()
+
+
 def test_gpu_list_comes_from_cuda_visible_devices_else_nvidia_smi():
     smi = "GPU 0: NVIDIA H100 (UUID: GPU-a)\nGPU 1: NVIDIA H100 (UUID: GPU-b)\n"
     assert parse_gpu_list(smi, None) == ["0", "1"]
@@ -262,10 +298,45 @@ def test_fake_trainer_with_an_s3_run_root_keeps_executor_files_beside_the_run_fi
     assert h.executor(storage="s3://bucket/runs/fake").execute() == EXIT_COMPLETE
     calls = h.call_log()
     assert all(c["argv"][c["argv"].index("--run") + 1] == "s3://bucket/runs/fake" for c in calls)
-    assert h.paths.state_file == tmp_path / ".sail" / "fake" / "local" / "state.json"
+    assert h.paths.state_file == tmp_path / ".sail" / "fake" / "s3" / "bucket" / "runs" / "fake" / "local" / "state.json"
     assert h.state().status.checkpoint.uri == "s3://bucket/runs/fake/iter-001/train/model"
     resolved = json.loads(h.paths.spec_file.read_text())
     assert resolved["storage"]["uri"] == "s3://bucket/runs/fake"
+
+
+def test_a_second_s3_run_root_with_the_same_file_is_a_new_run_not_the_old_ones_state(tmp_path):
+    """Issue 19 item 1: `--storage s3://.../other` reused the first root's state and printed "complete"."""
+    h = Harness(tmp_path)
+    assert h.executor(storage="s3://bucket/runs/a").execute() == EXIT_COMPLETE
+    first = len(h.call_log())
+    assert h.executor(storage="s3://bucket/runs/b").execute() == EXIT_COMPLETE
+    second = h.call_log()[first:]
+    assert len(second) == first  # every phase ran again, on the new root
+    assert all(c["argv"][c["argv"].index("--run") + 1] == "s3://bucket/runs/b" for c in second)
+    assert h.state().status.checkpoint.uri == "s3://bucket/runs/b/iter-001/train/model"
+
+
+def test_a_state_that_records_another_s3_root_is_refused_with_both_roots_named(tmp_path):
+    h = Harness(tmp_path)
+    assert h.executor(storage="s3://bucket/runs/a").execute() == EXIT_COMPLETE
+    state_dir = h.paths.local_dir
+    target = tmp_path / ".sail" / "fake" / "s3" / "bucket" / "runs" / "b" / "local"
+    target.parent.mkdir(parents=True)
+    state_dir.rename(target)  # e.g. a copied folder: the state says root a, the command says root b
+    with pytest.raises(ValueError, match="records run root s3://bucket/runs/a, not s3://bucket/runs/b") as info:
+        h.executor(storage="s3://bucket/runs/b")
+    assert "--storage s3://bucket/runs/a" in str(info.value)
+
+
+def test_a_state_in_the_older_per_name_folder_is_used_only_for_the_root_it_records(tmp_path):
+    h = Harness(tmp_path)
+    assert h.executor(storage="s3://bucket/runs/a").execute() == EXIT_COMPLETE
+    legacy = tmp_path / ".sail" / "fake" / "local"
+    h.paths.local_dir.rename(legacy)
+    h.executor(storage="s3://bucket/runs/a")
+    assert h.paths.local_dir == legacy
+    h.executor(storage="s3://bucket/runs/b")
+    assert h.paths.local_dir != legacy
 
 
 def test_fake_trainer_with_one_worker_runs_shards_one_after_another(tmp_path):

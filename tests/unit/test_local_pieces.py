@@ -26,7 +26,12 @@ from sail_operator.local.state import (
 from sail_operator.planner.model import AttemptState
 from sail_operator.report.artifacts import parse_metric_history
 from sail_operator.report.plots import Series, compute_ticks, render_line_plot
-from sail_operator.report.table import build_status_rows, format_duration, render_status_text
+from sail_operator.report.table import (
+    build_status_rows,
+    format_duration,
+    format_phase_numbers,
+    render_status_text,
+)
 
 
 def make_run(**spec) -> SAILRun:
@@ -61,7 +66,7 @@ def test_storage_from_the_file_is_relative_to_the_file_and_from_the_command_line
 def test_s3_storage_keeps_the_executor_files_beside_the_run_file(tmp_path):
     _, paths = build_local_run(make_run(), tmp_path / "run.yaml", "s3://bucket/runs/demo/")
     assert paths.storage_uri == "s3://bucket/runs/demo"
-    assert paths.local_dir == tmp_path / ".sail" / "demo" / "local"
+    assert paths.local_dir == tmp_path / ".sail" / "demo" / "s3" / "bucket" / "runs" / "demo" / "local"
     assert paths.local_root is None
 
 
@@ -101,6 +106,26 @@ def test_shard_progress_adds_up():
     combined = combine_shards([ProgressLine("generate", 3, 8, 1.0), ProgressLine("generate", 8, 8, 2.0)])
     assert combined == ProgressLine("generate", 11, 16, 3.0)
     assert combine_shards([]) is None
+
+
+def test_the_total_of_sharded_progress_does_not_grow_as_shards_start():
+    """Issue 19 item 9: with fewer workers than shards, annotate's total grew as shards reported."""
+    first = combine_shards([ProgressLine("annotate", 2, 8)], shards=3)
+    both = combine_shards([ProgressLine("annotate", 8, 8), ProgressLine("annotate", 1, 8)], shards=3)
+    assert (first.total, both.total) == (24, 24)
+    assert combine_shards([ProgressLine("mixup", 32, 0)], shards=None).total == 0
+
+
+def test_a_phase_without_a_known_total_shows_a_count_not_32_of_0():
+    """Issue 19 item 9: mixup's progress read `32/0 (0%)`."""
+    out = io.StringIO()
+    ProgressDisplay(out, use_bars=False).phase(("job", 1), ProgressLine("mixup", 32, 0, 4.0))
+    assert out.getvalue().splitlines() == ["  mixup: 32 done 4.00/s"]
+    bars = io.StringIO()
+    display = ProgressDisplay(bars, use_bars=True)
+    display.phase(("job", 1), ProgressLine("mixup", 32, 0, None))
+    display.close()
+    assert "32 done" in bars.getvalue() and "32/0" not in bars.getvalue()
 
 
 def test_plain_progress_output_is_throttled_and_names_the_phase():
@@ -178,10 +203,28 @@ def test_status_rows_show_every_planned_phase_with_results_metrics_and_checkpoin
     assert [(r.iteration, r.phase, r.result) for r in rows] == [
         (0, "mixup", "Succeeded"), (0, "train", "Succeeded"), (1, "generate", "Running"),
         (1, "annotate", "-"), (1, "mixup", "-"), (1, "train", "-")]
-    assert rows[1].metrics == ("0.69", "0.5", "0.01") and rows[1].checkpoint == "/runs/demo/iter-000/train/model"
+    assert rows[1].numbers == "loss 0.69 acc 0.5 margin 0.01 (- steps, last step)"
+    assert rows[1].checkpoint == "/runs/demo/iter-000/train/model"
+    assert build_status_rows(state, {0: "/runs/demo/iter-000/train/attempt-ab12/model"})[1].checkpoint == \
+        "/runs/demo/iter-000/train/attempt-ab12/model"
     assert rows[1].duration == "1m15s" and rows[2].attempts == "2"
     text = render_status_text(state)
-    assert "implicit_accuracy" in text and "Running" in text
+    assert "numbers" in text and "Running" in text
+
+
+def test_each_phase_shows_its_own_numbers_train_means_and_shard_totals():
+    """Issue 19 item 9: the table showed the last step's metrics, and `-` for generate/annotate/mixup."""
+    train = {"loss": 1.99, "implicit_accuracy": 0.75, "reward_margin": 0.02, "mean_loss": 1.34,
+             "mean_implicit_accuracy": 0.375, "mean_reward_margin": -0.25, "steps": 2.0}
+    assert format_phase_numbers("train", train) == "loss 1.34 acc 0.375 margin -0.25 (2 steps)"
+    assert format_phase_numbers("generate", {"prompts": 2.0, "images": 4.0}, shards=2) == "8 images of 4 prompts"
+    assert format_phase_numbers("annotate", {"prompts": 2.0, "mean_margin": 3.3}, shards=2) == \
+        "4 pairs, mean margin 3.3"
+    mixup = {"mixture_size": 8.0, "self_pairs": 4.0, "self_drawn": 4.0, "seed_drawn": 4.0}
+    assert format_phase_numbers("mixup", mixup) == "8 pairs: 4 self (of 4 kept), 4 seed"
+    assert format_phase_numbers("mixup", {"mixture_size": 8.0, "seed_pairs": 8.0, "self_pairs": 0.0}) == \
+        "8 seed pairs"
+    assert format_phase_numbers("generate", {}) == "-"
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (4.25, "4.2s"), (75, "1m15s"), (7322, "2h02m")])
@@ -198,6 +241,9 @@ def test_metric_history_accepts_step_lists_or_one_dict():
 def test_ticks_cover_the_range_with_round_steps():
     ticks = compute_ticks(0.03, 0.97)
     assert ticks[0] <= 0.03 and ticks[-1] >= 0.97 and len(ticks) <= 8
+    for low, high in [(0.0, 1.05), (-0.59, 0.02), (0.6931, 1.9945), (3.0, 123.4), (-7.5, -7.49)]:
+        ticks = compute_ticks(low, high)  # issue 19 item 9: the y range did not cover the data
+        assert ticks[0] <= low and ticks[-1] >= high and len(ticks) <= 8, (low, high, ticks)
     assert compute_ticks(-0.2, 0.0)[-1] == 0.0
     assert compute_ticks(1.0, 1.0)  # a flat series still gets an axis
 

@@ -1,4 +1,4 @@
-"""diffusion_dpo_loss: SAIL-METHOD.md equations, the log-2 fixed point, gradient direction."""
+"""diffusion_dpo_loss: docs/method.md equations, the log-2 fixed point, gradient direction."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sail_trainer.math.dpo import diffusion_dpo_loss
 
 
 def _reference(mw, ml, rw, rl, beta):
-    """Straight from SAIL-METHOD.md, one pair at a time in python floats."""
+    """Straight from docs/method.md, one pair at a time in python floats."""
     insides = [-0.5 * beta * ((a - b) - (c - d)) for a, b, c, d in zip(mw, ml, rw, rl, strict=True)]
     losses = [math.log1p(math.exp(-x)) if x > -30 else -x for x in insides]  # -logsigmoid(x)
     return sum(losses) / len(losses), insides

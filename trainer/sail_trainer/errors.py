@@ -45,8 +45,10 @@ def classify_exit_code(exc: BaseException) -> ExitCode:
         DataError = ()  # type: ignore[assignment]  # noqa: N806
     if DataError and isinstance(exc, DataError):
         return ExitCode.BAD_DATA
-    from sail_api.storage import StorageUnavailable
+    from sail_api.storage import BucketNotFound, StoragePermissionDenied, StorageUnavailable
 
     if isinstance(exc, StorageUnavailable):
         return ExitCode.TRANSIENT
+    if isinstance(exc, BucketNotFound | StoragePermissionDenied):
+        return ExitCode.BAD_SPEC  # a missing bucket or refused credentials: no retry fixes it (docs/storage.md)
     return ExitCode.FAILURE

@@ -33,12 +33,20 @@ class RetryPolicy:
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 20.0
+    total_seconds: float | None = None  # no retry starts once this much time has passed (None: no bound)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"retries.attempts must be >= 1, got {self.attempts}")
         if self.base_delay < 0 or self.max_delay < 0:
             raise ValueError("retries.base_delay and retries.max_delay must be >= 0")
+        if self.total_seconds is not None and self.total_seconds < 0:
+            raise ValueError("retries.total_seconds must be >= 0")
+
+
+# A reachability probe before compute is spent (`sail run`): two tries within a few seconds, so an
+# unreachable endpoint is reported at once instead of after the phase retries and the run's budgets.
+PROBE_POLICY = RetryPolicy(attempts=2, base_delay=0.5, max_delay=1.0, total_seconds=5.0)
 
 
 def build_retry_policy(retries: RetryPolicy | int | None) -> RetryPolicy:
@@ -64,11 +72,14 @@ def run_with_retries(
     label: str,
     sleep: Callable[[float], None] = time.sleep,
     unit_random: Callable[[], float] = random.random,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run `operation`; retry transient failures up to policy.attempts; re-raise the last error.
 
-    Permanent errors (is_transient False) are raised at once, never retried.
+    Permanent errors (is_transient False) are raised at once, never retried. With
+    policy.total_seconds, no retry starts past that time (counted from the first try).
     """
+    start = clock()
     for attempt in range(1, policy.attempts + 1):
         try:
             return operation()
@@ -76,6 +87,8 @@ def run_with_retries(
             if attempt >= policy.attempts or not is_transient(exc):
                 raise
             delay = compute_backoff(attempt, policy, unit_random())
+            if policy.total_seconds is not None and clock() - start + delay > policy.total_seconds:
+                raise
             log.warning(
                 "%s failed (attempt %d/%d, %s); retrying in %.2fs",
                 label, attempt, policy.attempts, type(exc).__name__, delay,

@@ -10,7 +10,7 @@ coalesced (a run already waiting for its turn is not queued twice). `RequeueAfte
 (backoff, waiting for a summary) wakes the run with a loop timer; a periodic resync
 re-reconciles every run as a safety net (and catches whatever the filter let pass by).
 
-kopf settings (HOUSE-STYLE 6: built once, passed in):
+kopf settings (built once, passed in):
 - progress and diff-base storage are annotations with our own prefix (`sail.dev/...`), never
   kopf's default status field;
 - no finalizer: every child (Job, ConfigMap, Service) carries a controller ownerReference, so

@@ -1,7 +1,7 @@
 """Build the Kubernetes objects of one phase attempt: the Job, its spec ConfigMap, its Service.
 
 Pure functions from (SAILRun, CreatePhaseJob, settings) to plain API dicts, exactly as
-DESIGN.md "Child Jobs" describes. No I/O and no kubernetes client here: `act.py` sends what
+docs/operating.md ("What it does") describes. No I/O and no kubernetes client here: `act.py` sends what
 this module builds, and the tests compare the dicts directly.
 
 Deliberate choices:
@@ -306,7 +306,7 @@ def compute_completions(action: CreatePhaseJob) -> int | None:
 def build_phase_job(
     run: dict[str, Any] | SAILRun, action: CreatePhaseJob, settings: OperatorSettings
 ) -> dict[str, Any]:
-    """The batch/v1 Job of one phase attempt (DESIGN.md "Child Jobs")."""
+    """The batch/v1 Job of one phase attempt (docs/operating.md, "What it does")."""
     parsed = coerce_run(run)
     spec = parsed.spec
     # Admin-allowed SAILRun labels (Kueue priority class, cost labels) first: ours win on a clash.

@@ -3,7 +3,7 @@
 Pure functions over plain API dicts: `act.py` fetches the objects, this module classifies
 them, `planner.decide` decides. Nothing here writes, sleeps or reads a clock.
 
-Classification of a finished attempt (DESIGN.md "Child Jobs", HOUSE-STYLE 7):
+Classification of a finished attempt (docs/operating.md, "What it does"; one small error vocabulary):
 - infra: a pod was disrupted (DisruptionTarget: preemption, eviction, taint manager, node
   shutdown), evicted, lost with its node, or exited with the TRANSIENT code (storage
   unreachable); a Job suspended by Kueue is *pending*, not failed.

@@ -185,6 +185,11 @@ class LocalExecutor:
             if previous.name != self.run_obj.metadata.name:
                 raise ValueError(f"{self.paths.state_file} belongs to run {previous.name!r}, not "
                                  f"{self.run_obj.metadata.name!r}: use another --storage")
+            if self.paths.local_root is None and previous.storage_uri != self.paths.storage_uri:
+                raise ValueError(f"{self.paths.state_file} records run root {previous.storage_uri}, not "
+                                 f"{self.paths.storage_uri}: the local state and the storage disagree; "
+                                 f"continue with --storage {previous.storage_uri}, or move "
+                                 f"{self.paths.local_dir} away to start afresh on {self.paths.storage_uri}")
             state = build_retry_of_failed(previous)
             if state is not previous:
                 self.display.message(f"previous attempt failed ({previous.status.message}); retrying that phase")
@@ -248,6 +253,9 @@ class LocalExecutor:
         )
 
     def _act(self, decision: Decision) -> None:
+        # The decision that fails the run says why in its status message, which _finish prints once:
+        # its Warning events (the phase failure, the exhausted budget) would repeat it.
+        failing = decision.status.state == RunState.FAILED
         for action in decision.actions:
             if isinstance(action, CreatePhaseJob):
                 self._create(action)
@@ -255,6 +263,8 @@ class LocalExecutor:
                 self._delete(action.name)
             elif isinstance(action, EmitEvent):
                 log.info("run=%s event %s %s: %s", self.state.name, action.type, action.reason, action.message)
+                if failing and action.type == "Warning":
+                    continue
                 prefix = "warning: " if action.type == "Warning" else ""
                 self.display.message(f"{prefix}{action.reason}: {action.message}")
             elif isinstance(action, RequeueAfter):
@@ -283,7 +293,11 @@ class LocalExecutor:
             where = status.checkpoint.uri if status.checkpoint else self.paths.storage_uri
             self.display.message(f"run {self.state.name} complete; final model: {where}")
             return EXIT_COMPLETE
-        self.display.message(f"run {self.state.name} failed: {status.message}")
+        failed = next((c for c in status.conditions if c.type == "Failed" and c.status == "True"), None)
+        reason = f" ({failed.reason})" if failed else ""
+        self.display.message(f"run {self.state.name} failed{reason}: {status.message}\n"
+                             "fix the cause, then run `sail run` again: it retries the failed phase with fresh "
+                             "retry budgets, committed phases are kept")
         return EXIT_FAILED
 
     def _save(self) -> None:
@@ -428,7 +442,8 @@ class LocalExecutor:
             if shard.progress is not None:
                 attempt.progress[index] = shard.progress
         lines = [attempt.progress[k] for k in sorted(attempt.progress)]
-        self.display.phase((attempt.record.name, attempt.record.shards or 1), combine_shards(lines))
+        self.display.phase((attempt.record.name, attempt.record.shards or 1),
+                           combine_shards(lines, attempt.record.shards))
 
     def _delete(self, name: str) -> None:
         attempt = self.running.pop(name, None)

@@ -4,8 +4,11 @@
   so an example runs from any working directory.
 - Storage: `--storage PATH|s3://...`, else spec.storage.uri, else `<file dir>/.sail/<run name>`.
 - The executor's own files (state, resolved spec, logs, termination logs) live in
-  `<run root>/local/` for local storage, or in `<file dir>/.sail/<run name>/local/` when the
-  run root is on S3 (the operator package never writes to S3 itself).
+  `<run root>/local/` for local storage, or in `<file dir>/.sail/<run name>/s3/<bucket>/<prefix>/local/`
+  when the run root is on S3 (the operator package never writes to S3 itself). Keyed by the
+  root, not only the run name: another `--storage s3://...` with the same file is another run,
+  never the old one's state. (A state in the older `<file dir>/.sail/<run name>/local/` is
+  still used when it records this very root.)
 """
 
 from __future__ import annotations
@@ -82,8 +85,31 @@ def build_local_run(run: SAILRun, source: Path, storage: str | None) -> tuple[SA
     else:  # from the file: relative to the file's folder
         root = str((base / Path(spec.storage.uri.removeprefix("file://")).expanduser()).resolve())
     spec.storage.uri = root
-    local_dir = default_dir / STATE_FOLDER if is_remote(root) else Path(root) / STATE_FOLDER
+    local_dir = build_remote_state_dir(default_dir, root) if is_remote(root) else Path(root) / STATE_FOLDER
     return out, RunPaths(storage_uri=root, local_dir=local_dir)
+
+
+def build_remote_state_dir(default_dir: Path, root: str) -> Path:
+    """The executor's folder for a remote run root: one per root (`.sail/<name>/s3/<bucket>/<prefix>/local`).
+
+    The older layout (`.sail/<name>/local`, one per run name) is used only if its state records this root.
+    """
+    scheme, _, rest = root.partition("://")
+    parts = [p for p in rest.split("/") if p not in ("", ".", "..")]
+    folder = default_dir.joinpath(scheme, *parts, STATE_FOLDER)
+    legacy = default_dir / STATE_FOLDER
+    if not (folder / STATE_FILE).exists() and _recorded_root(legacy / STATE_FILE) == root:
+        return legacy
+    return folder
+
+
+def _recorded_root(state_file: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(state_file.read_text()).get("storageUri")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def find_state_file(target: Path) -> Path | None:

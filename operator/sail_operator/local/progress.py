@@ -40,17 +40,27 @@ def parse_progress_line(line: str) -> ProgressLine | None:
                         float(rate) if rate else None)
 
 
-def combine_shards(lines: list[ProgressLine]) -> ProgressLine | None:
-    """One phase bar from the latest line of each shard (sums; rates add up too)."""
+def combine_shards(lines: list[ProgressLine], shards: int | None = None) -> ProgressLine | None:
+    """One phase bar from the latest line of each shard (sums; rates add up too).
+
+    With `shards` given and some shards not yet reporting (fewer workers than shards), the total
+    is extrapolated from the mean of those that did (shards get near-equal slices), so it does not
+    grow as shards start. A total of 0 means unknown and stays 0.
+    """
     if not lines:
         return None
     rates = [p.rate for p in lines if p.rate is not None]
-    return ProgressLine(lines[0].phase, sum(p.done for p in lines), sum(p.total for p in lines),
-                        sum(rates) if rates else None)
+    total = sum(p.total for p in lines)
+    if shards and len(lines) < shards and all(p.total > 0 for p in lines):
+        total = round(total / len(lines) * shards)
+    return ProgressLine(lines[0].phase, sum(p.done for p in lines), total, sum(rates) if rates else None)
 
 
 def format_plain(label: str, done: int, total: int, rate: float | None = None) -> str:
-    percent = (100 * done // total) if total else 0
+    """`label: 12/64 (18%) 3.10/s ETA 0:20`; with an unknown total (0): `label: 12 done 3.10/s`."""
+    if total <= 0:
+        return f"{label}: {done} done" + (f" {rate:.2f}/s" if rate else "")
+    percent = 100 * done // total
     tail = " " + format_rate_eta(ProgressLine(label, done, total, rate)) if rate else ""
     return f"{label}: {done}/{total} ({percent}%){tail}"
 
@@ -58,12 +68,15 @@ def format_plain(label: str, done: int, total: int, rate: float | None = None) -
 # tqdm puts ", " in front of a postfix
 _OVERALL_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} phases [{elapsed}{postfix}]"
 _PHASE_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
+_COUNTER_FORMAT = "{desc}: {n_fmt} done{postfix}"  # the phase did not say how many items it has
 
 
 def format_rate_eta(line: ProgressLine) -> str:
     """'3.10/s ETA 0:20' from the trainer's own rate (our process does not see the items)."""
     if not line.rate:
         return ""
+    if line.total <= 0:
+        return f"{line.rate:.2f}/s"
     left = max(line.total - line.done, 0) / line.rate
     minutes, seconds = divmod(int(left), 60)
     return f"{line.rate:.2f}/s ETA {minutes}:{seconds:02d}"
@@ -125,16 +138,17 @@ class ProgressDisplay:
             if self._phase is None or self._phase_key != key:
                 if self._phase is not None:
                     self._phase.close()
-                self._phase = tqdm(total=line.total, desc=line.phase, position=1, leave=False, file=self.out,
-                                   dynamic_ncols=True, bar_format=_PHASE_FORMAT)
+                self._phase = tqdm(total=line.total or None, desc=line.phase, position=1, leave=False,
+                                   file=self.out, dynamic_ncols=True,
+                                   bar_format=_PHASE_FORMAT if line.total > 0 else _COUNTER_FORMAT)
                 self._phase_key = key
-            self._phase.total = line.total
+            self._phase.total = line.total or None  # 0: unknown, a counter without a bar
             self._phase.n = line.done
             self._phase.set_postfix_str(format_rate_eta(line), refresh=False)
             self._phase.refresh()
             return
         now = time.monotonic()
-        if self._phase_key != key or now - self._last_plain >= self.every or line.done >= line.total:
+        if self._phase_key != key or now - self._last_plain >= self.every or 0 < line.total <= line.done:
             if (self._phase_key, line.done) != (key, getattr(self, "_last_done", None)):
                 self.message("  " + format_plain(line.phase, line.done, line.total, line.rate))
             self._phase_key = key

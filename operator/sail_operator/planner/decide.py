@@ -22,6 +22,7 @@ Choices made here (documented in docs/cli.md too):
   of another field rewinds again.
 - Raising ``sail.rounds`` extends the run, also a ``Succeeded`` one: it re-opens at the first
   phase of the first new round (event ``Extended``). Lowering it never undoes work.
+- A new ``startIteration`` re-opens a ``Succeeded`` run too (the rewind moves the cursor).
 - A Job with our name and another owner is never adopted. While it still names an owner (an
   earlier SAILRun of the same name, being garbage-collected) the run waits (Running=False,
   reason ``WaitingForOldJob``, one event); an orphaned one (no owner left: GC never removes
@@ -297,10 +298,11 @@ class _Planner:
         self._fail(REASON_REFUSED_BY_API_SERVER, text)
 
     def _extends_after_success(self, spec: SAILRunSpec) -> bool:
-        """`sail.rounds` raised past a Succeeded run's last round: the run goes on with the new rounds."""
+        """`sail.rounds` raised past a Succeeded run's last round (or a new startIteration): the run goes on."""
         old = self.observed.status
+        rewinds = spec.start_iteration is not None and self.observed.generation != old.observed_generation
         return old.state == RunState.SUCCEEDED and old.current_iteration is not None \
-            and spec.sail.rounds > old.current_iteration
+            and (spec.sail.rounds > old.current_iteration or rewinds)
 
     # -------------------------------------------------------------- valid spec
 
@@ -331,12 +333,13 @@ class _Planner:
         done = self.observed.status.current_iteration or 0
         nxt = done + 1
         self.status.state = RunState.RUNNING
-        self.status.current_iteration = nxt
-        self.status.current_phase = phases_of_iteration(nxt)[0].value
-        self.status.current = None
-        self.status.message = f"extended: spec.sail.rounds raised to {spec.sail.rounds}, continuing at round {nxt}"
+        if spec.sail.rounds > done:  # (else a new startIteration: the rewind below moves the cursor)
+            self.status.current_iteration = nxt
+            self.status.current_phase = phases_of_iteration(nxt)[0].value
+            self.status.current = None
+            self.status.message = f"extended: spec.sail.rounds raised to {spec.sail.rounds}, continuing at round {nxt}"
+            self._event(NORMAL, REASON_EXTENDED, self.status.message)
         self._cond(ConditionType.COMPLETE, "False", REASON_EXTENDED, self.status.message)
-        self._event(NORMAL, REASON_EXTENDED, self.status.message)
 
     def _refuse_pinned_edits(self) -> None:
         """An edit of a pinned field is refused out loud (once), not silently ignored."""

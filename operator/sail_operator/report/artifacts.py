@@ -15,7 +15,7 @@ from typing import Any
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.storage import NotCommitted, StorageError, Store, open_store
-from sail_api.storage.resolve import resolve_file
+from sail_api.storage.resolve import resolve_file, resolve_folder
 from sail_operator.local.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class IterationArtifacts:
     samples: bytes | None = None
     base_samples: bytes | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)  # the grid's columns, left to right (when the manifest says)
+    model: str | None = None  # the committed model folder (attempt-<id>/model)
 
 
 def parse_metric_history(data: object) -> list[dict[str, float]]:
@@ -64,6 +66,45 @@ def fetch_committed_train(store: Store, iteration: int) -> IterationArtifacts:
         found.base_samples = store.read_bytes(f"{folder}/{base}")
     if metrics is not None:
         found.history = parse_metric_history(json.loads(store.read_bytes(f"{folder}/{metrics}")))
+    found.model = committed_model_uri(store, folder, manifest)
+    prompts = manifest.metadata.get("sample_prompts")
+    if isinstance(prompts, list):
+        found.prompts = [str(p) for p in prompts]
+    return found
+
+
+def committed_model_uri(store: Store, folder: str, manifest: Any) -> str | None:
+    """The model folder a train manifest committed: its `model_uri`, else the folder its files lie in."""
+    uri = manifest.metadata.get("model_uri")
+    if uri:
+        return str(uri)
+    physical = resolve_folder(manifest, "model")
+    return store.uri(f"{folder}/{physical}") if physical else None
+
+
+def fetch_model_folders(state: LocalState) -> dict[int, str]:
+    """The committed model folder of each iteration whose train phase succeeded (for `sail status`).
+
+    Best effort with a short bounded probe: a root that cannot be read leaves the table with the
+    logical folders, and the final model still comes from the status.
+    """
+    from sail_api.storage.retry import PROBE_POLICY
+
+    storage: dict[str, Any] = (state.spec or {}).get("storage") or {}
+    store = open_store(state.storage_uri, endpoint=storage.get("endpoint"), region=storage.get("region"),
+                       retries=PROBE_POLICY)
+    found: dict[int, str] = {}
+    for record in state.status.iterations:
+        if not any(p.phase == Phase.TRAIN.value and p.result == "Succeeded" for p in record.phases):
+            continue
+        folder = RunLayout("").phase_dir(record.iteration, Phase.TRAIN).lstrip("/")
+        try:
+            uri = committed_model_uri(store, folder, store.read_manifest(folder))
+        except (StorageError, ValueError) as exc:
+            log.info("no committed model folder for iteration %d: %s", record.iteration, exc)
+            return found
+        if uri:
+            found[record.iteration] = uri
     return found
 
 

@@ -33,13 +33,10 @@ def compute_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count - 1, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 0.5 and len(ticks) < 20:
-        ticks.append(round(value, 12) + 0.0)  # + 0.0: no "-0" label
-        value += step
-    return ticks
+    # Whole multiples of the step from the one at or below `low` to the one at or above `high`, so
+    # the axis always covers the data (the first and last ticks are the plot's y range).
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    return [round(k * step, 12) + 0.0 for k in range(first, last + 1)]  # + 0.0: no "-0" label
 
 
 def render_line_plot(title: str, series: list[Series]) -> bytes:
@@ -78,7 +75,7 @@ def render_line_plot(title: str, series: list[Series]) -> bytes:
             draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=colour)
         elif points:
             draw.line(points, fill=colour, width=2)
-        legend_x = x0 + 8 + number * 90
+        legend_x = x0 + 8 + number * min(90, (x1 - x0 - 8) // max(len(series), 1))  # all within the plot
         draw.rectangle((legend_x, y1 + 20, legend_x + 10, y1 + 30), fill=colour)
         draw.text((legend_x + 14, y1 + 19), s.label, fill="black", font=font)
         offset += len(s.values)

@@ -76,6 +76,7 @@ class ByteReader:
         """Bytes of `uri`; a missing object is a DataError naming `source` (the dataset) and the row."""
         _check_scheme(uri)
         where = {"source": source or uri, "row": row, "field": field, "row_kind": row_kind}
+        named = "" if where["source"] == uri else f"{uri} "  # the error starts with the source: say the path once
         if is_remote(uri):
             from sail_api.storage import StorageNotFound
 
@@ -83,16 +84,16 @@ class ByteReader:
             try:
                 return self.store_for(root).read_bytes(key)
             except StorageNotFound as exc:
-                raise DataError(f"{uri} does not exist", hint="check the path and the bucket", **where) from exc
+                raise DataError(f"{named}does not exist", hint="check the path and the bucket", **where) from exc
         path = local_path(uri)
         try:
             return path.read_bytes()
         except FileNotFoundError as exc:
-            raise DataError(f"{path} does not exist", hint="check the path", **where) from exc
+            raise DataError(f"{named}does not exist", hint="check the path", **where) from exc
         except IsADirectoryError as exc:
-            raise DataError(f"{path} is a folder, not a file", **where) from exc
+            raise DataError(f"{named}is a folder, not a file", **where) from exc
         except PermissionError as exc:
-            raise DataError(f"{path} is not readable (permission denied)", **where) from exc
+            raise DataError(f"{named}is not readable (permission denied)", **where) from exc
 
     @contextlib.contextmanager
     def local_copy(self, uri: str) -> Iterator[Path]:
@@ -102,7 +103,7 @@ class ByteReader:
         if not is_remote(uri):
             path = local_path(uri)
             if not path.is_file():
-                raise DataError(f"{path} does not exist or is not a file", source=uri, hint="check the path")
+                raise DataError("does not exist or is not a file", source=uri, hint="check the path")
             yield path
             return
         from sail_api.storage import StorageNotFound
@@ -113,7 +114,7 @@ class ByteReader:
             try:
                 self.store_for(root).download_file(key, target)
             except StorageNotFound as exc:
-                raise DataError(f"{uri} does not exist", source=uri, hint="check the path and the bucket") from exc
+                raise DataError("does not exist", source=uri, hint="check the path and the bucket") from exc
             yield target
 
 

@@ -1,4 +1,4 @@
-"""The SAIL maths: small pure functions, tensors in and tensors out (../shared/docs/SAIL-METHOD.md).
+"""The SAIL maths: small pure functions, tensors in and tensors out (docs/method.md).
 
 Modules (import the one you need; this package imports nothing so that `mixup` and
 `schedule` stay usable without torch):

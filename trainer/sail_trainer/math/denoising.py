@@ -1,4 +1,4 @@
-"""Forward noising and the denoising error `SE` of SAIL-METHOD.md ("Symbols").
+"""Forward noising and the denoising error `SE` of docs/method.md ("Notation").
 
     x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * eps
     SE(x; t, eps) = mean over (C, H, W) of (eps - eps_model(x_t, c, t))^2
@@ -46,7 +46,7 @@ def add_noise(
 def denoising_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample squared error `[B]`: mean over every dimension but the first, accumulated in fp32.
 
-    This is `SE` of SAIL-METHOD.md with the *mean* convention (see the module docstring):
+    This is `SE` of docs/method.md with the *mean* convention (see the module docstring):
     `beta` multiplies this value directly in `diffusion_dpo_loss` and `implicit_reward`.
     `pred` is the model's epsilon prediction and `target` the noise `eps` (gradients flow
     through both arguments; detach the target yourself if it is not a constant).

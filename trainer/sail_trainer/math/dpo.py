@@ -1,4 +1,4 @@
-"""The Diffusion-DPO loss for one batch of pairs (SAIL-METHOD.md, "Diffusion-DPO loss").
+"""The Diffusion-DPO loss for one batch of pairs (docs/method.md, "Diffusion-DPO loss").
 
     model_diff = SE_theta(x_w) - SE_theta(x_l)
     ref_diff   = SE_ref(x_w)   - SE_ref(x_l)          # ref frozen, no grad

@@ -1,4 +1,4 @@
-"""Ranked preference mixup: which pairs round i trains on (SAIL-METHOD.md, "Ranked preference mixup").
+"""Ranked preference mixup: which pairs round i trains on (docs/method.md, "Ranked preference mixup").
 
 Each drawn pair is a self-labelled pair of this round with probability `alpha`, else a
 human seed pair. Self pairs are ranked by margin (highest first) only to decide which are

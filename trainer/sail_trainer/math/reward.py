@@ -1,4 +1,4 @@
-"""The implicit reward used for self-annotation (SAIL-METHOD.md, "Implicit reward").
+"""The implicit reward used for self-annotation (docs/method.md, "Implicit reward").
 
 For the N candidates of one prompt, M draws `(t_m, eps_m)` are made **once** and reused
 for every candidate:

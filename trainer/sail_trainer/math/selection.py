@@ -1,4 +1,4 @@
-"""Best-vs-worst pair selection per prompt (SAIL-METHOD.md, "Pair selection").
+"""Best-vs-worst pair selection per prompt (docs/method.md, "Pair selection").
 
 `x_w = argmax_k R`, `x_l = argmin_k R`, one pair per prompt, margin `R_w - R_l` recorded.
 The optional margin filter is a choice, off by default. Pure tensor code, no I/O.

@@ -1,7 +1,7 @@
 """annotate (round i >= 1): the implicit reward of each candidate, best/worst pair per prompt.
 
 For each prompt, M (t, eps) draws are made once from a generator seeded by
-hash(run seed, iteration, prompt index) and shared by its N candidates (SAIL-METHOD.md,
+hash(run seed, iteration, prompt index) and shared by its N candidates (docs/method.md,
 "Implicit reward"), their timesteps within `sail.rewardTimesteps` (default: all); the errors of the current model and of the judge reference on those
 draws give `R = -(beta/2) mean_m (SE_theta - SE_ref)`. Conditional prediction with the real
 caption, no CFG. Both UNets run in `sail.annotationPrecision` (fp32 by default, TF32 off: theta_{i-1}
@@ -53,7 +53,7 @@ def compute_errors(unet, components, x0, timesteps, noise, text, resolution: int
 def compute_candidate_errors(unet, judge, components, x, text, generator, m: int, t_range: tuple[int, int],
                              resolution: int, alphas_cumprod, batch: int):
     """Errors `[N, M]` of the model and of the judge reference on one prompt's N candidates `x`,
-    over M `(t, eps)` draws from `generator` shared by every candidate (SAIL-METHOD.md)."""
+    over M `(t, eps)` draws from `generator` shared by every candidate (docs/method.md)."""
     from sail_trainer.math.reward import draw_shared_noise
 
     n, device = x.shape[0], x.device

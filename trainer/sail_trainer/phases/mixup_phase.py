@@ -1,6 +1,6 @@
 """mixup: iteration 0 encodes the human seed pairs; a round builds the ranked preference mixture.
 
-Iteration 0 (SAIL-METHOD.md "The loop", step 0): read the seed pairs, VAE-encode winner and
+Iteration 0 (docs/method.md "The loop", step 0): read the seed pairs, VAE-encode winner and
 loser once at the sampler resolution into latent chunks, and plan a seed-only mixture (one
 shuffled pass over the seed set). Round i >= 1: read every committed annotate shard and the
 iteration-0 seed index, and write the mixture as an index (`mixture.json` +
@@ -138,7 +138,8 @@ def _build_round_mixture(ctx: PhaseContext) -> PhaseManifest:
     ]
     margins = [p["margin"] for p in self_pairs]
     metrics = {
-        "mixture_size": float(plan.size), "self_pairs": float(len(self_pairs)),
+        "mixture_size": float(plan.size), "self_pairs": float(len(plan.self_ranked)),  # kept: after threshold and cap
+        "self_annotated": float(len(self_pairs)),
         "self_drawn": float(plan.num_self), "seed_drawn": float(plan.num_seed),
         "mean_margin": float(sum(margins) / len(margins)) if margins else 0.0,
     }

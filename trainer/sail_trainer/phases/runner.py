@@ -1,4 +1,4 @@
-"""The driver every phase goes through (DESIGN.md, "Storage contract").
+"""The driver every phase goes through (docs/storage.md).
 
 1. Parse `--spec` (a ResolvedRun JSON); a bad file is BAD_SPEC naming the file and field.
 2. run.json: the first phase writes it; later phases refuse (BAD_SPEC) if their algorithm
@@ -28,7 +28,12 @@ from pydantic import ValidationError
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase, PhaseSummary
-from sail_api.resolved import ResolvedRun, compute_algorithm_digest
+from sail_api.resolved import (
+    ALLOWED_EDITS,
+    ResolvedRun,
+    compute_algorithm_differences,
+    compute_algorithm_digest,
+)
 from sail_api.storage import AlreadyCommitted, Store
 from sail_api.storage.resolve import is_attempt_dir
 from sail_trainer.errors import BadSpecError
@@ -38,7 +43,7 @@ from sail_trainer.phases.context import PhaseContext
 from sail_trainer.storage import open_run_store
 
 log = logging.getLogger(__name__)
-SUMMARY_METRICS = 8
+SUMMARY_METRICS = 12  # the phase's metrics in its summary (termination message: 4 KiB at most)
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,11 @@ def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_w
     committed = ResolvedRun.model_validate_json(store.read_bytes(run_file))
     theirs, ours = compute_algorithm_digest(committed.algorithm), resolved.digest()
     if theirs != ours:
+        changed = "; ".join(compute_algorithm_differences(committed.algorithm, resolved.algorithm))
         raise BadSpecError(
-            f"--spec: algorithm digest {ours} differs from {store.uri(run_file)} ({theirs}); the algorithm "
-            "part of a run is fixed when it starts: start a new run (new storage.uri) to change it"
+            f"--spec: the algorithm differs from {store.uri(run_file)} ({changed}); the algorithm part of a run is "
+            f"fixed when it starts: undo those edits, or start a new run (new storage.uri) to change them; "
+            f"allowed edits: {ALLOWED_EDITS}"
         )
 
 

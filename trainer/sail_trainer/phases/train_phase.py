@@ -475,7 +475,8 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
     files.append(ctx.put_bytes("metrics.json", art.dump_json(history)))
     s = ctx.algorithm.sail
     failed: dict[str, str] = {}
-    for name, decorate in _decorations(ctx, policy, components):
+    grid_prompts: list[str] = []  # filled by the policy grid: its columns, for the report's labels
+    for name, decorate in _decorations(ctx, policy, components, grid_prompts):
         try:
             files.extend(decorate())
         except Exception as exc:  # noqa: BLE001 - optional output: log it, keep the trained model
@@ -490,30 +491,34 @@ def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, h
         "reward_margin": last.get("reward_margin", 0.0),
         "mean_loss": sum(h["loss"] for h in history) / n,
         "mean_implicit_accuracy": sum(h["implicit_accuracy"] for h in history) / n,
+        "mean_reward_margin": sum(h["reward_margin"] for h in history) / n,
         "pairs_per_second": sum(h["pairs_per_second"] for h in history) / n,
         **heldout,
     }
     model_uri = ctx.output_key("model")  # the physical folder (this attempt's prefix) the manifest lists
     metadata: dict[str, Any] = {"model_uri": model_uri, "steps": len(history),
                                 "samples": [logical_path(f) for f in files if f.endswith(".png")]}
+    if grid_prompts:
+        metadata["sample_prompts"] = grid_prompts
     if failed:
         metadata["failed_outputs"] = failed
     return ctx.commit(files, metrics, metadata)
 
 
-def _decorations(ctx: PhaseContext, policy: Any, components: Any) -> list[tuple[str, Any]]:
+def _decorations(ctx: PhaseContext, policy: Any, components: Any, grid_prompts: list[str]) -> list[tuple[str, Any]]:
     """The optional outputs of the phase, in order: (name, callable returning the files it wrote).
 
     Each runs after the model and metrics are written; a failure is logged and recorded in the
     manifest's metadata, never fatal. A new optional output (an evaluation) is one more entry.
     """
     from sail_trainer.phases.generate_phase import read_prompt_pool
-    from sail_trainer.phases.samples import render_sample_grid
+    from sail_trainer.phases.samples import GRID_PROMPTS, render_sample_grid
 
     s = ctx.algorithm.sail
 
     def policy_grid() -> list[str]:
         prompts = read_prompt_pool(ctx)
+        grid_prompts[:] = prompts[:GRID_PROMPTS]
         return [ctx.put_bytes("samples.png", render_sample_grid(components, policy, prompts, s.seed, s.sampler))]
 
     def base_grid() -> list[str]:

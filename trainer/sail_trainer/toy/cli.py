@@ -67,10 +67,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--oracle", default="size")
     e.add_argument("--split", default="train", choices=sorted(domain.SPLITS),
                    help="captions to sample (train: the toy UNet does not carry content to unseen phrasings)")
-    e.add_argument("--per-caption", type=int, default=8)
+    e.add_argument("--per-caption", type=_at_least_two, default=8,
+                   help="images per caption (at least 2: diversity compares the images of one caption)")
     e.add_argument("--seed", type=int, default=0)
     _sampler_args(e)
     return p
+
+
+def _at_least_two(text: str) -> int:
+    """--per-caption, checked when the arguments are parsed (before any model is loaded or sampled)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value}: at least 2 (diversity compares the images of one caption)")
+    return value
 
 
 def _sampler_args(p: argparse.ArgumentParser) -> None:
@@ -131,17 +143,30 @@ def evaluate_pipeline(
     base: Path | None = None, steps: int = DEFAULT_SAMPLER_STEPS, guidance: float = DEFAULT_GUIDANCE,
 ) -> dict[str, Any]:
     """Sample `per_caption` images per caption of `split` (matched seeds) and measure them."""
+    from sail_trainer.logs import Progress
     from sail_trainer.toy import evaluate
     from sail_trainer.toy.pipeline import load_pipeline, sample_images
 
+    if per_caption < 2:  # checked before sampling: diversity needs two images of a caption
+        raise ValueError(f"per_caption is {per_caption}: at least 2 (diversity compares the images of one caption)")
     oracle = oracles.load_oracle(oracle_name)
     captions = [c for c in domain.build_captions(split) for _ in range(per_caption)]
     seeds = [seed * 100003 + i for i in range(len(captions))]
+    chunk = 64
 
     def draw(folder: Path) -> Any:
+        import torch
+
         pipe = load_pipeline(folder)
         pipe.set_progress_bar_config(disable=True)
-        return sample_images(pipe, captions, seeds, steps=steps, guidance_scale=guidance)
+        log.info("sampling %d images (%d per caption) from %s", len(captions), per_caption, folder)
+        progress, parts = Progress("eval", len(captions), every_seconds=5.0), []
+        for i in range(0, len(captions), chunk):
+            parts.append(sample_images(pipe, captions[i:i + chunk], seeds[i:i + chunk], steps=steps,
+                                       guidance_scale=guidance, batch_size=chunk))
+            progress.update(len(parts[-1]))
+        progress.close()
+        return torch.cat(parts)
 
     images = draw(model)
     fid = evaluate.compute_fidelity(images, captions, evaluate.fit_shape_classifier(0))
