@@ -4,6 +4,7 @@
     sail status PATH|FILE                                   iteration x phase table
     sail report PATH|FILE [--out FILE]                      self-contained HTML report
     sail validate FILE                                      schema + semantic checks
+    sail plan FILE [--card H100] [--seed-pairs N] [--json]  cost estimate before the run starts
     sail crd                                                the CRD YAML
     sail operator ...                                       the kopf operator (sail_operator.kube.entry)
     sail toy ...                                            the toy world (sail-trainer toy ...)
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="HTML file (default: <run root>/report/report.html)")
     validate = sub.add_parser("validate", help="check a SAILRun file (schema and semantics)")
     validate.add_argument("file", type=Path)
+    plan = sub.add_parser("plan", help="estimate a run's cost (UNet passes, GPU-hours, storage) before it starts")
+    plan.add_argument("file", type=Path, help="SAILRun YAML file")
+    plan.add_argument("--card", help="GPU the GPU-hours are for (default: the spec's nvidia.com/gpu.product "
+                      "node selector, else H100)")
+    plan.add_argument("--seed-pairs", type=int, help="seed pairs in the data set (default: seedPairs.limit, or "
+                      "the lines of a local JSONL file)")
+    plan.add_argument("--json", action="store_true", help="print the estimate as JSON")
     sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
     sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
@@ -70,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_credential_loggers()
     handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "validate": cmd_validate,
-                "crd": cmd_crd}
+                "crd": cmd_crd, "plan": cmd_plan}
     return handlers[args.command](args)
 
 
@@ -190,6 +198,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(f"cannot write the report: {exc}")
         return EXIT_FAILED
     _out(path)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from sail_operator.plan_cli import build_estimate_json, estimate_run_file, render_estimate_text
+
+    run = _load(args.file)
+    if run is None:
+        return EXIT_BAD_INPUT
+    try:
+        estimate = estimate_run_file(run, args.file, card=args.card, seed_pairs=args.seed_pairs)
+    except ValueError as exc:
+        _err(f"--card: {exc}")
+        return EXIT_BAD_INPUT
+    if args.json:
+        _out(json.dumps(build_estimate_json(run.metadata.name, estimate), indent=1))
+    else:
+        _out(render_estimate_text(run.metadata.name, estimate, run.spec.sail.rounds))
     return EXIT_OK
 
 
