@@ -15,6 +15,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from sail_api.spec import SAILRunSpec
+from sail_operator.budget import compute_budget_violations
 
 # Variables the trainer's environment reserves: a user-set value would redirect credentials
 # or the storage endpoint, or spoof the shard index / rendezvous of a phase.
@@ -37,6 +38,9 @@ class OperatorPolicy:
     max_train_nodes: int = 16
     max_shards: int = 256
     extra_forbidden_env: tuple[str, ...] = field(default_factory=tuple)
+    # Cost budget per iteration (step 0 or one round), from `sail plan`'s estimate; 0: no limit.
+    max_round_gpu_hours: float = 0.0
+    max_round_storage_bytes: int = 0
 
 
 def _matches(value: str, patterns: tuple[str, ...]) -> bool:
@@ -100,4 +104,6 @@ def compute_policy_violations(spec: SAILRunSpec, policy: OperatorPolicy) -> list
         if shards > policy.max_shards:
             camel = "generateShards" if name.startswith("generate") else "annotateShards"
             problems.append(f"spec.parallelism.{camel} {shards} exceeds the policy maximum {policy.max_shards}")
+    problems += compute_budget_violations(spec, max_round_gpu_hours=policy.max_round_gpu_hours,
+                                          max_round_storage_bytes=policy.max_round_storage_bytes)
     return problems

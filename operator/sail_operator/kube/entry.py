@@ -32,6 +32,8 @@ _POLICY_FIELDS = {
     "maxTrainNodes": "max_train_nodes",
     "maxShards": "max_shards",
     "extraForbiddenEnv": "extra_forbidden_env",
+    "maxRoundGpuHours": "max_round_gpu_hours",
+    "maxRoundStorageBytes": "max_round_storage_bytes",
 }
 
 
