@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 from sail_api.spec import SAILRunSpec
+from sail_api.status import CostEstimateStatus
 
 # ------------------------------------------------------------------ measured anchors
 # One NVIDIA H100 80GB HBM3, PyTorch 2.11 + CUDA 13, diffusers 0.42.1, random weights in the
@@ -327,3 +328,19 @@ def _split(count: int, shards: int, group: int) -> list[int]:
         mine = range(shard, groups, shards)
         out.append(sum(min(count, (g + 1) * group) - g * group for g in mine))
     return out
+
+
+def build_cost_status(spec: SAILRunSpec) -> CostEstimateStatus | None:
+    """The SAILRun status' cost estimate (layout defaults: the operator never reads the model);
+    None when the spec names a card without an anchor."""
+    try:
+        estimate = compute_estimate(spec)
+    except ValueError:
+        return None
+    total, one = estimate.total(), estimate.total(1)
+    return CostEstimateStatus(
+        card=estimate.card, unet_forwards=total.unet_forwards, unet_backwards=total.unet_backwards,
+        gpu_hours=round(total.gpu_hours or 0.0, 3), storage_bytes=total.storage_bytes,
+        storage_objects=total.storage_objects, round_gpu_hours=round(one.gpu_hours or 0.0, 3),
+        round_storage_bytes=one.storage_bytes,
+    )

@@ -107,3 +107,24 @@ def test_policy_refuses_an_over_budget_run_before_any_job() -> None:
     assert accepted is None and "maxRoundGpuHours" in message
     accepted, message = validate_run(raw, OperatorSettings())
     assert accepted is not None and message is None
+
+
+def test_accepted_run_carries_the_plan_estimate_in_its_status() -> None:
+    """decide() fills status.costEstimate once, when it accepts the spec: the totals `sail plan` prints."""
+    from datetime import UTC, datetime
+
+    from sail_api.status import SAILRunStatus
+    from sail_operator.planner.decide import decide
+    from sail_operator.planner.model import Observed
+
+    spec = _spec("sd15.yaml")
+    observed = Observed(name="sd15", namespace="ns", uid="uid-1", generation=1, spec=spec, spec_error=None,
+                        status=SAILRunStatus(), attempts=())
+    cost = decide(observed, datetime(2026, 12, 5, tzinfo=UTC)).status.cost_estimate
+    estimate = compute_estimate(spec)
+    assert cost is not None and cost.card == "H100"
+    assert cost.unet_forwards == estimate.total().unet_forwards
+    assert cost.round_gpu_hours == pytest.approx(estimate.total(1).gpu_hours, abs=1e-3)
+    assert cost.storage_bytes == estimate.total().storage_bytes
+    dumped = cost.model_dump(by_alias=True)
+    assert {"unetForwards", "gpuHours", "roundStorageBytes"} <= set(dumped)
