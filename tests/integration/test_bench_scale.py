@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench import scale
 
 
+@pytest.mark.slow  # ~17 CPU s: one child process importing torch runs the six phases
 def test_scale_bench_runs_every_phase_on_s3_at_tiny_counts(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     code = scale.main(["--sizes", "4", "--backends", "s3", "--candidates", "2", "--round-seed-pairs", "8",
