@@ -66,8 +66,9 @@ class CountingApp:
     Phases run one after another in a child process; their requests are told apart by the
     phase's start and end times (`count_between`)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, latency_s: float = 0.0) -> None:
         self.app = app
+        self.latency_s = latency_s  # a simulated network round trip per request (moto answers in-process)
         self.lock = threading.Lock()
         self.log: list[list[Any]] = []  # [time, verb, bytes in, bytes out]
 
@@ -86,6 +87,8 @@ class CountingApp:
         entry = [time.time(), self.verb(environ), int(environ.get("CONTENT_LENGTH") or 0), 0]
         with self.lock:
             self.log.append(entry)
+        if self.latency_s:
+            time.sleep(self.latency_s)
         for chunk in self.app(environ, start_response):
             entry[3] += len(chunk)
             yield chunk
@@ -97,7 +100,7 @@ class CountingApp:
                 "bytes_out": sum(e[3] for e in chosen)}
 
 
-def start_s3() -> tuple[str, CountingApp, Any]:
+def start_s3(latency_s: float = 0.0) -> tuple[str, CountingApp, Any]:
     """moto's S3 on 127.0.0.1 (a free port) behind `CountingApp`; returns (endpoint, counters, server)."""
     import logging
 
@@ -105,7 +108,7 @@ def start_s3() -> tuple[str, CountingApp, Any]:
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    counting = CountingApp(DomainDispatcherApplication(create_backend_app))
+    counting = CountingApp(DomainDispatcherApplication(create_backend_app), latency_s)
     server = make_server("127.0.0.1", 0, counting, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}", counting, server
@@ -280,6 +283,51 @@ def run_config(backend: str, shards: int, size: int, seed_pairs: int, args: argp
     return rows
 
 
+# ----------------------------------------------------------------------------- commits of many files
+
+
+def measure_commit(backend: str, files: int, args: argparse.Namespace, s3: tuple[str, CountingApp] | None) -> dict:
+    """Write `files` 1 KiB files into one folder and commit it: the commit's time, requests, manifest size,
+    and a read of the manifest back (what every reader of a phase does first)."""
+    from sail_api.storage import LocalStore, S3Store
+
+    if backend == "s3":
+        import boto3
+
+        bucket = f"commit-{uuid.uuid4().hex[:10]}"
+        boto3.client("s3", endpoint_url=s3[0], region_name=REGION).create_bucket(Bucket=bucket)
+        store = S3Store(f"s3://{bucket}/run", endpoint=s3[0], region=REGION)
+    else:
+        store = LocalStore(str(args.work / f"commit-{uuid.uuid4().hex[:6]}"))
+    names = [f"parts/part-{i:06d}/data.bin" for i in range(files)]
+    for i, name in enumerate(names):
+        store.write_bytes(f"phase/{name}", i.to_bytes(4, "big") * 256)
+    start_time, started, cpu = time.time(), time.perf_counter(), read_cpu()
+    store.commit("phase", names, metrics={"files": float(files)})
+    commit_s, commit_cpu = time.perf_counter() - started, read_cpu() - cpu
+    end_time = time.time()
+    started = time.perf_counter()
+    manifest = store.read_manifest("phase")
+    read_s = time.perf_counter() - started
+    counts = s3[1].count_between(start_time, end_time) if backend == "s3" else None
+    from sail_api.storage import manifests
+
+    row = {"backend": backend, "files": files, "commit_workers": manifests.COMMIT_WORKERS,
+           "s3_latency_ms": args.s3_latency_ms if backend == "s3" else None, "commit_s": commit_s, "commit_cpu_s": commit_cpu, "read_manifest_s": read_s,
+           "manifest_kib": len(manifest.model_dump_json(by_alias=True, indent=2)) / 1024,
+           "commit_requests": counts["requests"] if counts else None}
+    print(f"  commit {backend} {files} files: {commit_s:.2f} s ({commit_cpu:.2f} CPU s), manifest "
+          f"{row['manifest_kib']:.0f} KiB, read back {read_s:.2f} s" + (f", S3 {counts['requests']}" if counts else ""),
+          flush=True)
+    return row
+
+
+def read_cpu() -> float:
+    from bench.common import read_cpu_seconds
+
+    return read_cpu_seconds() or 0.0
+
+
 # ----------------------------------------------------------------------------- growth
 
 
@@ -322,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-steps", type=int, default=2, help="optimizer steps of each train")
     parser.add_argument("--backends", nargs="+", default=["local"], choices=["local", "s3"])
     parser.add_argument("--shards", type=int, nargs="+", default=[1], help="generate/annotate shard counts")
+    parser.add_argument("--commit-files", type=int, nargs="*", default=[],
+                        help="also time one commit of this many files per backend (manifest scaling)")
+    parser.add_argument("--s3-latency-ms", type=float, default=0.0,
+                        help="simulated round trip added to every S3 request (default 0: moto on loopback)")
+    parser.add_argument("--commit-workers", type=int, default=None,
+                        help="concurrent HEADs/hashes while building a manifest (default: the store's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sail-bench-scale"), help="scratch folder")
     parser.add_argument("--out", type=Path, help="JSON results")
     return parser
@@ -332,17 +386,22 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--child":
         return child_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.commit_workers is not None:
+        from sail_api.storage import manifests
+
+        manifests.COMMIT_WORKERS = args.commit_workers
     args.work.mkdir(parents=True, exist_ok=True)
     inputs = {"model": build_model(args.work / "model"), "seed_dir": args.work / "seed"}
     s3 = None
     server = None
     if "s3" in args.backends:
-        endpoint, counting, server = start_s3()
+        endpoint, counting, server = start_s3(args.s3_latency_ms / 1000)
         s3 = (endpoint, counting)
     os.environ.update(AWS_ENV)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     seed_rows: list[dict[str, Any]] = []
+    commit_rows: list[dict[str, Any]] = []
     try:
         for backend in args.backends:
             for shards in args.shards:
@@ -352,12 +411,14 @@ def main(argv: list[str] | None = None) -> int:
             for seed_pairs in args.seed_sizes:
                 seed_rows += run_config(backend, 1, 8, seed_pairs, args, inputs, s3 if backend == "s3" else None,
                                         [("mixup", 0)])
+            for files in args.commit_files:
+                commit_rows.append(measure_commit(backend, files, args, s3))
     finally:
         if server is not None:
             server.shutdown()
     document = {
         "machine": describe_machine(), "argv": argv, "total_seconds": time.perf_counter() - started,
-        "rows": rows, "seed_rows": seed_rows,
+        "rows": rows, "seed_rows": seed_rows, "commit_rows": commit_rows,
         "growth": compute_growth(rows, "prompts"), "seed_growth": compute_growth(seed_rows, "seed_pairs"),
     }
     write_json(args.out, document)
