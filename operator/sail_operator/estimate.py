@@ -263,7 +263,7 @@ class _Counter:
         prompts, n, m = s.prompts_per_round, s.candidates_per_prompt, s.reward_draws
         passes = 2 * prompts * n * m
         gpu, wall = self._hours(passes / (self.anchor.annotate_passes_per_s / self.scale), min(shards, prompts))
-        per_shard = _split(prompts, shards, 1)
+        per_shard = _split(prompts, shards, max(1, s.sampler.batch_size // n))  # generate's groups
         parts = sum(math.ceil(k / ANNOTATE_PART) for k in per_shard)
         record = JSON_BYTES_PER_ANNOTATION + n * JSON_BYTES_PER_REWARD
         tensors = prompts * (n + 2 * n * m + 2) * 4

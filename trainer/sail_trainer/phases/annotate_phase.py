@@ -4,7 +4,9 @@ For each prompt, M (t, eps) draws are made once from a generator seeded by
 hash(run seed, iteration, prompt index) and shared by its N candidates (SAIL-METHOD.md,
 "Implicit reward"), their timesteps within `sail.rewardTimesteps` (default: all); the errors of the current model and of the judge reference on those
 draws give `R = -(beta/2) mean_m (SE_theta - SE_ref)`. Conditional prediction with the real
-caption, no CFG. Shard k of S takes prompts k, k+S, ... of the round; work is batched
+caption, no CFG. Shard k of S takes the prompts generate's shard k of S made (the same groups
+of `batchSize // N` prompts, `plan.select_shard_positions`), so with as many annotate as generate
+shards it reads only its own generate shard's latent parts; work is batched
 within one prompt only, so sharding does not change any number. Latents are referenced
 (generate shard folder + row), not copied.
 """
@@ -89,7 +91,10 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     s = ctx.algorithm.sail
     pool = read_prompt_pool(ctx)
     round_indices = round_prompt_indices(ctx, pool)
-    positions = select_shard_positions(len(round_indices), 1, ctx.shard or 0, ctx.shards or 1)
+    # generate's groups: prompt by prompt (group 1), each of S annotate shards read a row from
+    # every generate part file, so each downloaded the whole round's latents (bench/scale.py).
+    group = max(1, s.sampler.batch_size // s.candidates_per_prompt)
+    positions = select_shard_positions(len(round_indices), group, ctx.shard or 0, ctx.shards or 1)
     generated = _index_generated(ctx)
     missing = [round_indices[p] for p in positions if round_indices[p] not in generated]
     if missing:
