@@ -321,12 +321,17 @@ class _Counter:
 
 
 def _split(count: int, shards: int, group: int) -> list[int]:
-    """Items per shard when groups of `group` go round-robin (sail_trainer.plan.select_shard_positions)."""
+    """Items per shard when groups of `group` go round-robin (sail_trainer.plan.select_shard_positions);
+    O(shards), whatever `count` is (a spec may ask for any number of prompts)."""
     groups = math.ceil(count / group) if count else 0
+    last = count - (groups - 1) * group if groups else 0  # the last group may be partial
     out = []
     for shard in range(shards):
-        mine = range(shard, groups, shards)
-        out.append(sum(min(count, (g + 1) * group) - g * group for g in mine))
+        owned = max(0, math.ceil((groups - shard) / shards))
+        items = owned * group
+        if groups and (groups - 1) % shards == shard:
+            items -= group - last
+        out.append(items)
     return out
 
 

@@ -128,3 +128,18 @@ def test_accepted_run_carries_the_plan_estimate_in_its_status() -> None:
     assert cost.storage_bytes == estimate.total().storage_bytes
     dumped = cost.model_dump(by_alias=True)
     assert {"unetForwards", "gpuHours", "roundStorageBytes"} <= set(dumped)
+
+
+def test_shard_split_matches_the_trainer_and_handles_any_prompt_count() -> None:
+    """The estimate's per-shard counts equal `select_shard_positions`' and cost O(shards): a spec may
+    ask for any promptsPerRound, and the operator computes the estimate on every accepted run."""
+    import itertools
+
+    from sail_operator.estimate import _split
+    from sail_trainer.plan import select_shard_positions
+
+    for count, shards, group in itertools.product(range(0, 30), range(1, 6), range(1, 5)):
+        assert _split(count, shards, group) == [len(select_shard_positions(count, group, k, shards))
+                                                for k in range(shards)], (count, shards, group)
+    huge = compute_estimate(_spec("sdxl.yaml", prompts_per_round=10**15))
+    assert _phase(huge, 1, "generate").unet_forwards == 10**15 * 8 * 20 * 2
