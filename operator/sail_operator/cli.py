@@ -4,7 +4,7 @@
     sail status PATH|FILE                                   iteration x phase table
     sail report PATH|FILE [--out FILE]                      self-contained HTML report
     sail validate FILE                                      schema + semantic checks
-    sail plan FILE [--card H100] [--seed-pairs N] [--json]  cost estimate before the run starts
+    sail plan FILE [--card H100] [--json] [--policy-file F] cost estimate before the run starts
     sail crd                                                the CRD YAML
     sail operator ...                                       the kopf operator (sail_operator.kube.entry)
     sail toy ...                                            the toy world (sail-trainer toy ...)
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed-pairs", type=int, help="seed pairs in the data set (default: seedPairs.limit, or "
                       "the lines of a local JSONL file)")
     plan.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    plan.add_argument("--policy-file", type=Path, help="the operator's policy.json: check the run against its "
+                      "budget (maxRoundGpuHours, maxRoundStorageBytes) as the operator will; exit 2 when over")
     sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
     sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
@@ -218,6 +220,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _out(json.dumps(build_estimate_json(run.metadata.name, estimate), indent=1))
     else:
         _out(render_estimate_text(run.metadata.name, estimate, run.spec.sail.rounds))
+    if args.policy_file is not None:
+        from sail_operator.plan_cli import check_budget_file
+
+        problems = check_budget_file(run, args.policy_file)
+        for problem in problems:
+            _err(problem)
+        return EXIT_BAD_INPUT if problems else EXIT_OK
     return EXIT_OK
 
 

@@ -76,6 +76,20 @@ def fetch_model_facts(run: SAILRun, source: Path, seed_pairs: int | None = None)
     return replace(facts, seed_pairs=seed_pairs, prompt_pool=pool)
 
 
+def check_budget_file(run: SAILRun, policy_file: Path) -> list[str]:
+    """The operator's budget verdict for `run` from a policy.json (chart keys); unreadable file: one problem.
+
+    Uses the layout defaults, as the operator does (it never reads the model or the data)."""
+    from sail_operator.budget import compute_budget_violations
+
+    try:
+        policy = json.loads(policy_file.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"--policy-file {policy_file}: cannot read it as JSON ({exc})"]
+    return compute_budget_violations(run.spec, max_round_gpu_hours=policy.get("maxRoundGpuHours"),
+                                     max_round_storage_bytes=policy.get("maxRoundStorageBytes"))
+
+
 def estimate_run_file(run: SAILRun, source: Path, *, card: str | None = None,
                       seed_pairs: int | None = None) -> CostEstimate:
     return compute_estimate(run.spec, fetch_model_facts(run, source, seed_pairs), card)

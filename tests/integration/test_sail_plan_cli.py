@@ -43,3 +43,15 @@ def test_plan_refuses_an_unknown_card_and_a_bad_file(tmp_path: Path, capsys: pyt
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: sail.dev/v1alpha1\nkind: SAILRun\nmetadata: {name: x}\nspec: {sail: {rounds: -1}}\n")
     assert main(["plan", str(bad)]) == 2
+
+
+def test_plan_checks_a_policy_budget_as_the_operator_will(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"maxRoundGpuHours": 5, "maxRoundStorageBytes": 0}))
+    assert main(["plan", str(EXAMPLES / "sd15.yaml"), "--policy-file", str(policy)]) == 2
+    assert "spec.sail.promptsPerRound 10000" in capsys.readouterr().err
+    policy.write_text(json.dumps({"maxRoundGpuHours": 50}))
+    assert main(["plan", str(EXAMPLES / "sd15.yaml"), "--policy-file", str(policy)]) == 0
+    policy.write_text("{not json")
+    assert main(["plan", str(EXAMPLES / "sd15.yaml"), "--policy-file", str(policy)]) == 2
+    assert "--policy-file" in capsys.readouterr().err
