@@ -128,6 +128,19 @@ class IterationRecord(ApiModel):
     phases: list[PhaseRecord] = Field(default_factory=list, description="Phases in order.")
 
 
+class CostEstimateStatus(ApiModel):
+    """What the run is estimated to cost when accepted (`sail plan FILE` prints the same, per phase)."""
+
+    card: str = Field(description="GPU whose measured throughput the GPU-hours use (e.g. H100).")
+    unet_forwards: int = Field(ge=0, description="Latents through a UNet forward, the whole run.")
+    unet_backwards: int = Field(ge=0, description="Latents through a UNet backward (training), the whole run.")
+    gpu_hours: float = Field(ge=0, description="Estimated GPU-hours of the whole run (VAE and queueing excluded).")
+    storage_bytes: int = Field(ge=0, description="Estimated bytes the run stores.")
+    storage_objects: int = Field(ge=0, description="Estimated objects (files) the run stores.")
+    round_gpu_hours: float = Field(ge=0, description="Estimated GPU-hours of one SAIL round.")
+    round_storage_bytes: int = Field(ge=0, description="Estimated bytes stored by one SAIL round.")
+
+
 MAX_ITERATION_HISTORY = 20  # bounded so the object stays far below etcd's 1.5 MiB
 
 
@@ -149,6 +162,9 @@ class SAILRunStatus(ApiModel):
         default_factory=list, description=f"History, the last {MAX_ITERATION_HISTORY} iterations."
     )
     spec_digest: str | None = Field(None, description="sha256 of the algorithm spec the run started with.")
+    cost_estimate: CostEstimateStatus | None = Field(
+        None, description="Estimated cost, computed when the spec is accepted (docs/performance.md)."
+    )
     # A list-map keyed on `type` (as `+listType=map` / `+listMapKey=type` on metav1.Condition lists):
     # one entry per type, and server-side apply merges entries by type instead of replacing the list.
     conditions: list[Condition] = Field(

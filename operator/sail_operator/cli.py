@@ -4,6 +4,7 @@
     sail status PATH|FILE                                   iteration x phase table
     sail report PATH|FILE [--out FILE]                      self-contained HTML report
     sail validate FILE                                      schema, semantic and local input checks
+    sail plan FILE [--card H100] [--json] [--policy-file F] cost estimate before the run starts
     sail crd                                                the CRD YAML
     sail export RUN [--iteration N|best|latest] OUT         a committed model as a clean diffusers folder
     sail operator ...                                       the kopf operator (sail_operator.kube.entry)
@@ -75,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path, help="SAILRun YAML file")
     validate.add_argument("--policy-file", help="also judge it as the operator does on a cluster with this admin "
                           "policy (the chart's policy.json): the same verdict as the operator's")
+    plan = sub.add_parser("plan", help="estimate a run's cost (UNet passes, GPU-hours, storage) before it starts")
+    plan.add_argument("file", type=Path, help="SAILRun YAML file")
+    plan.add_argument("--card", help="GPU the GPU-hours are for (default: the spec's nvidia.com/gpu.product "
+                      "node selector, else H100)")
+    plan.add_argument("--seed-pairs", type=int, help="seed pairs in the data set (default: seedPairs.limit, or "
+                      "the lines of a local JSONL file)")
+    plan.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    plan.add_argument("--policy-file", type=Path, help="the operator's policy.json: check the run against its "
+                      "budget (maxRoundGpuHours, maxRoundStorageBytes) as the operator will; exit 2 when over")
     sub.add_parser("crd", help="print the SAILRun CustomResourceDefinition YAML",
                    description="Print the SAILRun CRD generated from the API models (kubectl apply -f -).")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
@@ -103,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         return cmd_export(args)
     handlers = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "validate": cmd_validate,
-                "crd": cmd_crd}
+                "crd": cmd_crd, "plan": cmd_plan}
     return handlers[args.command](args)
 
 
@@ -275,6 +285,33 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(f"cannot write the report: {exc}")
         return EXIT_FAILED
     _out(path)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from sail_operator.plan_cli import build_estimate_json, estimate_run_file, render_estimate_text
+
+    run = _load(args.file)
+    if run is None:
+        return EXIT_BAD_INPUT
+    try:
+        estimate = estimate_run_file(run, args.file, card=args.card, seed_pairs=args.seed_pairs)
+    except ValueError as exc:
+        _err(f"--card: {exc}")
+        return EXIT_BAD_INPUT
+    if args.json:
+        _out(json.dumps(build_estimate_json(run.metadata.name, estimate), indent=1))
+    else:
+        _out(render_estimate_text(run.metadata.name, estimate, run.spec.sail.rounds))
+    if args.policy_file is not None:
+        from sail_operator.plan_cli import check_budget_file
+
+        problems = check_budget_file(run, args.policy_file)
+        for problem in problems:
+            _err(problem)
+        return EXIT_BAD_INPUT if problems else EXIT_OK
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from sail_api.spec import SAILRunSpec
 from sail_api.validation import parse_quantity
+from sail_operator.budget import compute_budget_violations
 
 # Variables the trainer's environment reserves: a user-set value would redirect credentials
 # or the storage endpoint, or spoof the shard index / rendezvous of a phase.
@@ -83,6 +84,9 @@ class OperatorPolicy:
     # priority class, cost labels); empty: none. The operator's own keys are never copied.
     job_label_keys: tuple[str, ...] = ()
     extra_forbidden_env: tuple[str, ...] = field(default_factory=tuple)
+    # Cost budget per iteration (step 0 or one round), from `sail plan`'s estimate; 0: no limit.
+    max_round_gpu_hours: float = 0.0
+    max_round_storage_bytes: int = 0
 
     def __post_init__(self) -> None:
         # A string where a list belongs would be iterated character by character by fnmatch
@@ -340,6 +344,8 @@ def compute_policy_violations(spec: SAILRunSpec, policy: OperatorPolicy, namespa
         if shards > policy.max_shards:
             camel = "generateShards" if name.startswith("generate") else "annotateShards"
             problems.append(f"spec.parallelism.{camel} {shards} exceeds the policy maximum {policy.max_shards}")
+    problems += compute_budget_violations(spec, max_round_gpu_hours=policy.max_round_gpu_hours,
+                                          max_round_storage_bytes=policy.max_round_storage_bytes)
     return problems
 
 

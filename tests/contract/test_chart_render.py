@@ -38,7 +38,7 @@ ALL_OPTIONS_VALUES: dict[str, Any] = {
         "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/sail"},
         "namespaces": ["research", RELEASE_NAMESPACE],
     },
-    "policy": {"allowedServiceAccounts": ["trainer-*"], "maxTrainNodes": 4},
+    "policy": {"allowedServiceAccounts": ["trainer-*"], "maxTrainNodes": 4, "maxRoundGpuHours": 12.5},
     "metrics": {
         "service": {"annotations": {"example.com/scrape": "true"}},
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},

@@ -92,8 +92,26 @@ def build_commit_manifest(
         raise AlreadyCommitted(f"{store.uri(folder_key)} is already committed by {winner.writer}", winner)
 
     keys = store.list(folder_key) if files is None else [build_commit_key(store.root, folder_key, n) for n in files]
-    entries = [entry_for(folder_key, name) for name in select_commit_files(folder_key, keys)]
+    entries = fetch_entries(entry_for, folder_key, select_commit_files(folder_key, keys))
     return build_manifest(entries, metrics=metrics, metadata=metadata, fields=fields)
+
+
+COMMIT_WORKERS = 16  # concurrent HEADs (S3) or file hashes (local) while building a manifest
+
+
+def fetch_entries(entry_for: Callable[[str, str], FileEntry], folder_key: str, names: list[str]) -> list[FileEntry]:
+    """`entry_for(folder_key, name)` for every name, in order, up to COMMIT_WORKERS at a time.
+
+    On S3 each entry is one HEAD (size and sha256 metadata): one after another, a commit of
+    10,000 files is 10,000 round trips (bench/scale.py --commit-files; docs/performance.md).
+    The first error is raised, as in a sequential loop.
+    """
+    if len(names) < 4:
+        return [entry_for(folder_key, name) for name in names]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(COMMIT_WORKERS, len(names)), thread_name_prefix="sail-commit") as pool:
+        return list(pool.map(lambda name: entry_for(folder_key, name), names))
 
 
 def encode_manifest(manifest: PhaseManifest) -> bytes:

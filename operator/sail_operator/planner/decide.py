@@ -63,6 +63,7 @@ from sail_api.status import (
     RunState,
     SAILRunStatus,
 )
+from sail_operator.estimate import build_cost_status
 from sail_operator.planner.model import (
     Action,
     AttemptObservation,
@@ -319,6 +320,8 @@ class _Planner:
         if self.status.spec_digest is None:
             self.status.spec_digest = compute_algorithm_digest(spec.algorithm())
         self._refuse_pinned_edits()
+        if self.status.cost_estimate is None:  # issue 18: the estimate `sail plan` prints, once, on acceptance
+            self.status.cost_estimate = build_cost_status(spec)
         self._ensure_base_conditions()
         if self.status.current_iteration is None:
             self._start(spec)

@@ -6,7 +6,10 @@ hash(run seed, iteration, prompt index) and shared by its N candidates (docs/met
 draws give `R = -(beta/2) mean_m (SE_theta - SE_ref)`. Conditional prediction with the real
 caption, no CFG. Both UNets run in `sail.annotationPrecision` (fp32 by default, TF32 off: theta_{i-1}
 differs from the judge by updates mostly below bf16's rounding step, and the difference is
-multiplied by beta/2; see docs/trainer.md for the measurement). Shard k of S takes prompts k, k+S, ... of the round; work is batched
+multiplied by beta/2; see docs/trainer.md for the measurement). Shard k of S takes the prompts
+generate's shard k of S made (the same groups of `batchSize // N` prompts,
+`plan.select_shard_positions`), so with as many annotate as generate shards it reads only its own
+generate shard's latent parts; work is batched
 within one prompt only, so sharding does not change any number. Latents are referenced
 (generate shard folder + row), not copied.
 """
@@ -105,7 +108,10 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     s = ctx.algorithm.sail
     pool = read_prompt_pool(ctx)
     round_indices = round_prompt_indices(ctx, pool)
-    positions = select_shard_positions(len(round_indices), 1, ctx.shard or 0, ctx.shards or 1)
+    # generate's groups: prompt by prompt (group 1), each of S annotate shards read a row from
+    # every generate part file, so each downloaded the whole round's latents (bench/scale.py).
+    group = max(1, s.sampler.batch_size // s.candidates_per_prompt)
+    positions = select_shard_positions(len(round_indices), group, ctx.shard or 0, ctx.shards or 1)
     generated = _index_generated(ctx)
     missing = [round_indices[p] for p in positions if round_indices[p] not in generated]
     if missing:
