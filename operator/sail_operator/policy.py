@@ -116,6 +116,10 @@ class OperatorPolicy:
                 raise ValueError(f"policy.{name} must be an integer (got {_shown(value)})")
             elif expected is str and not isinstance(value, str):
                 raise ValueError(f"policy.{name} must be a string (got {_shown(value)})")
+            elif expected is float:
+                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"policy.{name} must be a number >= 0 (got {_shown(value)})")
+                object.__setattr__(self, item.name, float(value))
 
 
 def _field_kind(name: str) -> Any:
@@ -124,7 +128,7 @@ def _field_kind(name: str) -> Any:
         return "list"
     if annotation.startswith("dict"):
         return "map"
-    return {"bool": bool, "int": int, "str": str}[annotation]
+    return {"bool": bool, "int": int, "float": float, "str": str}[annotation]
 
 
 def _shown(value: Any) -> str:

@@ -76,7 +76,7 @@ def chain_heldout_file(pairs, validation, opener):
 
 
 def compute_pair_rewards(model_err: Any, ref_err: Any, beta: float) -> Any:
-    """Rewards `[P, 2]` (winner, loser) from errors `[P, 2, M]` (SAIL-METHOD.md, implicit reward)."""
+    """Rewards `[P, 2]` (winner, loser) from errors `[P, 2, M]` (docs/method.md, "Implicit reward")."""
     return -(beta / 2.0) * (model_err.float() - ref_err.float()).mean(dim=-1)
 
 
