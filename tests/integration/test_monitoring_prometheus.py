@@ -249,7 +249,7 @@ def test_alerts_and_dashboard_on_a_real_prometheus_scraping_the_operator(
     try:
         wait_for(lambda: prom.value('count(up == 1)') == 2.0, 60, "both targets scraped")
         # The first scrape happened before any run event: increase() can see every event.
-        kube_cluster.create_run(build_run("ok", rounds=0, namespace="team-a"))
+        kube_cluster.create_run(build_run("ok", rounds=1, namespace="team-a"))  # a round: judge trust
         kube_cluster.create_run(build_run("flaky", rounds=0, namespace="team-a"))
         kube_cluster.create_run(build_run("doomed", rounds=0, namespace="team-b",
                                           failurePolicy={"appRetries": 3}))
