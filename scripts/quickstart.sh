@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 SAIL_EXTRAS=train,operator bash scripts/setup.sh
 .venv/bin/sail run examples/quickstart.yaml "$@"
 .venv/bin/sail report examples/.sail/toy-quickstart
+# Last: the run's state, the path of the final model (a diffusers folder) and the held-out verdict.
+.venv/bin/sail status examples/.sail/toy-quickstart
