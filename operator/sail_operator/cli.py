@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path, help="SAILRun YAML file")
     validate.add_argument("--policy-file", help="also judge it as the operator does on a cluster with this admin "
                           "policy (the chart's policy.json): the same verdict as the operator's")
-    plan = sub.add_parser("plan", help="estimate a run's cost (UNet passes, GPU-hours, storage) before it starts")
+    plan = sub.add_parser(
+        "plan", help="estimate a run's cost (UNet passes, GPU-hours, storage) before it starts",
+        description="Estimate what a SAILRun will cost before any compute is spent: per phase and per round the "
+        "UNet forward/backward passes, GPU-hours on the card (from measured H100 throughput anchors, "
+        "docs/performance.md section 5), stored bytes and objects, and the total.",
+        epilog="exit codes: 0 shown, 2 invalid file, unknown card or over the policy's budget")
     plan.add_argument("file", type=Path, help="SAILRun YAML file")
     plan.add_argument("--card", help="GPU the GPU-hours are for (default: the spec's nvidia.com/gpu.product "
                       "node selector, else H100)")
@@ -89,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Print the SAILRun CRD generated from the API models (kubectl apply -f -).")
     sub.add_parser("operator", help="start the Kubernetes operator (arguments passed on)", add_help=False)
     sub.add_parser("toy", help="the toy world: sail-trainer toy ... (arguments passed on)", add_help=False)
-    export = sub.add_parser("export", help="copy a committed model out as a clean diffusers pipeline folder")
+    export = sub.add_parser(
+        "export", help="copy a committed model out as a clean diffusers pipeline folder",
+        description="Copy the model folder a train phase committed (every file checked against its manifest's "
+        "sha256) into OUT as a diffusers pipeline folder with its model card; nothing partial is left on failure.",
+        epilog="exit codes: 0 copied, 1 cannot copy, 2 no such run or iteration, or OUT not empty")
     export.add_argument("run", help="run root (folder or s3://bucket/prefix), its local/state.json, or the SAILRun file")
     export.add_argument("out", type=Path, help="output folder (must not exist, or be empty)")
     export.add_argument("--iteration", help="a number, best (highest held-out accuracy vs the base) or latest "
