@@ -234,9 +234,10 @@ class _Counter:
         pairs = self.seed_pairs
         chunks = math.ceil(pairs / SEED_CHUNK)
         size = (2 * pairs * self.latent_bytes + chunks * 2 * SAFETENSORS_HEADER + pairs * JSON_BYTES_PER_PROMPT
-                + pairs * JSON_BYTES_PER_MIXTURE_ENTRY + MANIFEST_BYTES + (chunks + 2) * MANIFEST_BYTES_PER_FILE)
+                + pairs * JSON_BYTES_PER_MIXTURE_ENTRY + (chunks + 1) * MANIFEST_BYTES
+                + (2 * chunks + 2) * MANIFEST_BYTES_PER_FILE)  # each part is committed on its own folder too
         return PhaseCost(0, "mixup", vae_encodes=2 * pairs, gpu_hours=None, wall_hours=None,
-                         storage_bytes=size, storage_objects=chunks + 3,
+                         storage_bytes=size, storage_objects=2 * chunks + 3,
                          detail=f"VAE-encode {pairs} seed pairs (no GPU anchor for the VAE)")
 
     def generate(self, iteration: int) -> PhaseCost:

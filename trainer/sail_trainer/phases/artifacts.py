@@ -1,7 +1,8 @@
 """File formats between phases, and readers that trust only committed folders.
 
-    iter-000/mixup/seed-pairs.json               {"count", "chunk_size", "prompts", "latent_shape", "resolution"}
-    iter-000/mixup/seed-latents-CCCCC.safetensors   winner/loser [chunk, C, h, w] fp32 (VAE sample x scaling)
+    iter-000/mixup/seed-pairs.json               {"count", "chunk_size", "parts", "prompts", "latent_shape", "resolution"}
+    iter-000/mixup/parts/part-CCCCC/seed-latents.safetensors   winner/loser [<=chunk_size, C, h, w] fp32 (VAE
+                                                 sample x scaling); each part committed on its own (resume unit)
     iter-NNN/generate/shard-K-of-S/parts/part-PPPPP/latents.safetensors  latents [<=part_size, N, C, h, w] fp32,
                                                  prompt_index; each part committed on its own (resume unit)
     iter-NNN/generate/shard-K-of-S/prompts.json  {"prompt_indices", "prompts", "candidates", "latent_shape", "part_size"}
@@ -18,6 +19,7 @@ Large sets are split into part files and read row by row through memory-mapped l
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,21 @@ def load_tensors(data: bytes) -> dict[str, Any]:
     return load(data)
 
 
+SEED_PART_FILE = "seed-latents.safetensors"
+
+
 def seed_chunk_name(chunk: int) -> str:
+    """The seed latents of chunk `chunk` in the layout before parts (one commit of the whole folder)."""
     return f"seed-latents-{chunk:05d}.safetensors"
+
+
+def seed_part_folder(part: int) -> str:
+    """Folder of seed part `part` relative to the iteration-0 mixup folder (committed on its own)."""
+    return f"parts/part-{part:05d}"
+
+
+def seed_part_name(part: int) -> str:
+    return f"{seed_part_folder(part)}/{SEED_PART_FILE}"
 
 
 GEN_PARTS_DIR = "parts"
@@ -108,14 +123,15 @@ class LatentFiles:
         return int(self._open(folder, name).get_slice(key).get_shape()[0])
 
 
-def committed_part_files(store: Store, shard_dir: str, parts: int) -> list[str]:
-    """The files of parts 0..parts-1 of a shard as its manifest lists them (`parts/part-K/<path in
-    the part's manifest>`): whichever attempt committed each part, the shard's manifest names
-    exactly the files that part's commit hashed."""
+def committed_part_files(store: Store, shard_dir: str, parts: int,
+                         part_folder: Callable[[int], str] = gen_part_folder) -> list[str]:
+    """The files of parts 0..parts-1 of a shard (or of the seed encoding) as its manifest lists them
+    (`parts/part-K/<path in the part's manifest>`): whichever attempt committed each part, the
+    folder's manifest names exactly the files that part's commit hashed."""
     files = []
     for part in range(parts):
-        folder = join(shard_dir, gen_part_folder(part))
-        files += [f"{gen_part_folder(part)}/{entry.path}" for entry in store.read_manifest(folder).files]
+        folder = join(shard_dir, part_folder(part))
+        files += [f"{part_folder(part)}/{entry.path}" for entry in store.read_manifest(folder).files]
     return files
 
 
@@ -145,7 +161,8 @@ def seed_refs(layout: RunLayout, index: dict[str, Any], i: int) -> tuple[LatentR
     """Winner and loser latents of seed pair `i`."""
     folder = layout.phase_dir(0, Phase.MIXUP)
     chunk, row = divmod(i, index["chunk_size"])
-    name = seed_chunk_name(chunk)
+    # Indexes written before parts existed (no "parts" key) name top-level chunk files.
+    name = seed_part_name(chunk) if "parts" in index else seed_chunk_name(chunk)
     return LatentRef(folder, name, "winner", row), LatentRef(folder, name, "loser", row)
 
 
