@@ -157,6 +157,9 @@ def build_algorithm(ctx: Context, pool: Path, seed: int, family: str, setting: S
         "prompts": {"uri": str(ctx.out / "data" / "prompts.txt")},
         "sail": {
             "rounds": rounds, "promptsPerRound": c.prompts_per_round, "candidatesPerPrompt": c.candidates,
+            # The bench judges every arm with its hidden oracle; holding human pairs out of a 16-pair
+            # seed would change what each arm trains on and move the recorded figures.
+            "validation": {"fraction": 0.0},
             "rewardDraws": c.reward_draws, "rewardTimesteps": {"minFraction": c.reward_min_fraction}, "alpha": ALPHA.get(family, 0.25), "beta": setting.beta, "judgeReference": judge,
             "mixtureSize": c.round_steps * c.batch, "seed": seed,
             "sampler": {"kind": "ddim", "steps": c.sampler_steps, "guidanceScale": c.guidance, "resolution": 32,
