@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
@@ -95,19 +97,24 @@ def _index_generated(ctx: PhaseContext) -> dict[int, tuple[art.GenerateShard, in
     return by_prompt
 
 
-def run(ctx: PhaseContext) -> PhaseManifest:
-    import torch
+@dataclass(frozen=True)
+class _Scorer:
+    """What scoring one prompt's candidates needs: both UNets and the fixed settings of the phase."""
 
-    from sail_trainer.math.reward import implicit_reward
-    from sail_trainer.models.acceleration import accelerate_unet
-    from sail_trainer.models.components import load_components, load_unet, pick_device
-    from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.models.text import TextEncoder
-    from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
+    components: Any
+    judge: Any
+    text: Any
+    alphas: Any
+    t_range: tuple[int, int]
+    resolution: int
+    batch: int
+    draws: int
 
+
+def _shard_prompts(ctx: PhaseContext,
+                   round_indices: list[int]) -> tuple[list[int], dict[int, tuple[art.GenerateShard, int]]]:
+    """This shard's positions in the round and where generate put each of their prompts."""
     s = ctx.algorithm.sail
-    pool = read_prompt_pool(ctx)
-    round_indices = round_prompt_indices(ctx, pool)
     # generate's groups: prompt by prompt (group 1), each of S annotate shards read a row from
     # every generate part file, so each downloaded the whole round's latents (bench/scale.py).
     group = max(1, s.sampler.batch_size // s.candidates_per_prompt)
@@ -116,6 +123,17 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     missing = [round_indices[p] for p in positions if round_indices[p] not in generated]
     if missing:
         raise MissingInputError(f"generate outputs of iteration {ctx.iteration} lack prompts {missing[:5]}")
+    return positions, generated
+
+
+def _load_scorer(ctx: PhaseContext) -> _Scorer:
+    """theta_{i-1} and the judge reference, both in `sail.annotationPrecision`, accelerated."""
+    from sail_trainer.models.acceleration import accelerate_unet
+    from sail_trainer.models.components import load_components, load_unet, pick_device
+    from sail_trainer.models.sampling import build_scheduler
+    from sail_trainer.models.text import TextEncoder
+
+    s = ctx.algorithm.sail
     device = pick_device()
     dtype = resolve_annotation_dtype(s.annotation_precision, device)
     components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
@@ -123,43 +141,46 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     judge = load_unet(resolve_judge_folder(ctx), device, dtype)
     for unet in (components.unet, judge):
         accelerate_unet(unet, ctx.resolved.performance)
-    text = TextEncoder(components)
-    latents = art.LatentFiles(ctx.store, ctx.work_dir)
-    alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
-    resolution, batch, m = s.sampler.resolution, s.sampler.batch_size, s.reward_draws
-    t_range = s.reward_timesteps.bounds(components.num_train_timesteps)
-    trust = measure_judge_trust(ctx, components.unet, judge, components)  # before its labels are used
-    progress = Progress("annotate", len(positions))
-    started = time.monotonic()
-    reused = 0
-    parts = range(0, len(positions), ANNOTATE_PART)
-    for part, first in enumerate(parts):
-        part_positions = positions[first : first + ANNOTATE_PART]
-        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
-            reused += 1  # committed by an earlier attempt of this shard: same draws, same rewards
-            progress.update(len(part_positions))
-            continue
-        rewards, model_errs, ref_errs, records = [], [], [], []
-        for p in part_positions:
-            j = round_indices[p]
-            shard, row = generated[j]
-            x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
-            gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
-            model_err, ref_err = compute_candidate_errors(components.unet, judge, components, x, text.encode([pool[j]]),
-                                                          gen, m, t_range, resolution, alphas, batch)
-            rewards.append(implicit_reward(model_err, ref_err, s.beta))
-            model_errs.append(model_err)
-            ref_errs.append(ref_err)
-            records.append({"prompt_index": j, "prompt": pool[j], "row": row,
-                            "generate": art.relative_folder(ctx.layout, shard.folder)})
-            progress.update()
-        _commit_part(ctx, part, records, torch.stack(rewards), torch.stack(model_errs), torch.stack(ref_errs))
-    progress.close()
-    if reused:
-        log.info("reused %d annotate part(s) committed by an earlier attempt", reused)
-    records, tensors = _gather_parts(ctx, len(parts), s.candidates_per_prompt, m)
+    return _Scorer(components=components, judge=judge, text=TextEncoder(components),
+                   alphas=build_scheduler("ddpm", components.scheduler_config).alphas_cumprod,
+                   t_range=s.reward_timesteps.bounds(components.num_train_timesteps),
+                   resolution=s.sampler.resolution, batch=s.sampler.batch_size, draws=s.reward_draws)
+
+
+def _annotate_part(ctx: PhaseContext, scorer: _Scorer, part: int, prompts: list[tuple[int, str]],
+                   generated: dict[int, tuple[art.GenerateShard, int]], latents: art.LatentFiles,
+                   progress: Progress) -> None:
+    """Score the candidates of one part's prompts (pool index, caption) and commit the part."""
+    import torch
+
+    from sail_trainer.math.reward import implicit_reward
+
+    s = ctx.algorithm.sail
+    device = scorer.components.device
+    rewards, model_errs, ref_errs, records = [], [], [], []
+    for j, prompt in prompts:
+        shard, row = generated[j]
+        x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
+        gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
+        model_err, ref_err = compute_candidate_errors(
+            scorer.components.unet, scorer.judge, scorer.components, x, scorer.text.encode([prompt]), gen,
+            scorer.draws, scorer.t_range, scorer.resolution, scorer.alphas, scorer.batch)
+        rewards.append(implicit_reward(model_err, ref_err, s.beta))
+        model_errs.append(model_err)
+        ref_errs.append(ref_err)
+        records.append({"prompt_index": j, "prompt": prompt, "row": row,
+                        "generate": art.relative_folder(ctx.layout, shard.folder)})
+        progress.update()
+    _commit_part(ctx, part, records, torch.stack(rewards), torch.stack(model_errs), torch.stack(ref_errs))
+
+
+def _commit_phase(ctx: PhaseContext, parts: int, reused: int, trust: dict, started: float) -> PhaseManifest:
+    """Gather the committed parts into the shard's annotations and tensors, then commit the phase."""
+    s = ctx.algorithm.sail
+    m = s.reward_draws
+    records, tensors = _gather_parts(ctx, parts, s.candidates_per_prompt, m)
     reward_t = tensors["rewards"]
-    files = art.committed_part_files(ctx.store, ctx.output_dir, len(parts))
+    files = art.committed_part_files(ctx.store, ctx.output_dir, parts)
     files += [
         ctx.put_bytes(art.ANNOTATIONS, art.dump_json({"pairs": records, "beta": s.beta, "draws": m})),
         ctx.put_bytes(art.ANNOTATION_TENSORS, art.dump_tensors(tensors)),
@@ -173,7 +194,34 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         **trust,
     }
     log.info("annotated %d prompts; mean margin %.4g", len(records), metrics["mean_margin"])
-    return ctx.commit(files, metrics, {"draws": m, "parts": len(parts), "reused_parts": reused})
+    return ctx.commit(files, metrics, {"draws": m, "parts": parts, "reused_parts": reused})
+
+
+def run(ctx: PhaseContext) -> PhaseManifest:
+    from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
+
+    pool = read_prompt_pool(ctx)
+    round_indices = round_prompt_indices(ctx, pool)
+    positions, generated = _shard_prompts(ctx, round_indices)
+    scorer = _load_scorer(ctx)
+    latents = art.LatentFiles(ctx.store, ctx.work_dir)
+    trust = measure_judge_trust(ctx, scorer.components.unet, scorer.judge, scorer.components)  # before its labels are used
+    progress = Progress("annotate", len(positions))
+    started = time.monotonic()
+    reused = 0
+    parts = range(0, len(positions), ANNOTATE_PART)
+    for part, first in enumerate(parts):
+        part_positions = positions[first : first + ANNOTATE_PART]
+        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
+            reused += 1  # committed by an earlier attempt of this shard: same draws, same rewards
+            progress.update(len(part_positions))
+            continue
+        prompts = [(round_indices[p], pool[round_indices[p]]) for p in part_positions]
+        _annotate_part(ctx, scorer, part, prompts, generated, latents, progress)
+    progress.close()
+    if reused:
+        log.info("reused %d annotate part(s) committed by an earlier attempt", reused)
+    return _commit_phase(ctx, len(parts), reused, trust, started)
 
 
 def _commit_part(ctx: PhaseContext, part: int, records: list[dict], rewards, model_err, ref_err) -> None:
