@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sail_api.layout import join
@@ -247,75 +248,111 @@ def dpo_micro_step(policy: Any, reference: Any, components: Any, text: Any, batc
 # ----------------------------------------------------------------------------- the phase
 
 
-def run(ctx: PhaseContext) -> PhaseManifest:
+@dataclass(frozen=True)
+class _Trainables:
+    """The policy, its frozen reference and what updates the policy, built once per phase."""
+
+    policy: Any
+    reference: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    lr: float
+
+
+def _compute_accumulation(ctx: PhaseContext) -> int:
+    tr = ctx.algorithm.sail.train
+    try:
+        return compute_accumulation(tr.effective_batch, tr.micro_batch, ctx.world_size)
+    except ValueError as exc:
+        raise BadSpecError(str(exc)) from exc
+
+
+def _build_trainables(ctx: PhaseContext, init_folder: Any, device: Any, dtype: Any, steps: int) -> _Trainables:
+    """Policy and reference from `init_folder`, the optimizer, the LR schedule over `steps`, the grad scaler."""
     import torch
 
     from sail_trainer.math.schedule import lr_lambda
     from sail_trainer.models.acceleration import accelerate_unet
+
+    tr = ctx.algorithm.sail.train
+    policy, reference = load_train_models(init_folder, device, dtype)
+    policy.train().requires_grad_(True)
+    if tr.gradient_checkpointing:
+        policy.enable_gradient_checkpointing()
+    for unet in (policy, reference):
+        accelerate_unet(unet, ctx.resolved.performance)
+    lr = tr.optimizer.learning_rate or default_learning_rate(tr.effective_batch)
+    optimizer = build_optimizer([p for p in policy.parameters() if p.requires_grad], tr.optimizer, lr, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(tr.optimizer.schedule, tr.optimizer.warmup_steps, steps))
+    # fp16 needs loss scaling (bf16 does not); master weights stay fp32 either way
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
+    return _Trainables(policy, reference, optimizer, scheduler, scaler, lr)
+
+
+def _run_steps(ctx: PhaseContext, loop: _Loop, t: _Trainables, history: list[dict], start: int, steps: int) -> None:
+    """Steps `[start, steps)`, appending each step's metrics to `history`; a committed step
+    checkpoint every `checkpointEvery` steps (rank 0), the other ranks waiting at a barrier."""
+    progress = Progress("train", steps - start, enabled=ctx.rank == 0)
+    try:
+        for step in range(start, steps):
+            history.append(loop.step(step))
+            if ctx.rank == 0:
+                _log_step(history[-1], steps)
+            progress.update()
+            if (step + 1) % ctx.algorithm.sail.train.checkpoint_every == 0 and step + 1 < steps:
+                if ctx.rank == 0:
+                    save_checkpoint(ctx, step + 1, t.policy, t.optimizer, t.scheduler, history, t.scaler)
+                _barrier()
+    finally:
+        loop.close()
+    progress.close()
+
+
+def _train(ctx: PhaseContext, distributed: bool) -> PhaseManifest:
+    import torch
+
     from sail_trainer.models.components import load_components, pick_device, resolve_dtype
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEncoder
 
+    tr = ctx.algorithm.sail.train
+    accumulation = _compute_accumulation(ctx)
+    data = load_training_set(ctx)
+    steps = count_train_steps(len(data), tr.effective_batch, tr.step0_steps if ctx.iteration == 0 else tr.steps)
+    device = pick_device()
+    dtype = resolve_dtype(ctx.precision, device)
+    init_folder = resolve_iteration_folder(ctx, ctx.iteration - 1)
+    components = load_components(init_folder, ctx.algorithm.model.layout, device, dtype, with_unet=False)
+    t = _build_trainables(ctx, init_folder, device, dtype, steps)
+    start, history = 0, []
+    latest = find_latest_checkpoint(ctx)
+    if latest is not None:
+        start, history = restore_checkpoint(ctx, latest, t.policy, t.optimizer, t.scheduler, device, t.scaler)
+    model = t.policy
+    if distributed and start < steps:
+        model = torch.nn.parallel.DistributedDataParallel(t.policy, device_ids=[device.index] if device.type == "cuda" else None)
+    log.info("train: %d pairs, %d steps from step %d, lr %.3g, accumulation %d x micro %d x %d process(es)",
+             len(data), steps, start, t.lr, accumulation, tr.micro_batch, ctx.world_size)
+    loop = _Loop(ctx, data, model, t.policy, t.reference, components, TextEncoder(components), t.optimizer,
+                 t.scheduler, build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation,
+                 dtype, t.scaler, start, steps)
+    _run_steps(ctx, loop, t, history, start, steps)
+    if ctx.rank == 0 and start < steps:
+        # Commit before decorating: the trained weights are safe before the grids run.
+        save_checkpoint(ctx, steps, t.policy, t.optimizer, t.scheduler, history, t.scaler, final=True)
+    manifest = _finish(ctx, t.policy, components, init_folder, history) if ctx.rank == 0 else None
+    _barrier()
+    if manifest is None:
+        manifest = ctx.store.read_manifest(ctx.output_dir)
+    return manifest
+
+
+def run(ctx: PhaseContext) -> PhaseManifest:
     distributed = init_distributed(ctx.world_size)
     try:
-        s = ctx.algorithm.sail
-        tr = s.train
-        try:
-            accumulation = compute_accumulation(tr.effective_batch, tr.micro_batch, ctx.world_size)
-        except ValueError as exc:
-            raise BadSpecError(str(exc)) from exc
-        data = load_training_set(ctx)
-        steps = count_train_steps(len(data), tr.effective_batch, tr.step0_steps if ctx.iteration == 0 else tr.steps)
-        device = pick_device()
-        dtype = resolve_dtype(ctx.precision, device)
-        init_folder = resolve_iteration_folder(ctx, ctx.iteration - 1)
-        components = load_components(init_folder, ctx.algorithm.model.layout, device, dtype, with_unet=False)
-        policy, reference = load_train_models(init_folder, device, dtype)
-        policy.train().requires_grad_(True)
-        if tr.gradient_checkpointing:
-            policy.enable_gradient_checkpointing()
-        for unet in (policy, reference):
-            accelerate_unet(unet, ctx.resolved.performance)
-        lr = tr.optimizer.learning_rate or default_learning_rate(tr.effective_batch)
-        optimizer = build_optimizer([p for p in policy.parameters() if p.requires_grad], tr.optimizer, lr, device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(tr.optimizer.schedule, tr.optimizer.warmup_steps, steps))
-        # fp16 needs loss scaling (bf16 does not); master weights stay fp32 either way
-        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
-        start, history = 0, []
-        latest = find_latest_checkpoint(ctx)
-        if latest is not None:
-            start, history = restore_checkpoint(ctx, latest, policy, optimizer, scheduler, device, scaler)
-        model = policy
-        if distributed and start < steps:
-            model = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
-        log.info("train: %d pairs, %d steps from step %d, lr %.3g, accumulation %d x micro %d x %d process(es)",
-                 len(data), steps, start, lr, accumulation, tr.micro_batch, ctx.world_size)
-        loop = _Loop(ctx, data, model, policy, reference, components, TextEncoder(components), optimizer, scheduler,
-                     build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation, dtype,
-                     scaler, start, steps)
-        progress = Progress("train", steps - start, enabled=ctx.rank == 0)
-        try:
-            for step in range(start, steps):
-                history.append(loop.step(step))
-                if ctx.rank == 0:
-                    _log_step(history[-1], steps)
-                progress.update()
-                if (step + 1) % tr.checkpoint_every == 0 and step + 1 < steps:
-                    if ctx.rank == 0:
-                        save_checkpoint(ctx, step + 1, policy, optimizer, scheduler, history, scaler)
-                    _barrier()
-        finally:
-            loop.close()
-        progress.close()
-        if ctx.rank == 0 and start < steps:
-            # Commit before decorating: the trained weights are safe before the grids run.
-            save_checkpoint(ctx, steps, policy, optimizer, scheduler, history, scaler, final=True)
-        manifest = _finish(ctx, policy, components, init_folder, history) if ctx.rank == 0 else None
-        _barrier()
-        if manifest is None:
-            manifest = ctx.store.read_manifest(ctx.output_dir)
-        return manifest
+        return _train(ctx, distributed)
     finally:
         if distributed:
             import torch.distributed as dist
