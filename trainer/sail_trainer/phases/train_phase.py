@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,8 +216,25 @@ def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: A
 # ----------------------------------------------------------------------------- the step
 
 
-def dpo_micro_step(policy: Any, reference: Any, components: Any, text: Any, batch: dict[str, Any], beta: float,
-                   resolution: int, alphas: Any, autocast: Any) -> Any:
+@dataclass(frozen=True)
+class DpoStepModels:
+    """What every micro step of one train phase uses; only the batch changes between steps.
+
+    `policy` is what runs the forward (the DDP wrapper in a multi-process train), `reference` the
+    frozen copy; `autocast` returns the context the forwards run under (nullcontext in fp32).
+    """
+
+    policy: Any
+    reference: Any
+    components: Any
+    text: Any
+    alphas: Any
+    beta: float
+    resolution: int
+    autocast: Callable[[], Any]
+
+
+def dpo_micro_step(models: DpoStepModels, batch: dict[str, Any]) -> Any:
     """Forward of one micro batch: same (t, eps) for winner and loser, policy and frozen reference.
 
     Rows `[0, B)` of the doubled batch are the winners, `[B, 2B)` the losers; each half sees the
@@ -228,21 +246,22 @@ def dpo_micro_step(policy: Any, reference: Any, components: Any, text: Any, batc
     from sail_trainer.math.dpo import diffusion_dpo_loss
     from sail_trainer.models.text import TextEmbeddings, build_unet_kwargs
 
+    components, reference = models.components, models.reference
     device = components.device
     x0 = torch.cat([batch["x_w"], batch["x_l"]]).to(device, non_blocking=True)
     noise = torch.cat([batch["noise"], batch["noise"]]).to(device, non_blocking=True)
     t = torch.cat([batch["timesteps"], batch["timesteps"]]).to(device, non_blocking=True)
-    x_t = add_noise(x0, noise, t, alphas)
-    emb = text.encode(batch["prompts"])
-    kwargs = build_unet_kwargs(components, TextEmbeddings.cat([emb, emb]), resolution)
-    with autocast():
-        pred = policy(x_t, t, **kwargs, return_dict=False)[0]
+    x_t = add_noise(x0, noise, t, models.alphas)
+    emb = models.text.encode(batch["prompts"])
+    kwargs = build_unet_kwargs(components, TextEmbeddings.cat([emb, emb]), models.resolution)
+    with models.autocast():
+        pred = models.policy(x_t, t, **kwargs, return_dict=False)[0]
         with torch.no_grad():
             ref_pred = reference(x_t.to(reference.dtype), t, **kwargs, return_dict=False)[0]
     err = denoising_error(pred, noise)
     ref_err = denoising_error(ref_pred, noise)
     b = batch["x_w"].shape[0]
-    return diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], beta)
+    return diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], models.beta)
 
 
 # ----------------------------------------------------------------------------- the phase
@@ -434,6 +453,8 @@ class _Loop:
         self.alphas, self.accumulation, self.dtype, self.scaler = alphas, accumulation, dtype, scaler
         self.tr = ctx.algorithm.sail.train
         s = ctx.algorithm.sail
+        self.models = DpoStepModels(model, reference, components, text, alphas, s.beta, s.sampler.resolution,
+                                    self._autocast)
         planned = (self.micro_positions(step, a) for step in range(start, steps) for a in range(accumulation))
         self.batches = _BatchPrefetcher(
             lambda positions: build_batch(data, positions, s.seed, ctx.iteration, components.num_train_timesteps,
@@ -460,7 +481,6 @@ class _Loop:
     def step(self, step: int) -> dict[str, float]:
         import torch
 
-        s = self.ctx.algorithm.sail
         t0 = time.monotonic()
         # loss, accuracy, margin (sums over pairs), pairs: kept on the device, read once per step
         sums = torch.zeros(4, dtype=torch.float64, device=self.components.device)
@@ -469,8 +489,7 @@ class _Loop:
             batch = self.batches.next(positions)
             sync = a == self.accumulation - 1 or not hasattr(self.model, "no_sync")
             with contextlib.nullcontext() if sync else self.model.no_sync():
-                out = dpo_micro_step(self.model, self.reference, self.components, self.text, batch, s.beta,
-                                     s.sampler.resolution, self.alphas, self._autocast)
+                out = dpo_micro_step(self.models, batch)
                 self.scaler.scale(out.loss / self.accumulation).backward()
             n = len(positions)
             sums += torch.stack([out.loss.detach().double(), out.implicit_accuracy.double(),
