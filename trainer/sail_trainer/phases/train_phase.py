@@ -18,10 +18,20 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+
+# torch and the model code at module level: the phase runner imports this module only when a train
+# phase runs, so `sail-trainer --help` stays light (tests/integration/test_trainer_cli_light.py).
+import torch
+import torch.distributed as dist
+from safetensors.torch import load, save
+from transformers.optimization import Adafactor
 
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
@@ -30,11 +40,24 @@ from sail_api.storage import AlreadyCommitted
 from sail_api.storage.resolve import logical_path
 from sail_trainer.errors import BadSpecError
 from sail_trainer.logs import Progress
+from sail_trainer.math.denoising import add_noise, denoising_error
+from sail_trainer.math.dpo import diffusion_dpo_loss
+from sail_trainer.math.schedule import lr_lambda
+from sail_trainer.models.acceleration import accelerate_unet
+from sail_trainer.models.checkpoint import save_pipeline_folder
+from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
+from sail_trainer.models.sampling import build_scheduler
+from sail_trainer.models.text import TextEmbeddings, TextEncoder, build_unet_kwargs
 from sail_trainer.phases import artifacts as art
+from sail_trainer.phases import samples
+from sail_trainer.phases.card import add_model_card
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.generate_phase import read_prompt_pool
+from sail_trainer.phases.heldout import measure_heldout
 from sail_trainer.phases.models_of_run import resolve_base_folder, resolve_iteration_folder
 from sail_trainer.phases.train_data import TrainingSet, build_batch, load_training_set
 from sail_trainer.plan import compute_accumulation, count_train_steps, default_learning_rate
+from sail_trainer.storage import read_committed_bytes
 
 log = logging.getLogger(__name__)
 CHECKPOINT_STATE = "state.json"
@@ -81,12 +104,6 @@ def dist_timeout_seconds(env: Any) -> float:
 def init_distributed(world_size: int) -> bool:
     """Join the torchrun/env rendezvous when WORLD_SIZE > 1: gloo on CPU; nccl + gloo on CUDA,
     with this process bound to cuda:LOCAL_RANK first (so NCCL never guesses the device)."""
-    import os
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-
     if world_size <= 1 or dist.is_initialized():
         return False
     for name in ("MASTER_ADDR", "MASTER_PORT"):  # Kubeflow-style PET_* names when torchrun did not set them
@@ -102,16 +119,12 @@ def init_distributed(world_size: int) -> bool:
 
 def _all_reduce_sum(values: Any) -> Any:
     """Sum a tensor over the processes, in place, on its own device (a no-op outside a group)."""
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.all_reduce(values)
     return values
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.barrier()
 
@@ -121,11 +134,7 @@ def _barrier() -> None:
 
 def build_optimizer(params: Any, spec: Any, lr: float, device: Any) -> Any:
     """AdamW (fused on CUDA) or Adafactor (no relative step), per sail.train.optimizer."""
-    import torch
-
     if spec.kind == "adafactor":
-        from transformers.optimization import Adafactor
-
         return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False,
                          weight_decay=spec.weight_decay, clip_threshold=1.0)
     return torch.optim.AdamW(params, lr=lr, betas=(spec.adam_beta1, spec.adam_beta2), eps=spec.adam_epsilon,
@@ -151,9 +160,6 @@ def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, s
     so a phase that fails afterwards resumes with nothing left to train. It has no optimizer
     state (nothing will step again; for SDXL that is ~20 GB not uploaded).
     """
-    import torch
-    from safetensors.torch import save
-
     folder = ctx.layout.step_checkpoint_dir(ctx.iteration, step)
     if ctx.store.is_committed(folder):
         return
@@ -195,11 +201,6 @@ def _older_checkpoints(ctx: PhaseContext, keep: str) -> list[str]:
 def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: Any, scheduler: Any,
                        device: Any, scaler: Any = None) -> tuple[int, list[dict]]:
     """Load a committed checkpoint into the objects; return (step, metrics history)."""
-    import torch
-    from safetensors.torch import load
-
-    from sail_trainer.storage import read_committed_bytes
-
     policy.load_state_dict(load(read_committed_bytes(ctx.store, folder, CHECKPOINT_UNET)))
     state = json.loads(read_committed_bytes(ctx.store, folder, CHECKPOINT_STATE))
     if not state.get("final"):  # the final checkpoint has no optimizer state: nothing steps again
@@ -240,12 +241,6 @@ def dpo_micro_step(models: DpoStepModels, batch: dict[str, Any]) -> Any:
     Rows `[0, B)` of the doubled batch are the winners, `[B, 2B)` the losers; each half sees the
     same prompts, timesteps and noise, so the pair differs only in its latent.
     """
-    import torch
-
-    from sail_trainer.math.denoising import add_noise, denoising_error
-    from sail_trainer.math.dpo import diffusion_dpo_loss
-    from sail_trainer.models.text import TextEmbeddings, build_unet_kwargs
-
     components, reference = models.components, models.reference
     device = components.device
     x0 = torch.cat([batch["x_w"], batch["x_l"]]).to(device, non_blocking=True)
@@ -289,11 +284,6 @@ def _compute_accumulation(ctx: PhaseContext) -> int:
 
 def _build_trainables(ctx: PhaseContext, init_folder: Any, device: Any, dtype: Any, steps: int) -> _Trainables:
     """Policy and reference from `init_folder`, the optimizer, the LR schedule over `steps`, the grad scaler."""
-    import torch
-
-    from sail_trainer.math.schedule import lr_lambda
-    from sail_trainer.models.acceleration import accelerate_unet
-
     tr = ctx.algorithm.sail.train
     policy, reference = load_train_models(init_folder, device, dtype)
     policy.train().requires_grad_(True)
@@ -330,12 +320,6 @@ def _run_steps(ctx: PhaseContext, loop: _Loop, t: _Trainables, history: list[dic
 
 
 def _train(ctx: PhaseContext, distributed: bool) -> PhaseManifest:
-    import torch
-
-    from sail_trainer.models.components import load_components, pick_device, resolve_dtype
-    from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.models.text import TextEncoder
-
     tr = ctx.algorithm.sail.train
     accumulation = _compute_accumulation(ctx)
     data = load_training_set(ctx)
@@ -374,8 +358,6 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         return _train(ctx, distributed)
     finally:
         if distributed:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
 
 
@@ -390,10 +372,6 @@ def load_train_models(init_folder: Any, device: Any, dtype: Any) -> tuple[Any, A
     weights, same autocast: the DPO logit starts at exactly 0. Cost: the reference takes fp32
     memory (+1.7 GB SD1.5, +5 GB SDXL).
     """
-    import torch
-
-    from sail_trainer.models.components import load_unet
-
     del dtype  # both fp32; the compute dtype is the autocast's
     return load_unet(init_folder, device, torch.float32), load_unet(init_folder, device, torch.float32)
 
@@ -408,8 +386,6 @@ class _BatchPrefetcher:
     """
 
     def __init__(self, build: Any, positions: Any, depth: int = 2, pin: bool = False) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self._build, self._positions, self._depth, self._pin = build, iter(positions), depth, pin
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sail-batches")
         self._queue: list[Any] = []
@@ -472,15 +448,11 @@ class _Loop:
         self.batches.close()
 
     def _autocast(self) -> Any:
-        import torch
-
         if self.dtype != torch.float32:
             return torch.autocast(self.components.device.type, dtype=self.dtype)
         return contextlib.nullcontext()
 
     def step(self, step: int) -> dict[str, float]:
-        import torch
-
         t0 = time.monotonic()
         # loss, accuracy, margin (sums over pairs), pairs: kept on the device, read once per step
         sums = torch.zeros(4, dtype=torch.float64, device=self.components.device)
@@ -517,14 +489,9 @@ def _log_step(m: dict[str, float], steps: int) -> None:
 def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, history: list[dict]) -> PhaseManifest:
     """Rank 0: model folder and metrics.json (the result), then the optional decorations (sample
     grids), each of which may fail without losing the result, then the commit."""
-    from sail_trainer.models.checkpoint import save_pipeline_folder
-
     policy.eval()
     local = ctx.work_dir / "model"
     files = []
-    from sail_trainer.phases.card import add_model_card
-    from sail_trainer.phases.heldout import measure_heldout
-
     heldout = measure_heldout(ctx, policy, components, init_folder)  # never-trained human pairs
     for path in add_model_card(ctx, local, save_pipeline_folder(init_folder, policy, local), heldout, len(history)):
         files.append(ctx.put_file("model/" + path.relative_to(local).as_posix(), path))
@@ -567,22 +534,17 @@ def _decorations(ctx: PhaseContext, policy: Any, components: Any, grid_prompts: 
     Each runs after the model and metrics are written; a failure is logged and recorded in the
     manifest's metadata, never fatal. A new optional output (an evaluation) is one more entry.
     """
-    from sail_trainer.phases.generate_phase import read_prompt_pool
-    from sail_trainer.phases.samples import GRID_PROMPTS, render_sample_grid
-
     s = ctx.algorithm.sail
 
     def policy_grid() -> list[str]:
         prompts = read_prompt_pool(ctx)
-        grid_prompts[:] = prompts[:GRID_PROMPTS]
-        return [ctx.put_bytes("samples.png", render_sample_grid(components, policy, prompts, s.seed, s.sampler))]
+        grid_prompts[:] = prompts[:samples.GRID_PROMPTS]
+        return [ctx.put_bytes("samples.png", samples.render_sample_grid(components, policy, prompts, s.seed, s.sampler))]
 
     def base_grid() -> list[str]:
-        from sail_trainer.models.components import load_unet
-
         prompts = read_prompt_pool(ctx)
         base = load_unet(resolve_base_folder(ctx), components.device, components.dtype)
-        return [ctx.put_bytes("samples-base.png", render_sample_grid(components, base, prompts, s.seed, s.sampler))]
+        return [ctx.put_bytes("samples-base.png", samples.render_sample_grid(components, base, prompts, s.seed, s.sampler))]
 
     out: list[tuple[str, Any]] = [("samples.png", policy_grid)]
     if ctx.iteration == 0:
