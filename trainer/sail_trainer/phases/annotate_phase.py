@@ -16,10 +16,15 @@ within one prompt only, so sharding does not change any number. Latents are refe
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+
+# torch and the model code at module level: the phase runner imports this module only when an
+# annotate phase runs, so `sail-trainer --help` stays light (tests/integration/test_trainer_cli_light.py).
+import torch
 
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
@@ -27,8 +32,16 @@ from sail_api.phases import Phase
 from sail_api.storage import AlreadyCommitted
 from sail_trainer.errors import MissingInputError
 from sail_trainer.logs import Progress
+from sail_trainer.math.denoising import add_noise, denoising_error
+from sail_trainer.math.reward import draw_shared_noise, implicit_reward
+from sail_trainer.math.selection import select_best_worst
+from sail_trainer.models.acceleration import accelerate_unet
+from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
+from sail_trainer.models.sampling import build_scheduler, predict_noise
+from sail_trainer.models.text import TextEncoder
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
 from sail_trainer.phases.heldout import measure_judge_trust
 from sail_trainer.phases.models_of_run import resolve_iteration_folder, resolve_judge_folder
 from sail_trainer.plan import derive_seed, select_shard_positions
@@ -40,10 +53,6 @@ ANNOTATE_PART = 256  # prompts per committed annotate part (the unit a re-run re
 
 def compute_errors(unet, components, x0, timesteps, noise, text, resolution: int, alphas_cumprod, batch: int):
     """`SE(x0_b; t_b, eps_b)` for each row b, evaluated in chunks of `batch` rows."""
-    import torch
-
-    from sail_trainer.math.denoising import add_noise, denoising_error
-
     out = []
     with torch.no_grad():
         for start in range(0, x0.shape[0], batch):
@@ -59,8 +68,6 @@ def compute_candidate_errors(unet, judge, components, x, text, generator, m: int
                              resolution: int, alphas_cumprod, batch: int):
     """Errors `[N, M]` of the model and of the judge reference on one prompt's N candidates `x`,
     over M `(t, eps)` draws from `generator` shared by every candidate (docs/method.md)."""
-    from sail_trainer.math.reward import draw_shared_noise
-
     n, device = x.shape[0], x.device
     t, eps = draw_shared_noise(generator, m, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
     x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
@@ -70,10 +77,6 @@ def compute_candidate_errors(unet, judge, components, x, text, generator, m: int
 
 def resolve_annotation_dtype(precision: str, device) -> object:
     """The dtype of annotate's UNets; fp32 means fp32 (TF32 would round the weights to 10 bits)."""
-    import torch
-
-    from sail_trainer.models.components import resolve_dtype
-
     dtype = resolve_dtype(precision, device)
     if dtype == torch.float32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -82,8 +85,6 @@ def resolve_annotation_dtype(precision: str, device) -> object:
 
 
 def _predict(unet, components, x_t, timesteps, text, resolution):
-    from sail_trainer.models.sampling import predict_noise
-
     return predict_noise(unet, components, x_t, timesteps, text, resolution)
 
 
@@ -128,11 +129,6 @@ def _shard_prompts(ctx: PhaseContext,
 
 def _load_scorer(ctx: PhaseContext) -> _Scorer:
     """theta_{i-1} and the judge reference, both in `sail.annotationPrecision`, accelerated."""
-    from sail_trainer.models.acceleration import accelerate_unet
-    from sail_trainer.models.components import load_components, load_unet, pick_device
-    from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.models.text import TextEncoder
-
     s = ctx.algorithm.sail
     device = pick_device()
     dtype = resolve_annotation_dtype(s.annotation_precision, device)
@@ -151,10 +147,6 @@ def _annotate_part(ctx: PhaseContext, scorer: _Scorer, part: int, prompts: list[
                    generated: dict[int, tuple[art.GenerateShard, int]], latents: art.LatentFiles,
                    progress: Progress) -> None:
     """Score the candidates of one part's prompts (pool index, caption) and commit the part."""
-    import torch
-
-    from sail_trainer.math.reward import implicit_reward
-
     s = ctx.algorithm.sail
     device = scorer.components.device
     rewards, model_errs, ref_errs, records = [], [], [], []
@@ -198,8 +190,6 @@ def _commit_phase(ctx: PhaseContext, parts: int, reused: int, trust: dict, start
 
 
 def run(ctx: PhaseContext) -> PhaseManifest:
-    from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
-
     pool = read_prompt_pool(ctx)
     round_indices = round_prompt_indices(ctx, pool)
     positions, generated = _shard_prompts(ctx, round_indices)
@@ -226,10 +216,6 @@ def run(ctx: PhaseContext) -> PhaseManifest:
 
 def _commit_part(ctx: PhaseContext, part: int, records: list[dict], rewards, model_err, ref_err) -> None:
     """Select best/worst for the part's prompts, write its two files and commit the part folder."""
-    import torch
-
-    from sail_trainer.math.selection import select_best_worst
-
     selection = select_best_worst(rewards)
     for i, record in enumerate(records):
         record.update(winner=int(selection.winner_idx[i]), loser=int(selection.loser_idx[i]),
@@ -252,10 +238,6 @@ def _commit_part(ctx: PhaseContext, part: int, records: list[dict], rewards, mod
 
 def _gather_parts(ctx: PhaseContext, parts: int, n: int, m: int) -> tuple[list[dict], dict]:
     """All committed parts of this shard, in order: records and concatenated tensors."""
-    import json
-
-    import torch
-
     records: list[dict] = []
     chunks: dict[str, list] = {"rewards": [], "model_err": [], "ref_err": [], "prompt_index": []}
     for part in range(parts):
