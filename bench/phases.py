@@ -601,7 +601,7 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEmbeddings, build_unet_kwargs
     from sail_trainer.phases.train_data import draw_pair
-    from sail_trainer.phases.train_phase import build_optimizer, dpo_micro_step
+    from sail_trainer.phases.train_phase import DpoStepModels, build_optimizer, dpo_micro_step
 
     shape, dev, comp, text = ctx.shape, ctx.dev, ctx.components, ctx.text
     pairs = shape.train_pairs
@@ -685,19 +685,19 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
         policy, reference, opt = load_pair()
         model, ref_in = variant.apply(policy), variant.apply(reference)
         counter = {"step": 0}
+        models = DpoStepModels(model, ref_in, comp, text, alphas, BETA, shape.resolution, dev.autocast)
 
         def project_step() -> None:
             batch = build_batch(counter["step"])
             counter["step"] += 1
-            out = dpo_micro_step(model, ref_in, comp, text, batch, BETA, shape.resolution, alphas, dev.autocast)
+            out = dpo_micro_step(models, batch)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), spec.max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
 
         with torch.no_grad():  # the variant's own modules: a compiled path is checked as compiled
-            loss0 = dpo_micro_step(model, ref_in, comp, text, build_batch(0), BETA, shape.resolution,
-                                   alphas, dev.autocast).loss
+            loss0 = dpo_micro_step(models, build_batch(0)).loss
         numerics[variant.name] = max_abs_diff(loss0.reshape(1), base_loss0.reshape(1))
         return project_step
 

@@ -7,6 +7,7 @@ bash scripts/setup.sh
 bash scripts/test-deps.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports
+.venv/bin/python scripts/function_lengths.py --check  # no function over 60 lines without a written reason
 # One torch thread per worker: two pytest-xdist workers on two cores, no oversubscription.
 # Load and soak tests are marked `heavy` and run only when asked: bash scripts/test.sh -m heavy
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

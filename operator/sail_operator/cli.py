@@ -32,6 +32,7 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
+# function-length: one declarative table of subcommands and flags, read top to bottom like the CLI reference
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sail", description="SAIL: align text-to-image diffusion models, on one machine (sail run) or on "

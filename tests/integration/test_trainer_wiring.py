@@ -157,7 +157,7 @@ def test_dpo_micro_step_pairs_rows_draws_and_reference_like_direct_calls(run: _R
     from sail_trainer.math.dpo import diffusion_dpo_loss
     from sail_trainer.models.components import load_components
     from sail_trainer.models.text import TextEncoder
-    from sail_trainer.phases.train_phase import dpo_micro_step
+    from sail_trainer.phases.train_phase import DpoStepModels, dpo_micro_step
 
     base, theta0 = run.tiny.model, run.model(0)
     components = load_components(base, "auto", torch.device("cpu"), torch.float32, with_unet=False)
@@ -167,8 +167,8 @@ def test_dpo_micro_step_pairs_rows_draws_and_reference_like_direct_calls(run: _R
              "x_l": torch.randn(2, 4, 8, 8, generator=g), "timesteps": torch.tensor([50, 700]),
              "noise": torch.randn(2, 4, 8, 8, generator=g)}
     with torch.no_grad():
-        out = dpo_micro_step(policy, reference, components, TextEncoder(components), batch, BETA, 16, alphas,
-                             lambda: torch.autocast("cpu", enabled=False))
+        out = dpo_micro_step(DpoStepModels(policy, reference, components, TextEncoder(components), alphas, BETA, 16,
+                                           lambda: torch.autocast("cpu", enabled=False)), batch)
     emb = _encode(base, batch["prompts"])
     args = (batch["noise"], batch["timesteps"], emb, alphas)
     expected = diffusion_dpo_loss(_se(policy, batch["x_w"], *args), _se(policy, batch["x_l"], *args),

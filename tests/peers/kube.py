@@ -565,7 +565,7 @@ class JobController:
             manifest_uri=layout.manifest_uri(iteration, phase, index if sharded else None,
                                              completions if sharded else None),
             metrics=_INSTANT_METRICS.get(phase, {"items": 4.0}),
-            extra={"checkpoint_uri": layout.model_dir(iteration)} if phase is Phase.TRAIN else {},
+            extra={"model_uri": layout.model_dir(iteration)} if phase is Phase.TRAIN else {},
         )
         stamp = now_rfc3339()
         return PodResult(index, 0, summary.model_dump_json(by_alias=True), stamp, stamp)

@@ -232,7 +232,7 @@ def test_succeeded_train_records_result_checkpoint_then_deletes_and_starts_next(
 
 def test_checkpoint_uri_from_the_summary_extra_wins_over_the_layout():
     status = decide(observe(status=started(), attempts=[done(0, Phase.MIXUP)]), T0).status
-    obs = done(0, Phase.TRAIN, extra={"checkpoint_uri": "s3://elsewhere/model"})
+    obs = done(0, Phase.TRAIN, extra={"model_uri": "s3://elsewhere/model"})
     decision = decide(observe(status=status, attempts=[obs]), T0)
     assert decision.status.checkpoint.uri == "s3://elsewhere/model"
 

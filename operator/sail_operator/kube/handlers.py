@@ -329,6 +329,7 @@ def build_connection_info(settings: OperatorSettings) -> kopf.ConnectionInfo:
     )
 
 
+# function-length: five short kopf handlers, closures over one controller on a fresh registry
 def build_registry(controller: Controller) -> kopf.OperatorRegistry:
     """Register the handlers on a fresh registry (nothing global, so tests can build several)."""
     registry = kopf.OperatorRegistry()

@@ -303,23 +303,14 @@ def compute_completions(action: CreatePhaseJob) -> int | None:
     return None
 
 
-def build_phase_job(
-    run: dict[str, Any] | SAILRun, action: CreatePhaseJob, settings: OperatorSettings
-) -> dict[str, Any]:
-    """The batch/v1 Job of one phase attempt (docs/operating.md, "What it does")."""
-    parsed = coerce_run(run)
+def _phase_container(parsed: SAILRun, action: CreatePhaseJob, settings: OperatorSettings,
+                     mounts: list) -> dict[str, Any]:
+    """The trainer container: the phase's command line, env, resources and mounts."""
     spec = parsed.spec
-    # Admin-allowed SAILRun labels (Kueue priority class, cost labels) first: ours win on a clash.
-    labels = {**build_job_labels(parsed.metadata.labels, settings.policy),
-              **build_labels(parsed.metadata.name, action.iteration, action.phase, action.attempt)}
-    job_labels = dict(labels)
-    if spec.queue_name:
-        job_labels[LABEL_KUEUE_QUEUE] = spec.queue_name
     args = build_phase_args(
         action.phase, resolve_run_uri(parsed), action.iteration, spec_path=SPEC_MOUNT_PATH, shards=action.shards
     )
-    volumes, mounts = _volumes(parsed, action, settings)
-    container: dict[str, Any] = {
+    return {
         "name": settings.container_name,
         "image": spec.template.image,
         "imagePullPolicy": spec.template.image_pull_policy,
@@ -331,13 +322,19 @@ def build_phase_job(
         "terminationMessagePath": DEFAULT_TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def _pod_spec(parsed: SAILRun, action: CreatePhaseJob, settings: OperatorSettings) -> dict[str, Any]:
+    """The pod template's spec: one container, the run's scheduling fields, no API token."""
+    spec = parsed.spec
+    volumes, mounts = _volumes(parsed, action, settings)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": spec.template.service_account_name or settings.workload_service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": _security_context_pod(parsed),
-        "containers": [container],
+        "containers": [_phase_container(parsed, action, settings, mounts)],
         "volumes": volumes,
     }
     if spec.template.node_selector:
@@ -350,12 +347,19 @@ def build_phase_job(
         pod_spec["priorityClassName"] = spec.template.priority_class_name
     if action.nodes > 1:
         pod_spec["subdomain"] = service_name(action.name)
+    return pod_spec
+
+
+def _job_spec(parsed: SAILRun, action: CreatePhaseJob, settings: OperatorSettings,
+              labels: dict[str, str]) -> dict[str, Any]:
+    """The Job's spec: no Job-level retries (the planner retries), indexed pods when sharded."""
+    spec = parsed.spec
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "podFailurePolicy": _pod_failure_policy(settings),
         "template": {
             "metadata": {"labels": labels, "annotations": {"kubectl.kubernetes.io/default-container": "trainer"}},
-            "spec": pod_spec,
+            "spec": _pod_spec(parsed, action, settings),
         },
     }
     completions = compute_completions(action)
@@ -365,6 +369,20 @@ def build_phase_job(
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.queue_name:
         job_spec["suspend"] = True  # Kueue admits (unsuspends) the Job when quota is free
+    return job_spec
+
+
+def build_phase_job(
+    run: dict[str, Any] | SAILRun, action: CreatePhaseJob, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The batch/v1 Job of one phase attempt (docs/operating.md, "What it does")."""
+    parsed = coerce_run(run)
+    # Admin-allowed SAILRun labels (Kueue priority class, cost labels) first: ours win on a clash.
+    labels = {**build_job_labels(parsed.metadata.labels, settings.policy),
+              **build_labels(parsed.metadata.name, action.iteration, action.phase, action.attempt)}
+    job_labels = dict(labels)
+    if parsed.spec.queue_name:
+        job_labels[LABEL_KUEUE_QUEUE] = parsed.spec.queue_name
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -374,7 +392,7 @@ def build_phase_job(
             "labels": job_labels,
             "ownerReferences": [build_owner_reference(parsed)],
         },
-        "spec": job_spec,
+        "spec": _job_spec(parsed, action, settings, labels),
     }
 
 

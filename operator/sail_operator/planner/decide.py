@@ -88,7 +88,7 @@ REASON_EDIT_REFUSED = "EditRefused"
 REASON_REFUSED_BY_API_SERVER = "RefusedByApiServer"
 REASON_EXTENDED = "Extended"
 REASON_JOB_RECREATED = "JobRecreated"
-CHECKPOINT_EXTRA_KEYS = ("checkpoint_uri", "checkpointUri", "model_uri", "modelUri")
+CHECKPOINT_EXTRA_KEY = "model_uri"  # where the trainer's train summary names the model folder it committed
 
 
 # ------------------------------------------------------------------ pure helpers (public)
@@ -633,7 +633,7 @@ class _Planner:
         return True
 
     def _checkpoint(self, spec: SAILRunSpec, iteration: int, obs: AttemptObservation) -> None:
-        uri = next((str(s.extra[k]) for s in obs.summaries for k in CHECKPOINT_EXTRA_KEYS if s.extra.get(k)), None)
+        uri = next((str(s.extra[CHECKPOINT_EXTRA_KEY]) for s in obs.summaries if s.extra.get(CHECKPOINT_EXTRA_KEY)), None)
         if uri is None and spec.storage.uri:
             uri = RunLayout(spec.storage.uri).model_dir(iteration)
         if uri is None:

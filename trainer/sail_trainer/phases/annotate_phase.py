@@ -16,8 +16,15 @@ within one prompt only, so sharding does not change any number. Latents are refe
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
+
+# torch and the model code at module level: the phase runner imports this module only when an
+# annotate phase runs, so `sail-trainer --help` stays light (tests/integration/test_trainer_cli_light.py).
+import torch
 
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
@@ -25,8 +32,16 @@ from sail_api.phases import Phase
 from sail_api.storage import AlreadyCommitted
 from sail_trainer.errors import MissingInputError
 from sail_trainer.logs import Progress
+from sail_trainer.math.denoising import add_noise, denoising_error
+from sail_trainer.math.reward import draw_shared_noise, implicit_reward
+from sail_trainer.math.selection import select_best_worst
+from sail_trainer.models.acceleration import accelerate_unet
+from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
+from sail_trainer.models.sampling import build_scheduler, predict_noise
+from sail_trainer.models.text import TextEncoder
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
 from sail_trainer.phases.heldout import measure_judge_trust
 from sail_trainer.phases.models_of_run import resolve_iteration_folder, resolve_judge_folder
 from sail_trainer.plan import derive_seed, select_shard_positions
@@ -38,10 +53,6 @@ ANNOTATE_PART = 256  # prompts per committed annotate part (the unit a re-run re
 
 def compute_errors(unet, components, x0, timesteps, noise, text, resolution: int, alphas_cumprod, batch: int):
     """`SE(x0_b; t_b, eps_b)` for each row b, evaluated in chunks of `batch` rows."""
-    import torch
-
-    from sail_trainer.math.denoising import add_noise, denoising_error
-
     out = []
     with torch.no_grad():
         for start in range(0, x0.shape[0], batch):
@@ -57,8 +68,6 @@ def compute_candidate_errors(unet, judge, components, x, text, generator, m: int
                              resolution: int, alphas_cumprod, batch: int):
     """Errors `[N, M]` of the model and of the judge reference on one prompt's N candidates `x`,
     over M `(t, eps)` draws from `generator` shared by every candidate (docs/method.md)."""
-    from sail_trainer.math.reward import draw_shared_noise
-
     n, device = x.shape[0], x.device
     t, eps = draw_shared_noise(generator, m, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
     x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
@@ -68,10 +77,6 @@ def compute_candidate_errors(unet, judge, components, x, text, generator, m: int
 
 def resolve_annotation_dtype(precision: str, device) -> object:
     """The dtype of annotate's UNets; fp32 means fp32 (TF32 would round the weights to 10 bits)."""
-    import torch
-
-    from sail_trainer.models.components import resolve_dtype
-
     dtype = resolve_dtype(precision, device)
     if dtype == torch.float32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -80,8 +85,6 @@ def resolve_annotation_dtype(precision: str, device) -> object:
 
 
 def _predict(unet, components, x_t, timesteps, text, resolution):
-    from sail_trainer.models.sampling import predict_noise
-
     return predict_noise(unet, components, x_t, timesteps, text, resolution)
 
 
@@ -95,19 +98,24 @@ def _index_generated(ctx: PhaseContext) -> dict[int, tuple[art.GenerateShard, in
     return by_prompt
 
 
-def run(ctx: PhaseContext) -> PhaseManifest:
-    import torch
+@dataclass(frozen=True)
+class _Scorer:
+    """What scoring one prompt's candidates needs: both UNets and the fixed settings of the phase."""
 
-    from sail_trainer.math.reward import implicit_reward
-    from sail_trainer.models.acceleration import accelerate_unet
-    from sail_trainer.models.components import load_components, load_unet, pick_device
-    from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.models.text import TextEncoder
-    from sail_trainer.phases.generate_phase import read_prompt_pool, round_prompt_indices
+    components: Any
+    judge: Any
+    text: Any
+    alphas: Any
+    t_range: tuple[int, int]
+    resolution: int
+    batch: int
+    draws: int
 
+
+def _shard_prompts(ctx: PhaseContext,
+                   round_indices: list[int]) -> tuple[list[int], dict[int, tuple[art.GenerateShard, int]]]:
+    """This shard's positions in the round and where generate put each of their prompts."""
     s = ctx.algorithm.sail
-    pool = read_prompt_pool(ctx)
-    round_indices = round_prompt_indices(ctx, pool)
     # generate's groups: prompt by prompt (group 1), each of S annotate shards read a row from
     # every generate part file, so each downloaded the whole round's latents (bench/scale.py).
     group = max(1, s.sampler.batch_size // s.candidates_per_prompt)
@@ -116,6 +124,12 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     missing = [round_indices[p] for p in positions if round_indices[p] not in generated]
     if missing:
         raise MissingInputError(f"generate outputs of iteration {ctx.iteration} lack prompts {missing[:5]}")
+    return positions, generated
+
+
+def _load_scorer(ctx: PhaseContext) -> _Scorer:
+    """theta_{i-1} and the judge reference, both in `sail.annotationPrecision`, accelerated."""
+    s = ctx.algorithm.sail
     device = pick_device()
     dtype = resolve_annotation_dtype(s.annotation_precision, device)
     components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
@@ -123,43 +137,42 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     judge = load_unet(resolve_judge_folder(ctx), device, dtype)
     for unet in (components.unet, judge):
         accelerate_unet(unet, ctx.resolved.performance)
-    text = TextEncoder(components)
-    latents = art.LatentFiles(ctx.store, ctx.work_dir)
-    alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
-    resolution, batch, m = s.sampler.resolution, s.sampler.batch_size, s.reward_draws
-    t_range = s.reward_timesteps.bounds(components.num_train_timesteps)
-    trust = measure_judge_trust(ctx, components.unet, judge, components)  # before its labels are used
-    progress = Progress("annotate", len(positions))
-    started = time.monotonic()
-    reused = 0
-    parts = range(0, len(positions), ANNOTATE_PART)
-    for part, first in enumerate(parts):
-        part_positions = positions[first : first + ANNOTATE_PART]
-        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
-            reused += 1  # committed by an earlier attempt of this shard: same draws, same rewards
-            progress.update(len(part_positions))
-            continue
-        rewards, model_errs, ref_errs, records = [], [], [], []
-        for p in part_positions:
-            j = round_indices[p]
-            shard, row = generated[j]
-            x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
-            gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
-            model_err, ref_err = compute_candidate_errors(components.unet, judge, components, x, text.encode([pool[j]]),
-                                                          gen, m, t_range, resolution, alphas, batch)
-            rewards.append(implicit_reward(model_err, ref_err, s.beta))
-            model_errs.append(model_err)
-            ref_errs.append(ref_err)
-            records.append({"prompt_index": j, "prompt": pool[j], "row": row,
-                            "generate": art.relative_folder(ctx.layout, shard.folder)})
-            progress.update()
-        _commit_part(ctx, part, records, torch.stack(rewards), torch.stack(model_errs), torch.stack(ref_errs))
-    progress.close()
-    if reused:
-        log.info("reused %d annotate part(s) committed by an earlier attempt", reused)
-    records, tensors = _gather_parts(ctx, len(parts), s.candidates_per_prompt, m)
+    return _Scorer(components=components, judge=judge, text=TextEncoder(components),
+                   alphas=build_scheduler("ddpm", components.scheduler_config).alphas_cumprod,
+                   t_range=s.reward_timesteps.bounds(components.num_train_timesteps),
+                   resolution=s.sampler.resolution, batch=s.sampler.batch_size, draws=s.reward_draws)
+
+
+def _annotate_part(ctx: PhaseContext, scorer: _Scorer, part: int, prompts: list[tuple[int, str]],
+                   generated: dict[int, tuple[art.GenerateShard, int]], latents: art.LatentFiles,
+                   progress: Progress) -> None:
+    """Score the candidates of one part's prompts (pool index, caption) and commit the part."""
+    s = ctx.algorithm.sail
+    device = scorer.components.device
+    rewards, model_errs, ref_errs, records = [], [], [], []
+    for j, prompt in prompts:
+        shard, row = generated[j]
+        x = shard.ref(row).fetch(latents).to(device)  # [N, C, h, w]
+        gen = torch.Generator().manual_seed(derive_seed(s.seed, ctx.iteration, j, "annotate"))
+        model_err, ref_err = compute_candidate_errors(
+            scorer.components.unet, scorer.judge, scorer.components, x, scorer.text.encode([prompt]), gen,
+            scorer.draws, scorer.t_range, scorer.resolution, scorer.alphas, scorer.batch)
+        rewards.append(implicit_reward(model_err, ref_err, s.beta))
+        model_errs.append(model_err)
+        ref_errs.append(ref_err)
+        records.append({"prompt_index": j, "prompt": prompt, "row": row,
+                        "generate": art.relative_folder(ctx.layout, shard.folder)})
+        progress.update()
+    _commit_part(ctx, part, records, torch.stack(rewards), torch.stack(model_errs), torch.stack(ref_errs))
+
+
+def _commit_phase(ctx: PhaseContext, parts: int, reused: int, trust: dict, started: float) -> PhaseManifest:
+    """Gather the committed parts into the shard's annotations and tensors, then commit the phase."""
+    s = ctx.algorithm.sail
+    m = s.reward_draws
+    records, tensors = _gather_parts(ctx, parts, s.candidates_per_prompt, m)
     reward_t = tensors["rewards"]
-    files = art.committed_part_files(ctx.store, ctx.output_dir, len(parts))
+    files = art.committed_part_files(ctx.store, ctx.output_dir, parts)
     files += [
         ctx.put_bytes(art.ANNOTATIONS, art.dump_json({"pairs": records, "beta": s.beta, "draws": m})),
         ctx.put_bytes(art.ANNOTATION_TENSORS, art.dump_tensors(tensors)),
@@ -173,15 +186,36 @@ def run(ctx: PhaseContext) -> PhaseManifest:
         **trust,
     }
     log.info("annotated %d prompts; mean margin %.4g", len(records), metrics["mean_margin"])
-    return ctx.commit(files, metrics, {"draws": m, "parts": len(parts), "reused_parts": reused})
+    return ctx.commit(files, metrics, {"draws": m, "parts": parts, "reused_parts": reused})
+
+
+def run(ctx: PhaseContext) -> PhaseManifest:
+    pool = read_prompt_pool(ctx)
+    round_indices = round_prompt_indices(ctx, pool)
+    positions, generated = _shard_prompts(ctx, round_indices)
+    scorer = _load_scorer(ctx)
+    latents = art.LatentFiles(ctx.store, ctx.work_dir)
+    trust = measure_judge_trust(ctx, scorer.components.unet, scorer.judge, scorer.components)  # before its labels are used
+    progress = Progress("annotate", len(positions))
+    started = time.monotonic()
+    reused = 0
+    parts = range(0, len(positions), ANNOTATE_PART)
+    for part, first in enumerate(parts):
+        part_positions = positions[first : first + ANNOTATE_PART]
+        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
+            reused += 1  # committed by an earlier attempt of this shard: same draws, same rewards
+            progress.update(len(part_positions))
+            continue
+        prompts = [(round_indices[p], pool[round_indices[p]]) for p in part_positions]
+        _annotate_part(ctx, scorer, part, prompts, generated, latents, progress)
+    progress.close()
+    if reused:
+        log.info("reused %d annotate part(s) committed by an earlier attempt", reused)
+    return _commit_phase(ctx, len(parts), reused, trust, started)
 
 
 def _commit_part(ctx: PhaseContext, part: int, records: list[dict], rewards, model_err, ref_err) -> None:
     """Select best/worst for the part's prompts, write its two files and commit the part folder."""
-    import torch
-
-    from sail_trainer.math.selection import select_best_worst
-
     selection = select_best_worst(rewards)
     for i, record in enumerate(records):
         record.update(winner=int(selection.winner_idx[i]), loser=int(selection.loser_idx[i]),
@@ -204,10 +238,6 @@ def _commit_part(ctx: PhaseContext, part: int, records: list[dict], rewards, mod
 
 def _gather_parts(ctx: PhaseContext, parts: int, n: int, m: int) -> tuple[list[dict], dict]:
     """All committed parts of this shard, in order: records and concatenated tensors."""
-    import json
-
-    import torch
-
     records: list[dict] = []
     chunks: dict[str, list] = {"rewards": [], "model_err": [], "ref_err": [], "prompt_index": []}
     for part in range(parts):

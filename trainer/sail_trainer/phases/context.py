@@ -33,7 +33,6 @@ class PhaseContext:
     shards: int | None = None
     rank: int = 0
     world_size: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
     # Made once per attempt: this attempt's files go under <output_dir>/<attempt>/, so a second
     # writer of the same folder (operator + sail run, a recreated Job) never writes our keys.
     attempt: str = field(default_factory=new_attempt_dir)

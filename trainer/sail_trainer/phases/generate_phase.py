@@ -16,6 +16,7 @@ import io
 import logging
 import time
 from functools import partial
+from typing import Any
 
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
@@ -74,60 +75,48 @@ def sample_seeds(run_seed: int, iteration: int, prompt_index: int, n: int) -> li
     return [derive_seed(run_seed, iteration, prompt_index, k, "generate") for k in range(n)]
 
 
-def run(ctx: PhaseContext) -> PhaseManifest:
-    import torch
-
+def _load_sampler_model(ctx: PhaseContext) -> tuple[Any, Any]:
+    """(components, text encoder) of the model the round samples from (theta_{i-1}), accelerated."""
     from sail_trainer.models.acceleration import accelerate_unet
     from sail_trainer.models.components import load_components, pick_device, resolve_dtype
-    from sail_trainer.models.sampling import build_scheduler, sample_latents
     from sail_trainer.models.text import TextEncoder
 
-    s, sampler = ctx.algorithm.sail, ctx.algorithm.sail.sampler
-    pool = read_prompt_pool(ctx)
-    round_indices = round_prompt_indices(ctx, pool)
-    n = s.candidates_per_prompt
-    group = max(1, sampler.batch_size // n)
-    positions = select_shard_positions(len(round_indices), group, ctx.shard or 0, ctx.shards or 1)
     device = pick_device()
     components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
                                  device, resolve_dtype(ctx.precision, device))
     accelerate_unet(components.unet, ctx.resolved.performance)
-    text = TextEncoder(components)
-    progress = Progress("generate", len(positions) * n)
-    started = time.monotonic()
-    shard_indices = [round_indices[p] for p in positions]
-    part_rows = art.compute_part_rows(group)
-    files: list[str] = []
-    reused = 0
-    starts = range(0, max(len(positions), 1), part_rows)
-    for part, first in enumerate(starts):
-        part_positions = positions[first : first + part_rows]
-        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
-            reused += 1  # committed by an earlier attempt of this shard: same inputs, same latents
-            progress.update(len(part_positions) * n)
-            continue
-        rows = []
-        for batch in split_groups(part_positions, group):
-            indices = [round_indices[p] for p in batch]
-            generators = [torch.Generator().manual_seed(seed) for j in indices
-                          for seed in sample_seeds(s.seed, ctx.iteration, j, n)]
-            cond = text.encode([pool[j] for j in indices]).repeat(n)  # prompt0 x n, prompt1 x n, ...
-            chunks = []
-            for lo, hi in image_chunks(len(generators), sampler.batch_size):
-                chunks.append(sample_latents(
-                    components.unet, components, build_scheduler(sampler.kind, components.scheduler_config),
-                    cond.rows(lo, hi), text.unconditional(hi - lo), generators[lo:hi],
-                    steps=sampler.steps, guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
-                ).cpu())
-                progress.update(hi - lo)
-            latents = torch.cat(chunks)
-            rows.extend(latents.view(len(indices), n, *latents.shape[1:]))
-        _commit_part(ctx, part, rows, [round_indices[p] for p in part_positions],
-                     components.latent_shape(sampler.resolution), n)
-    progress.close()
-    if reused:
-        log.info("reused %d part(s) committed by an earlier attempt", reused)
-    files += art.committed_part_files(ctx.store, ctx.output_dir, len(starts))
+    return components, TextEncoder(components)
+
+
+def _sample_group(ctx: PhaseContext, components: Any, text: Any, indices: list[int], pool: list[str],
+                  progress: Progress) -> Any:
+    """Latents `[len(indices) * N, ...]` of a group of whole prompts, in forward batches of
+    `sampler.batchSize` images, each sample from its own seeded generator."""
+    import torch
+
+    from sail_trainer.models.sampling import build_scheduler, sample_latents
+
+    s, sampler = ctx.algorithm.sail, ctx.algorithm.sail.sampler
+    n = s.candidates_per_prompt
+    generators = [torch.Generator().manual_seed(seed) for j in indices
+                  for seed in sample_seeds(s.seed, ctx.iteration, j, n)]
+    cond = text.encode([pool[j] for j in indices]).repeat(n)  # prompt0 x n, prompt1 x n, ...
+    chunks = []
+    for lo, hi in image_chunks(len(generators), sampler.batch_size):
+        chunks.append(sample_latents(
+            components.unet, components, build_scheduler(sampler.kind, components.scheduler_config),
+            cond.rows(lo, hi), text.unconditional(hi - lo), generators[lo:hi],
+            steps=sampler.steps, guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
+        ).cpu())
+        progress.update(hi - lo)
+    return torch.cat(chunks)
+
+
+def _finish(ctx: PhaseContext, components: Any, shard_indices: list[int], pool: list[str], parts: int,
+            part_rows: int, reused: int, started: float) -> PhaseManifest:
+    """The shard's prompt list and previews beside the committed parts, then the phase commit."""
+    n, sampler = ctx.algorithm.sail.candidates_per_prompt, ctx.algorithm.sail.sampler
+    files = art.committed_part_files(ctx.store, ctx.output_dir, parts)
     files.append(ctx.put_bytes(art.GEN_PROMPTS, art.dump_json({
         "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
         "latent_shape": list(components.latent_shape(sampler.resolution)), "part_size": part_rows,
@@ -144,6 +133,39 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     log.info("generated %d images for %d prompts", len(shard_indices) * n, len(shard_indices))
     return ctx.commit(files, metrics, {"parts": sum(f.startswith(art.GEN_PARTS_DIR + "/") for f in files),
                                        "reused_parts": reused, **metadata})
+
+
+def run(ctx: PhaseContext) -> PhaseManifest:
+    s, sampler = ctx.algorithm.sail, ctx.algorithm.sail.sampler
+    pool = read_prompt_pool(ctx)
+    round_indices = round_prompt_indices(ctx, pool)
+    n = s.candidates_per_prompt
+    group = max(1, sampler.batch_size // n)
+    positions = select_shard_positions(len(round_indices), group, ctx.shard or 0, ctx.shards or 1)
+    components, text = _load_sampler_model(ctx)
+    progress = Progress("generate", len(positions) * n)
+    started = time.monotonic()
+    shard_indices = [round_indices[p] for p in positions]
+    part_rows = art.compute_part_rows(group)
+    reused = 0
+    starts = range(0, max(len(positions), 1), part_rows)
+    for part, first in enumerate(starts):
+        part_positions = positions[first : first + part_rows]
+        if ctx.store.is_committed(join(ctx.output_dir, art.gen_part_folder(part))):
+            reused += 1  # committed by an earlier attempt of this shard: same inputs, same latents
+            progress.update(len(part_positions) * n)
+            continue
+        rows = []
+        for batch in split_groups(part_positions, group):
+            indices = [round_indices[p] for p in batch]
+            latents = _sample_group(ctx, components, text, indices, pool, progress)
+            rows.extend(latents.view(len(indices), n, *latents.shape[1:]))
+        _commit_part(ctx, part, rows, [round_indices[p] for p in part_positions],
+                     components.latent_shape(sampler.resolution), n)
+    progress.close()
+    if reused:
+        log.info("reused %d part(s) committed by an earlier attempt", reused)
+    return _finish(ctx, components, shard_indices, pool, len(starts), part_rows, reused, started)
 
 
 def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], latent_shape: tuple[int, ...],

@@ -106,9 +106,6 @@ def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, mani
     )
 
 
-RESUMABLE_SUBDIRS = {Phase.TRAIN: "steps", Phase.GENERATE: "parts", Phase.ANNOTATE: "parts"}  # committed sub-folders an attempt resumes from
-
-
 def find_stale_attempts(output_dir: str, keys: list[str], ours: str) -> list[str]:
     """The attempt prefixes (`<output_dir>/attempt-<id>`) under an uncommitted folder other than ours.
 

@@ -18,8 +18,20 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+
+# torch and the model code at module level: the phase runner imports this module only when a train
+# phase runs, so `sail-trainer --help` stays light (tests/integration/test_trainer_cli_light.py).
+import torch
+import torch.distributed as dist
+from safetensors.torch import load, save
+from transformers.optimization import Adafactor
 
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
@@ -28,11 +40,24 @@ from sail_api.storage import AlreadyCommitted
 from sail_api.storage.resolve import logical_path
 from sail_trainer.errors import BadSpecError
 from sail_trainer.logs import Progress
+from sail_trainer.math.denoising import add_noise, denoising_error
+from sail_trainer.math.dpo import diffusion_dpo_loss
+from sail_trainer.math.schedule import lr_lambda
+from sail_trainer.models.acceleration import accelerate_unet
+from sail_trainer.models.checkpoint import save_pipeline_folder
+from sail_trainer.models.components import load_components, load_unet, pick_device, resolve_dtype
+from sail_trainer.models.sampling import build_scheduler
+from sail_trainer.models.text import TextEmbeddings, TextEncoder, build_unet_kwargs
 from sail_trainer.phases import artifacts as art
+from sail_trainer.phases import samples
+from sail_trainer.phases.card import add_model_card
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.generate_phase import read_prompt_pool
+from sail_trainer.phases.heldout import measure_heldout
 from sail_trainer.phases.models_of_run import resolve_base_folder, resolve_iteration_folder
 from sail_trainer.phases.train_data import TrainingSet, build_batch, load_training_set
 from sail_trainer.plan import compute_accumulation, count_train_steps, default_learning_rate
+from sail_trainer.storage import read_committed_bytes
 
 log = logging.getLogger(__name__)
 CHECKPOINT_STATE = "state.json"
@@ -79,12 +104,6 @@ def dist_timeout_seconds(env: Any) -> float:
 def init_distributed(world_size: int) -> bool:
     """Join the torchrun/env rendezvous when WORLD_SIZE > 1: gloo on CPU; nccl + gloo on CUDA,
     with this process bound to cuda:LOCAL_RANK first (so NCCL never guesses the device)."""
-    import os
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-
     if world_size <= 1 or dist.is_initialized():
         return False
     for name in ("MASTER_ADDR", "MASTER_PORT"):  # Kubeflow-style PET_* names when torchrun did not set them
@@ -100,16 +119,12 @@ def init_distributed(world_size: int) -> bool:
 
 def _all_reduce_sum(values: Any) -> Any:
     """Sum a tensor over the processes, in place, on its own device (a no-op outside a group)."""
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.all_reduce(values)
     return values
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.barrier()
 
@@ -119,11 +134,7 @@ def _barrier() -> None:
 
 def build_optimizer(params: Any, spec: Any, lr: float, device: Any) -> Any:
     """AdamW (fused on CUDA) or Adafactor (no relative step), per sail.train.optimizer."""
-    import torch
-
     if spec.kind == "adafactor":
-        from transformers.optimization import Adafactor
-
         return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False,
                          weight_decay=spec.weight_decay, clip_threshold=1.0)
     return torch.optim.AdamW(params, lr=lr, betas=(spec.adam_beta1, spec.adam_beta2), eps=spec.adam_epsilon,
@@ -149,9 +160,6 @@ def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, s
     so a phase that fails afterwards resumes with nothing left to train. It has no optimizer
     state (nothing will step again; for SDXL that is ~20 GB not uploaded).
     """
-    import torch
-    from safetensors.torch import save
-
     folder = ctx.layout.step_checkpoint_dir(ctx.iteration, step)
     if ctx.store.is_committed(folder):
         return
@@ -193,11 +201,6 @@ def _older_checkpoints(ctx: PhaseContext, keep: str) -> list[str]:
 def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: Any, scheduler: Any,
                        device: Any, scaler: Any = None) -> tuple[int, list[dict]]:
     """Load a committed checkpoint into the objects; return (step, metrics history)."""
-    import torch
-    from safetensors.torch import load
-
-    from sail_trainer.storage import read_committed_bytes
-
     policy.load_state_dict(load(read_committed_bytes(ctx.store, folder, CHECKPOINT_UNET)))
     state = json.loads(read_committed_bytes(ctx.store, folder, CHECKPOINT_STATE))
     if not state.get("final"):  # the final checkpoint has no optimizer state: nothing steps again
@@ -214,112 +217,147 @@ def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: A
 # ----------------------------------------------------------------------------- the step
 
 
-def dpo_micro_step(policy: Any, reference: Any, components: Any, text: Any, batch: dict[str, Any], beta: float,
-                   resolution: int, alphas: Any, autocast: Any) -> Any:
+@dataclass(frozen=True)
+class DpoStepModels:
+    """What every micro step of one train phase uses; only the batch changes between steps.
+
+    `policy` is what runs the forward (the DDP wrapper in a multi-process train), `reference` the
+    frozen copy; `autocast` returns the context the forwards run under (nullcontext in fp32).
+    """
+
+    policy: Any
+    reference: Any
+    components: Any
+    text: Any
+    alphas: Any
+    beta: float
+    resolution: int
+    autocast: Callable[[], Any]
+
+
+def dpo_micro_step(models: DpoStepModels, batch: dict[str, Any]) -> Any:
     """Forward of one micro batch: same (t, eps) for winner and loser, policy and frozen reference.
 
     Rows `[0, B)` of the doubled batch are the winners, `[B, 2B)` the losers; each half sees the
     same prompts, timesteps and noise, so the pair differs only in its latent.
     """
-    import torch
-
-    from sail_trainer.math.denoising import add_noise, denoising_error
-    from sail_trainer.math.dpo import diffusion_dpo_loss
-    from sail_trainer.models.text import TextEmbeddings, build_unet_kwargs
-
+    components, reference = models.components, models.reference
     device = components.device
     x0 = torch.cat([batch["x_w"], batch["x_l"]]).to(device, non_blocking=True)
     noise = torch.cat([batch["noise"], batch["noise"]]).to(device, non_blocking=True)
     t = torch.cat([batch["timesteps"], batch["timesteps"]]).to(device, non_blocking=True)
-    x_t = add_noise(x0, noise, t, alphas)
-    emb = text.encode(batch["prompts"])
-    kwargs = build_unet_kwargs(components, TextEmbeddings.cat([emb, emb]), resolution)
-    with autocast():
-        pred = policy(x_t, t, **kwargs, return_dict=False)[0]
+    x_t = add_noise(x0, noise, t, models.alphas)
+    emb = models.text.encode(batch["prompts"])
+    kwargs = build_unet_kwargs(components, TextEmbeddings.cat([emb, emb]), models.resolution)
+    with models.autocast():
+        pred = models.policy(x_t, t, **kwargs, return_dict=False)[0]
         with torch.no_grad():
             ref_pred = reference(x_t.to(reference.dtype), t, **kwargs, return_dict=False)[0]
     err = denoising_error(pred, noise)
     ref_err = denoising_error(ref_pred, noise)
     b = batch["x_w"].shape[0]
-    return diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], beta)
+    return diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], models.beta)
 
 
 # ----------------------------------------------------------------------------- the phase
 
 
+@dataclass(frozen=True)
+class _Trainables:
+    """The policy, its frozen reference and what updates the policy, built once per phase."""
+
+    policy: Any
+    reference: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    lr: float
+
+
+def _compute_accumulation(ctx: PhaseContext) -> int:
+    tr = ctx.algorithm.sail.train
+    try:
+        return compute_accumulation(tr.effective_batch, tr.micro_batch, ctx.world_size)
+    except ValueError as exc:
+        raise BadSpecError(str(exc)) from exc
+
+
+def _build_trainables(ctx: PhaseContext, init_folder: Any, device: Any, dtype: Any, steps: int) -> _Trainables:
+    """Policy and reference from `init_folder`, the optimizer, the LR schedule over `steps`, the grad scaler."""
+    tr = ctx.algorithm.sail.train
+    policy, reference = load_train_models(init_folder, device, dtype)
+    policy.train().requires_grad_(True)
+    if tr.gradient_checkpointing:
+        policy.enable_gradient_checkpointing()
+    for unet in (policy, reference):
+        accelerate_unet(unet, ctx.resolved.performance)
+    lr = tr.optimizer.learning_rate or default_learning_rate(tr.effective_batch)
+    optimizer = build_optimizer([p for p in policy.parameters() if p.requires_grad], tr.optimizer, lr, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(tr.optimizer.schedule, tr.optimizer.warmup_steps, steps))
+    # fp16 needs loss scaling (bf16 does not); master weights stay fp32 either way
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
+    return _Trainables(policy, reference, optimizer, scheduler, scaler, lr)
+
+
+def _run_steps(ctx: PhaseContext, loop: _Loop, t: _Trainables, history: list[dict], start: int, steps: int) -> None:
+    """Steps `[start, steps)`, appending each step's metrics to `history`; a committed step
+    checkpoint every `checkpointEvery` steps (rank 0), the other ranks waiting at a barrier."""
+    progress = Progress("train", steps - start, enabled=ctx.rank == 0)
+    try:
+        for step in range(start, steps):
+            history.append(loop.step(step))
+            if ctx.rank == 0:
+                _log_step(history[-1], steps)
+            progress.update()
+            if (step + 1) % ctx.algorithm.sail.train.checkpoint_every == 0 and step + 1 < steps:
+                if ctx.rank == 0:
+                    save_checkpoint(ctx, step + 1, t.policy, t.optimizer, t.scheduler, history, t.scaler)
+                _barrier()
+    finally:
+        loop.close()
+    progress.close()
+
+
+def _train(ctx: PhaseContext, distributed: bool) -> PhaseManifest:
+    tr = ctx.algorithm.sail.train
+    accumulation = _compute_accumulation(ctx)
+    data = load_training_set(ctx)
+    steps = count_train_steps(len(data), tr.effective_batch, tr.step0_steps if ctx.iteration == 0 else tr.steps)
+    device = pick_device()
+    dtype = resolve_dtype(ctx.precision, device)
+    init_folder = resolve_iteration_folder(ctx, ctx.iteration - 1)
+    components = load_components(init_folder, ctx.algorithm.model.layout, device, dtype, with_unet=False)
+    t = _build_trainables(ctx, init_folder, device, dtype, steps)
+    start, history = 0, []
+    latest = find_latest_checkpoint(ctx)
+    if latest is not None:
+        start, history = restore_checkpoint(ctx, latest, t.policy, t.optimizer, t.scheduler, device, t.scaler)
+    model = t.policy
+    if distributed and start < steps:
+        model = torch.nn.parallel.DistributedDataParallel(t.policy, device_ids=[device.index] if device.type == "cuda" else None)
+    log.info("train: %d pairs, %d steps from step %d, lr %.3g, accumulation %d x micro %d x %d process(es)",
+             len(data), steps, start, t.lr, accumulation, tr.micro_batch, ctx.world_size)
+    loop = _Loop(ctx, data, model, t.policy, t.reference, components, TextEncoder(components), t.optimizer,
+                 t.scheduler, build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation,
+                 dtype, t.scaler, start, steps)
+    _run_steps(ctx, loop, t, history, start, steps)
+    if ctx.rank == 0 and start < steps:
+        # Commit before decorating: the trained weights are safe before the grids run.
+        save_checkpoint(ctx, steps, t.policy, t.optimizer, t.scheduler, history, t.scaler, final=True)
+    manifest = _finish(ctx, t.policy, components, init_folder, history) if ctx.rank == 0 else None
+    _barrier()
+    if manifest is None:
+        manifest = ctx.store.read_manifest(ctx.output_dir)
+    return manifest
+
+
 def run(ctx: PhaseContext) -> PhaseManifest:
-    import torch
-
-    from sail_trainer.math.schedule import lr_lambda
-    from sail_trainer.models.acceleration import accelerate_unet
-    from sail_trainer.models.components import load_components, pick_device, resolve_dtype
-    from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.models.text import TextEncoder
-
     distributed = init_distributed(ctx.world_size)
     try:
-        s = ctx.algorithm.sail
-        tr = s.train
-        try:
-            accumulation = compute_accumulation(tr.effective_batch, tr.micro_batch, ctx.world_size)
-        except ValueError as exc:
-            raise BadSpecError(str(exc)) from exc
-        data = load_training_set(ctx)
-        steps = count_train_steps(len(data), tr.effective_batch, tr.step0_steps if ctx.iteration == 0 else tr.steps)
-        device = pick_device()
-        dtype = resolve_dtype(ctx.precision, device)
-        init_folder = resolve_iteration_folder(ctx, ctx.iteration - 1)
-        components = load_components(init_folder, ctx.algorithm.model.layout, device, dtype, with_unet=False)
-        policy, reference = load_train_models(init_folder, device, dtype)
-        policy.train().requires_grad_(True)
-        if tr.gradient_checkpointing:
-            policy.enable_gradient_checkpointing()
-        for unet in (policy, reference):
-            accelerate_unet(unet, ctx.resolved.performance)
-        lr = tr.optimizer.learning_rate or default_learning_rate(tr.effective_batch)
-        optimizer = build_optimizer([p for p in policy.parameters() if p.requires_grad], tr.optimizer, lr, device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(tr.optimizer.schedule, tr.optimizer.warmup_steps, steps))
-        # fp16 needs loss scaling (bf16 does not); master weights stay fp32 either way
-        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
-        start, history = 0, []
-        latest = find_latest_checkpoint(ctx)
-        if latest is not None:
-            start, history = restore_checkpoint(ctx, latest, policy, optimizer, scheduler, device, scaler)
-        model = policy
-        if distributed and start < steps:
-            model = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
-        log.info("train: %d pairs, %d steps from step %d, lr %.3g, accumulation %d x micro %d x %d process(es)",
-                 len(data), steps, start, lr, accumulation, tr.micro_batch, ctx.world_size)
-        loop = _Loop(ctx, data, model, policy, reference, components, TextEncoder(components), optimizer, scheduler,
-                     build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation, dtype,
-                     scaler, start, steps)
-        progress = Progress("train", steps - start, enabled=ctx.rank == 0)
-        try:
-            for step in range(start, steps):
-                history.append(loop.step(step))
-                if ctx.rank == 0:
-                    _log_step(history[-1], steps)
-                progress.update()
-                if (step + 1) % tr.checkpoint_every == 0 and step + 1 < steps:
-                    if ctx.rank == 0:
-                        save_checkpoint(ctx, step + 1, policy, optimizer, scheduler, history, scaler)
-                    _barrier()
-        finally:
-            loop.close()
-        progress.close()
-        if ctx.rank == 0 and start < steps:
-            # Commit before decorating: the trained weights are safe before the grids run.
-            save_checkpoint(ctx, steps, policy, optimizer, scheduler, history, scaler, final=True)
-        manifest = _finish(ctx, policy, components, init_folder, history) if ctx.rank == 0 else None
-        _barrier()
-        if manifest is None:
-            manifest = ctx.store.read_manifest(ctx.output_dir)
-        return manifest
+        return _train(ctx, distributed)
     finally:
         if distributed:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
 
 
@@ -334,10 +372,6 @@ def load_train_models(init_folder: Any, device: Any, dtype: Any) -> tuple[Any, A
     weights, same autocast: the DPO logit starts at exactly 0. Cost: the reference takes fp32
     memory (+1.7 GB SD1.5, +5 GB SDXL).
     """
-    import torch
-
-    from sail_trainer.models.components import load_unet
-
     del dtype  # both fp32; the compute dtype is the autocast's
     return load_unet(init_folder, device, torch.float32), load_unet(init_folder, device, torch.float32)
 
@@ -352,8 +386,6 @@ class _BatchPrefetcher:
     """
 
     def __init__(self, build: Any, positions: Any, depth: int = 2, pin: bool = False) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self._build, self._positions, self._depth, self._pin = build, iter(positions), depth, pin
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sail-batches")
         self._queue: list[Any] = []
@@ -397,6 +429,8 @@ class _Loop:
         self.alphas, self.accumulation, self.dtype, self.scaler = alphas, accumulation, dtype, scaler
         self.tr = ctx.algorithm.sail.train
         s = ctx.algorithm.sail
+        self.models = DpoStepModels(model, reference, components, text, alphas, s.beta, s.sampler.resolution,
+                                    self._autocast)
         planned = (self.micro_positions(step, a) for step in range(start, steps) for a in range(accumulation))
         self.batches = _BatchPrefetcher(
             lambda positions: build_batch(data, positions, s.seed, ctx.iteration, components.num_train_timesteps,
@@ -414,16 +448,11 @@ class _Loop:
         self.batches.close()
 
     def _autocast(self) -> Any:
-        import torch
-
         if self.dtype != torch.float32:
             return torch.autocast(self.components.device.type, dtype=self.dtype)
         return contextlib.nullcontext()
 
     def step(self, step: int) -> dict[str, float]:
-        import torch
-
-        s = self.ctx.algorithm.sail
         t0 = time.monotonic()
         # loss, accuracy, margin (sums over pairs), pairs: kept on the device, read once per step
         sums = torch.zeros(4, dtype=torch.float64, device=self.components.device)
@@ -432,8 +461,7 @@ class _Loop:
             batch = self.batches.next(positions)
             sync = a == self.accumulation - 1 or not hasattr(self.model, "no_sync")
             with contextlib.nullcontext() if sync else self.model.no_sync():
-                out = dpo_micro_step(self.model, self.reference, self.components, self.text, batch, s.beta,
-                                     s.sampler.resolution, self.alphas, self._autocast)
+                out = dpo_micro_step(self.models, batch)
                 self.scaler.scale(out.loss / self.accumulation).backward()
             n = len(positions)
             sums += torch.stack([out.loss.detach().double(), out.implicit_accuracy.double(),
@@ -461,14 +489,9 @@ def _log_step(m: dict[str, float], steps: int) -> None:
 def _finish(ctx: PhaseContext, policy: Any, components: Any, init_folder: Any, history: list[dict]) -> PhaseManifest:
     """Rank 0: model folder and metrics.json (the result), then the optional decorations (sample
     grids), each of which may fail without losing the result, then the commit."""
-    from sail_trainer.models.checkpoint import save_pipeline_folder
-
     policy.eval()
     local = ctx.work_dir / "model"
     files = []
-    from sail_trainer.phases.card import add_model_card
-    from sail_trainer.phases.heldout import measure_heldout
-
     heldout = measure_heldout(ctx, policy, components, init_folder)  # never-trained human pairs
     for path in add_model_card(ctx, local, save_pipeline_folder(init_folder, policy, local), heldout, len(history)):
         files.append(ctx.put_file("model/" + path.relative_to(local).as_posix(), path))
@@ -511,22 +534,17 @@ def _decorations(ctx: PhaseContext, policy: Any, components: Any, grid_prompts: 
     Each runs after the model and metrics are written; a failure is logged and recorded in the
     manifest's metadata, never fatal. A new optional output (an evaluation) is one more entry.
     """
-    from sail_trainer.phases.generate_phase import read_prompt_pool
-    from sail_trainer.phases.samples import GRID_PROMPTS, render_sample_grid
-
     s = ctx.algorithm.sail
 
     def policy_grid() -> list[str]:
         prompts = read_prompt_pool(ctx)
-        grid_prompts[:] = prompts[:GRID_PROMPTS]
-        return [ctx.put_bytes("samples.png", render_sample_grid(components, policy, prompts, s.seed, s.sampler))]
+        grid_prompts[:] = prompts[:samples.GRID_PROMPTS]
+        return [ctx.put_bytes("samples.png", samples.render_sample_grid(components, policy, prompts, s.seed, s.sampler))]
 
     def base_grid() -> list[str]:
-        from sail_trainer.models.components import load_unet
-
         prompts = read_prompt_pool(ctx)
         base = load_unet(resolve_base_folder(ctx), components.device, components.dtype)
-        return [ctx.put_bytes("samples-base.png", render_sample_grid(components, base, prompts, s.seed, s.sampler))]
+        return [ctx.put_bytes("samples-base.png", samples.render_sample_grid(components, base, prompts, s.seed, s.sampler))]
 
     out: list[tuple[str, Any]] = [("samples.png", policy_grid)]
     if ctx.iteration == 0:

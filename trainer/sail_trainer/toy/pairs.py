@@ -59,25 +59,3 @@ def write_pairs(
     (out / LABELS_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return path
 
-
-def read_pairs(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(captions, winner images, loser images [N, 3, H, W] in [0, 1]) of a seed-pairs JSONL.
-
-    A minimal reader for evaluation (the trainer's own reader is sail_trainer.data.seed_pairs).
-    """
-    from PIL import Image
-
-    captions, winners, losers = [], [], []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            captions.append(rec["prompt"])
-            winners.append(np.asarray(Image.open(path.parent / rec["winner"]).convert("RGB")))
-            losers.append(np.asarray(Image.open(path.parent / rec["loser"]).convert("RGB")))
-        except (KeyError, json.JSONDecodeError, OSError) as exc:
-            raise ValueError(f"{path}:{n}: expected {{prompt, winner, loser}} with readable images ({exc})") from exc
-    def stack(x: list[np.ndarray]) -> np.ndarray:
-        return np.stack(x).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return captions, stack(winners), stack(losers)
