@@ -120,6 +120,11 @@ def build_timed_emulator_class(server_side_selectors: bool, indexed: bool = True
             self._indexed_count = 0
             self._by_resource: dict[tuple[Any, str | None], list[Any]] = {}
             self._by_run: dict[tuple[Any, str | None, str | None], list[Any]] = {}
+            # Garbage collection by index, as a real collector's dependency graph does: the peer's
+            # own collector rescans every object per deletion (O(objects) x 3000 Job deletions).
+            self._key_of_uid: dict[str, Any] = {}
+            self._dependents: dict[str, list[Any]] = {}
+            self._deleted_uids: list[str] = []
 
         def _refresh_index(self) -> dict[Any, Any]:
             """Index the keys kmock added since the last call (it only appends; a shrink rebuilds)."""
@@ -134,6 +139,11 @@ def build_timed_emulator_class(server_side_selectors: bool, indexed: bool = True
                     obj = store[key]
                     labels = (obj.last.raw.get("metadata") or {}).get("labels") or {}
                     self._by_run.setdefault((resource, namespace, labels.get(RUN_LABEL)), []).append(key)
+                    meta = obj.last.raw.get("metadata") or {}
+                    if meta.get("uid"):
+                        self._key_of_uid[meta["uid"]] = key
+                    for ref in meta.get("ownerReferences") or ():
+                        self._dependents.setdefault(ref.get("uid"), []).append(key)
                 self._indexed_count = len(store)
             return store
 
@@ -147,6 +157,38 @@ def build_timed_emulator_class(server_side_selectors: bool, indexed: bool = True
             if request.name is None and request.namespace is not None:
                 return [store[k] for k in self._by_resource.get((request.resource, request.namespace), ())]
             return scan(self, request, strict)  # cluster-wide LISTs and WATCHes: rare, kmock's own way
+
+        def _before_delete(self, request: kmock.Request) -> bool:
+            collect = super()._before_delete(request)
+            if collect and indexed:
+                obj = self._objects._objects.get((request.resource, request.namespace, request.name))
+                uid = ((obj.last.raw.get("metadata") or {}).get("uid")) if obj is not None else None
+                if uid:
+                    self._deleted_uids.append(uid)
+            return collect
+
+        def _uid_live(self, store: dict[Any, Any], uid: str | None) -> bool:
+            obj = store.get(self._key_of_uid.get(uid)) if uid else None
+            return obj is not None and not obj.deleted and (obj.get("metadata") or {}).get("uid") == uid
+
+        async def _collect(self) -> None:
+            """The peer's collector (dependents whose owners are all gone, cascading), by index."""
+            if not indexed:
+                return await super()._collect()
+            store = self._refresh_index()
+            while self._deleted_uids:
+                for key in self._dependents.pop(self._deleted_uids.pop(), ()):
+                    obj = store.get(key)
+                    if obj is None or obj.deleted:
+                        continue
+                    meta = obj.get("metadata") or {}
+                    refs = meta.get("ownerReferences") or []
+                    if not refs or any(self._uid_live(store, ref.get("uid")) for ref in refs):
+                        continue  # orphaned by an Orphan deletion, or another owner still lives
+                    obj.delete()
+                    await self._buses[key[0]].put({"type": "DELETED", "object": obj.last.raw})
+                    if meta.get("uid"):
+                        self._deleted_uids.append(meta["uid"])
 
         async def _serve_list(self, request: kmock.Request) -> Any:
             selector = (request.params or {}).get("labelSelector")

@@ -7,6 +7,7 @@ import json
 
 from bench import operator_scale as scale
 from bench.common import percentile
+from tests.peers.kube import wait_for
 
 
 def test_latency_is_completion_to_the_same_runs_next_job():
@@ -79,19 +80,30 @@ def _answers(cluster) -> dict:
         "list_run_b": names(client.items(ns + selector + "b")),
         "pods_run_a": names(client.items("/api/v1/namespaces/default/pods" + selector + "a")),
         "other_ns": names(client.items("/apis/batch/v1/namespaces/other/jobs")),
+        "pods_all": names(client.items("/api/v1/namespaces/default/pods")),
     }
 
 
 def _play_requests(cluster) -> None:
     labels = {"app.kubernetes.io/managed-by": "sail-operator"}
+    uids = {}
     for run, index, namespace in [("a", 1, "default"), ("a", 2, "default"), ("b", 3, "default"), ("a", 4, "other")]:
         body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
             "name": f"{run}-{index}", "namespace": namespace, "labels": {**labels, "sail.dev/run": run}}, "spec": {}}
-        cluster.client.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
-    cluster.client.create("/api/v1/namespaces/default/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "name": "a-2-0", "namespace": "default", "labels": {**labels, "sail.dev/run": "a"}}})
+        uids[f"{run}-{index}"] = cluster.client.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)[
+            "metadata"]["uid"]
+    for pod, job in [("a-2-0", None), ("a-1-0", "a-1"), ("b-3-0", "b-3")]:
+        owners = [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": uids[job], "controller": True}] \
+            if job else []
+        cluster.client.create("/api/v1/namespaces/default/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": pod, "namespace": "default", "labels": {**labels, "sail.dev/run": pod[0]},
+            "ownerReferences": owners}})
     cluster.client.patch("/apis/batch/v1/namespaces/default/jobs/a-2/status", {"status": {"active": 1}})
-    cluster.client.delete("/apis/batch/v1/namespaces/default/jobs/a-1")
+    # Background propagation: the collector deletes a-1's pod (and only it) a moment later.
+    cluster.client.request("DELETE", "/apis/batch/v1/namespaces/default/jobs/a-1",
+                           {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+    wait_for(lambda: "a-1-0" not in {p["metadata"]["name"] for p in cluster.client.items(
+        "/api/v1/namespaces/default/pods")}, 10, "the deleted Job's pod collected")
 
 
 def test_the_indexed_emulator_answers_as_kmocks_own_lookup(tmp_path):
@@ -114,3 +126,4 @@ def test_the_indexed_emulator_answers_as_kmocks_own_lookup(tmp_path):
     assert answers[0] == answers[1]
     assert answers[0]["list_run_a"] == ["a-2"] and answers[0]["list_ns"] == ["a-2", "b-3"]
     assert answers[0]["pods_run_a"] == ["a-2-0"] and answers[0]["other_ns"] == ["a-4"]
+    assert answers[0]["pods_all"] == ["a-2-0", "b-3-0"]  # garbage collection: the same answer, by index
