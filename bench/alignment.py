@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO / "api", REPO / "trainer"):
+for _p in (REPO, REPO / "api", REPO / "trainer"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -435,15 +435,10 @@ def write_results(ctx: Context, args: argparse.Namespace, cfg: BenchConfig, chos
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; torch's thread count is restored afterwards (tests call this in-process,
-    and a changed count changes the reduction order of every later in-process trainer run)."""
-    import torch
+    """Run the benchmark; torch's thread count is restored afterwards (tests call this in-process)."""
+    from bench.common import run_restoring_torch_threads
 
-    threads = torch.get_num_threads()
-    try:
-        return _main(argv)
-    finally:
-        torch.set_num_threads(threads)
+    return run_restoring_torch_threads(_main, argv)
 
 
 def _main(argv: list[str] | None = None) -> int:

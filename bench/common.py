@@ -44,6 +44,21 @@ def set_thread_policy(env: MutableMapping[str, str] | None = None) -> None:
     (os.environ if env is None else env).setdefault("OMP_WAIT_POLICY", THREAD_WAIT_POLICY)
 
 
+def run_restoring_torch_threads(main: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """Run a bench's `main(argv)` and put torch's thread count back afterwards, also on failure.
+
+    Tests call benches in-process; a bench that sets its own thread count would otherwise change
+    the reduction order of every later in-process trainer run.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- machine
 
 

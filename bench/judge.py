@@ -120,15 +120,10 @@ def compute_rewards(unet: Any, reference: Any, components: Any, text: Any, promp
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; torch's thread count is restored afterwards (tests call this in-process,
-    and a changed count changes the reduction order of every later in-process trainer run)."""
-    import torch
+    """Run the benchmark; torch's thread count is restored afterwards (tests call this in-process)."""
+    from bench.common import run_restoring_torch_threads
 
-    threads = torch.get_num_threads()
-    try:
-        return _main(argv)
-    finally:
-        torch.set_num_threads(threads)
+    return run_restoring_torch_threads(_main, argv)
 
 
 def _main(argv: list[str] | None = None) -> int:
