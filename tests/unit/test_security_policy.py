@@ -194,6 +194,9 @@ def test_only_admin_allowed_labels_reach_the_jobs_and_pods() -> None:
     ({"requireS3Storage": "false"}, "requireS3Storage"),
     ({"maxPodResources": {"memory": "lots"}}, "maxPodResources.memory"),
     ({"allowedImages": [1, 2]}, "allowedImages"),
+    ({"maxRoundGpuHours": "lots"}, "maxRoundGpuHours"),
+    ({"maxRoundGpuHours": -1}, "maxRoundGpuHours"),
+    ({"maxRoundStorageBytes": 1.5}, "maxRoundStorageBytes"),
 ])
 def test_a_policy_value_of_the_wrong_type_is_refused_not_iterated(data: dict[str, Any], key: str, tmp_path) -> None:
     path = tmp_path / "policy.json"
