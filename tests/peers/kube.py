@@ -480,6 +480,9 @@ class JobController:
     _threads: list[threading.Thread] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     failed_outputs: dict[str, str] = field(default_factory=dict)  # pod -> tail of its output, for diagnosis
+    # Every pod reported, as (Job name, result): the pods themselves go with their Job once the
+    # operator deletes it (garbage collection), their termination messages stay readable here.
+    reported: list[tuple[str, PodResult]] = field(default_factory=list)
 
     def start(self) -> JobController:
         thread = threading.Thread(target=self._loop, name="job-controller", daemon=True)
@@ -640,6 +643,7 @@ class JobController:
         template_labels = job["spec"]["template"]["metadata"]["labels"]
         for result in results:
             result.name = result.name or f"{name}-{result.index}-{uuid.uuid4().hex[:5]}"
+            self.reported.append((name, result))
             # What the Job controller puts on its pods: the job-name and controller-uid labels
             # (a selector on the Job's UID, so a re-created Job never claims an old pod) and a
             # controller ownerReference (garbage collection deletes pods with their Job).
