@@ -19,12 +19,16 @@ API_VERSION = "sail.dev/v1alpha1"
 
 
 def build_spec_body(*, model: str = "s3://b/base", seed_pairs: str = "s3://b/seed.jsonl",
-                    prompts: str = "s3://b/p.txt", storage: str | None = "s3://b/run",
+                    prompts: str = "s3://b/p.txt", storage: str | dict[str, Any] | None = "s3://b/run",
                     **overrides: Any) -> dict[str, Any]:
-    """A valid spec body (camelCase); `overrides` are spec keys (camelCase) merged one level deep."""
+    """A valid spec body (camelCase); `overrides` are spec keys (camelCase) merged one level deep.
+
+    `storage` is the run root URI, or the whole storage section (endpoint, region, secret), or
+    None for none (the local executor's default beside the run file).
+    """
     body: dict[str, Any] = {"model": {"uri": model}, "seedPairs": {"uri": seed_pairs}, "prompts": {"uri": prompts}}
     if storage is not None:
-        body["storage"] = {"uri": storage}
+        body["storage"] = dict(storage) if isinstance(storage, dict) else {"uri": storage}
     return merge_spec(body, **overrides)
 
 

@@ -15,22 +15,17 @@ from sail_operator.kube.jobs import (
 )
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 UID = "7f0c5a4e-0000-4000-8000-000000000001"
 SETTINGS = OperatorSettings()
 
 
 def build_run(**spec_overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"uri": "s3://b/base"},
-        "seedPairs": {"uri": "s3://b/seed.jsonl"},
-        "prompts": {"uri": "s3://b/prompts.txt"},
-        "storage": {"uri": "s3://b/runs/r1", "endpoint": "http://minio:9000", "region": "eu-west-1",
-                    "credentialsSecretRef": {"name": "s3-creds"}},
-    }
-    spec.update(spec_overrides)
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-            "metadata": {"name": "r1", "namespace": "team-a", "uid": UID}, "spec": spec}
+    spec = build_spec_body(prompts="s3://b/prompts.txt", storage={
+        "uri": "s3://b/runs/r1", "endpoint": "http://minio:9000", "region": "eu-west-1",
+        "credentialsSecretRef": {"name": "s3-creds"}})
+    return build_sailrun_dict("r1", {**spec, **spec_overrides}, namespace="team-a", uid=UID)
 
 
 def action(phase: Phase, iteration: int = 1, attempt: int = 1, shards: int | None = None,
