@@ -36,6 +36,7 @@ from sail_operator.local.executor import (
 from sail_operator.local.paths import build_local_run
 from sail_operator.local.state import load_state
 from sail_operator.planner.model import FailureCause
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 FAKE_TRAINER = r'''
 import json, os, sys, time
@@ -73,13 +74,13 @@ sys.exit(code)
 
 
 def write_run(folder: Path, **spec) -> Path:
-    body = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "fake"},
-            "spec": {"model": {"uri": "model"}, "seedPairs": {"uri": "seed/pairs.jsonl"}, "prompts": {"uri": "p.txt"},
-                     "sail": {"rounds": 1, "train": {"effectiveBatch": 4, "microBatch": 2}},
-                     "parallelism": {"generateShards": 2, "annotateShards": 3, "gpusPerNode": 0},
-                     "failurePolicy": {"appRetries": 1, "infraRetries": 1,
-                                       "backoff": {"initialSeconds": 0, "maxSeconds": 0}},
-                     **spec}}
+    defaults = build_spec_body(
+        model="model", seed_pairs="seed/pairs.jsonl", prompts="p.txt", storage=None,
+        sail={"rounds": 1, "train": {"effectiveBatch": 4, "microBatch": 2}},
+        parallelism={"generateShards": 2, "annotateShards": 3, "gpusPerNode": 0},
+        failurePolicy={"appRetries": 1, "infraRetries": 1, "backoff": {"initialSeconds": 0, "maxSeconds": 0}},
+    )
+    body = build_sailrun_dict("fake", {**defaults, **spec})
     (folder / "model").mkdir(parents=True, exist_ok=True)
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(body))

@@ -32,14 +32,13 @@ from sail_operator.report.table import (
     format_phase_numbers,
     render_status_text,
 )
+from tests.builders.sailrun_spec import build_sailrun
 
 
 def make_run(**spec) -> SAILRun:
-    return SAILRun.model_validate({
-        "apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "demo"},
-        "spec": {"model": {"uri": "models/base"}, "seedPairs": {"uri": "data/seed.jsonl"},
-                 "prompts": {"uri": "s3://bucket/prompts.txt"}, **spec},
-    })
+    storage = spec.pop("storage", None)  # none: the local executor's default beside the run file
+    return build_sailrun("demo", model="models/base", seed_pairs="data/seed.jsonl",
+                         prompts="s3://bucket/prompts.txt", storage=storage, **spec)
 
 
 # ------------------------------------------------------------------ paths
