@@ -30,6 +30,7 @@ from sail_operator.kube.jobs import build_headless_service, build_phase_job, bui
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
 from sail_operator.policy import OperatorPolicy, compute_policy_violations
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = [REPO / "api", REPO / "trainer", REPO / "operator"]
@@ -121,18 +122,15 @@ UID = "0b3a2c1d-0000-4000-8000-00000000abcd"
 
 
 def build_run(**spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": {"uri": "s3://b/base"}, "seedPairs": {"uri": "s3://b/seed.jsonl"},
-        "prompts": {"uri": "s3://b/prompts.txt"}, "sail": {"rounds": 1},
-        "storage": {"uri": "s3://b/runs/sec", "endpoint": "http://minio:9000", "region": "eu-west-1",
-                    "credentialsSecretRef": {"name": "team-s3"}},
-        "template": {"env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "NOTE", "value": SECRET_CANARY}],
-                     "nodeSelector": {"gpu": "h100"}, "runAsUser": 1000},
-        "parallelism": {"generateShards": 3, "annotateShards": 2, "trainNodes": 2, "gpusPerNode": 2},
-    }
-    body.update(spec)
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-            "metadata": {"name": "sec", "namespace": "team-a", "uid": UID}, "spec": body}
+    body = build_spec_body(
+        prompts="s3://b/prompts.txt", sail={"rounds": 1},
+        storage={"uri": "s3://b/runs/sec", "endpoint": "http://minio:9000", "region": "eu-west-1",
+                 "credentialsSecretRef": {"name": "team-s3"}},
+        template={"env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "NOTE", "value": SECRET_CANARY}],
+                  "nodeSelector": {"gpu": "h100"}, "runAsUser": 1000},
+        parallelism={"generateShards": 3, "annotateShards": 2, "trainNodes": 2, "gpusPerNode": 2},
+    )
+    return build_sailrun_dict("sec", {**body, **spec}, namespace="team-a", uid=UID)
 
 
 def _all_actions() -> list[CreatePhaseJob]:
