@@ -19,6 +19,7 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase, phases_of_iteration
 from sail_api.storage import open_store
 from sail_operator.planner.model import build_job_name
+from tests.builders.sailrun_spec import build_sailrun_dict
 from tests.builders.tiny_pipeline import (
     build_tiny_algorithm,
     build_tiny_prompts,
@@ -58,8 +59,7 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     policy = tmp_path / "policy.json"  # moto is the site's S3 store: the admin allows its endpoint
     policy.write_text(json.dumps({"allowedEndpoints": [moto_s3.endpoint]}))
     op = operator_process("--policy-file", str(policy)).start()
-    kube_cluster.create_run({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-                             "metadata": {"name": "real", "namespace": NS}, "spec": spec})
+    kube_cluster.create_run(build_sailrun_dict("real", spec, namespace=NS))
 
     try:
         wait_for(lambda: kube_cluster.run_state(NS, "real") in ("Succeeded", "Failed"), 420, "the run to finish",

@@ -31,6 +31,7 @@ from sail_api.storage.s3 import S3Store
 from sail_operator.kube.jobs import SPEC_FILE_KEY, build_phase_job, build_spec_configmap
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 TOKEN = "CANARY-web-identity-token-7c1e"
 ROLE = "arn:aws:iam::123456789012:role/sail-workload"
@@ -96,12 +97,9 @@ class _Raw:
 
 
 def _run(endpoint: str) -> dict[str, Any]:
-    spec = {"model": {"uri": "s3://b/base"}, "seedPairs": {"uri": "s3://b/seed.jsonl"},
-            "prompts": {"uri": "s3://b/prompts.txt"}, "sail": {"rounds": 1},
-            "storage": {"uri": "s3://tenant-runs/team-a/r1", "endpoint": endpoint, "region": "us-east-1"}}
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-            "metadata": {"name": "r1", "namespace": "team-a", "uid": "0b3a2c1d-0000-4000-8000-0000000000aa"},
-            "spec": spec}
+    spec = build_spec_body(prompts="s3://b/prompts.txt", sail={"rounds": 1},
+                           storage={"uri": "s3://tenant-runs/team-a/r1", "endpoint": endpoint, "region": "us-east-1"})
+    return build_sailrun_dict("r1", spec, namespace="team-a", uid="0b3a2c1d-0000-4000-8000-0000000000aa")
 
 
 def _pod_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run: dict[str, Any]) -> None:
