@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sail_api.layout import RunLayout
 from sail_api.phases import SHARDED_PHASES, Phase, PhaseSummary, phases_of_iteration
@@ -77,6 +77,7 @@ from sail_operator.planner.model import (
     RequeueAfter,
     build_job_name,
 )
+from sail_operator.planner.timefmt import format_time, parse_time
 
 NORMAL = "Normal"
 WARNING = "Warning"
@@ -88,25 +89,9 @@ REASON_EDIT_REFUSED = "EditRefused"
 REASON_REFUSED_BY_API_SERVER = "RefusedByApiServer"
 REASON_EXTENDED = "Extended"
 REASON_JOB_RECREATED = "JobRecreated"
-CHECKPOINT_EXTRA_KEY = "model_uri"  # where the trainer's train summary names the model folder it committed
 
 
 # ------------------------------------------------------------------ pure helpers (public)
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z suffix, second precision (what Kubernetes writes)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Inverse of `format_time`; also accepts fractional seconds and +00:00 offsets."""
-    if not text:
-        return None
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -633,7 +618,7 @@ class _Planner:
         return True
 
     def _checkpoint(self, spec: SAILRunSpec, iteration: int, obs: AttemptObservation) -> None:
-        uri = next((str(s.extra[CHECKPOINT_EXTRA_KEY]) for s in obs.summaries if s.extra.get(CHECKPOINT_EXTRA_KEY)), None)
+        uri = str(obs.checkpoint) if obs.checkpoint is not None else None
         if uri is None and spec.storage.uri:
             uri = RunLayout(spec.storage.uri).model_dir(iteration)
         if uri is None:
