@@ -45,7 +45,7 @@ from sail_operator.local.state import (
     load_state,
     save_state,
 )
-from sail_operator.local.supervisor import ProcessSupervisor
+from sail_operator.local.supervisor import ProcessSupervisor, SpawnFn, spawn_phase_process
 from sail_operator.planner import timefmt
 from sail_operator.planner.decide import decide
 from sail_operator.planner.model import (
@@ -107,7 +107,7 @@ class LocalExecutor:
     def __init__(self, run: SAILRun, paths: RunPaths, *, out: TextIO, workers: int = 1,
                  program: list[str] | None = None, use_bars: bool | None = None,
                  extra_env: dict[str, str] | None = None, gpus: list[str] | None = None,
-                 source_file: Path | None = None) -> None:
+                 source_file: Path | None = None, spawn: SpawnFn = spawn_phase_process) -> None:
         self.run_obj = run
         self.paths = paths
         self.out = out
@@ -117,6 +117,7 @@ class LocalExecutor:
         self.supervisor = ProcessSupervisor(
             paths.attempt_dir, workers=workers, gpus=self.gpus, extra_env=extra_env,
             deadline_seconds=run.spec.active_deadline_seconds, on_progress=self._show_phase,
+            spawn=spawn,  # tests pass stand-in processes: the whole loop runs in-process
         )
         self.state = self._load_state()
         if source_file is not None:
