@@ -235,16 +235,6 @@ class LocalExecutor:
                              "retry budgets, committed phases are kept")
         return EXIT_FAILED
 
-    def _save(self) -> None:
-        save_state(self.paths.state_file, self.state)
-
-    def _show_overall(self) -> None:
-        status = self.state.status
-        rounds = self.run_obj.spec.sail.rounds
-        label = (f"iteration {status.current_iteration}/{rounds} {status.current_phase or ''}".strip()
-                 if status.current_phase else status.state.value)
-        self.display.overall(status.progress.completed_phases, status.progress.total_phases, label)
-
     # -------------------------------------------------------------- attempts
 
     def create(self, action: CreatePhaseJob) -> None:
