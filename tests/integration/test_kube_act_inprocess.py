@@ -1,14 +1,16 @@
-"""kube/act.py in-process: the reconcile called directly against the emulator, with a fake clock.
+"""kube/act.py and the controller in-process: reconciles against the emulator, with a fake clock.
 
 No operator process, no kopf, no sleeps: each test calls `reconcile_run` / `apply_decision`
 with the `now` it chooses, and plays the Jobs with the stand-in Job controller when it wants
 them finished. What the API server answers at each boundary (a 422 on create, a 409 on a stale
 status write) is pinned here cheaply; kill/restart scenarios stay with the subprocess operator
-(test_operator_kube.py).
+(test_operator_kube.py). The controller (kube/handlers.py) runs on an event loop whose clock
+moves only when the test moves it, so its retry and backoff wake-ups fire without real waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +28,7 @@ from sail_operator.kube.act import (
     reconcile_run,
     run_path,
 )
+from sail_operator.kube.handlers import CONFLICT_RETRY_SECONDS, Controller
 from sail_operator.kube.observe import build_observed
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.metrics import OperatorMetrics
@@ -33,7 +36,7 @@ from sail_operator.planner.decide import decide
 from sail_operator.planner.model import build_job_name
 from tests.builders.sailrun_objects import build_sailrun_object as build_run
 from tests.builders.sailrun_objects import planned_jobs
-from tests.peers.kube import JobController, KubeCluster
+from tests.peers.kube import JobController, KubeCluster, Scripted
 
 NS = "default"
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -133,3 +136,87 @@ def test_a_status_write_from_a_stale_read_gets_409_and_creates_nothing(kube_clus
     assert not (kube_cluster.get_run(NS, "delta").get("status") or {}).get("current")
     # the next reconcile plans from the fresh object and goes ahead
     assert _reconcile(api, settings, "delta", T0).created == [build_job_name("delta", 0, Phase.MIXUP, 1)]
+
+
+# ------------------------------------------------------------------ the controller on a fake clock
+
+
+class FakeClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when the test says: a timer due in 30 s fires as
+    soon as the test advances `now` by 30, and never before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def _run_on_fake_clock(scenario) -> None:
+    loop = FakeClockLoop()
+    try:
+        loop.run_until_complete(scenario(loop))
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+async def _advance(loop: FakeClockLoop, controller: Controller, seconds: float) -> None:
+    """Move the clock, let due wake-ups start their reconciles, wait for those to finish."""
+    loop.now += seconds
+    for _ in range(3):
+        await asyncio.sleep(0)
+        while controller._tasks:
+            await asyncio.gather(*list(controller._tasks))
+
+
+def _controller(loop: FakeClockLoop, api: KubeApi, settings: OperatorSettings) -> Controller:
+    return Controller(settings=settings, metrics=OperatorMetrics(), api=api,
+                      clock=lambda: T0 + timedelta(seconds=loop.now))
+
+
+def test_a_conflicting_status_write_is_retried_after_the_conflict_delay(kube_cluster, api, settings):
+    kube_cluster.create_run(build_run("eps", rounds=0))
+    conflicts = [409]
+
+    def conflict_once(request: kmock.Request) -> int | None:
+        status_write = request.action == kmock.action.UPDATE and request.subresource == "status"
+        return conflicts.pop() if status_write and conflicts else None
+
+    kube_cluster.emulator.faults = conflict_once
+
+    async def scenario(loop: FakeClockLoop) -> None:
+        controller = _controller(loop, api, settings)
+        await controller.reconcile(NS, "eps", "run")
+        assert kube_cluster.job_creations() == []
+        assert controller._wakeups[(NS, "eps")].when() == loop.now + CONFLICT_RETRY_SECONDS
+        await _advance(loop, controller, CONFLICT_RETRY_SECONDS / 2)
+        assert kube_cluster.job_creations() == []  # not before its time
+        await _advance(loop, controller, CONFLICT_RETRY_SECONDS / 2)
+        assert kube_cluster.job_creations() == [build_job_name("eps", 0, Phase.MIXUP, 1)]
+
+    _run_on_fake_clock(scenario)
+
+
+def test_the_backoff_after_a_failed_attempt_is_waited_on_the_fake_clock(kube_cluster, api, settings):
+    """A 30 s backoff: the retry comes when the clock reaches it, not a tick before, in milliseconds."""
+    kube_cluster.create_run(build_run("zeta", rounds=0, failurePolicy={
+        "appRetries": 2, "backoff": {"initialSeconds": 30, "maxSeconds": 60, "jitter": 0.0}}))
+    kubelet = JobController(cluster=kube_cluster, script=lambda job: Scripted(exit_code=1))
+
+    async def scenario(loop: FakeClockLoop) -> None:
+        controller = _controller(loop, api, settings)
+        await controller.reconcile(NS, "zeta", "run")
+        [job] = kube_cluster.client.items(f"/apis/batch/v1/namespaces/{NS}/jobs")
+        kubelet._play(job)  # the first attempt fails (exit 1: the app budget)
+        await controller.reconcile(NS, "zeta", "job")
+        due = controller._wakeups[(NS, "zeta")].when() - loop.now
+        assert 29 <= due <= 30, due
+        await _advance(loop, controller, due - 1)
+        assert kube_cluster.job_creations() == [build_job_name("zeta", 0, Phase.MIXUP, 1)]
+        await _advance(loop, controller, 1)
+        assert kube_cluster.job_creations()[-1] == build_job_name("zeta", 0, Phase.MIXUP, 2)
+        assert kube_cluster.get_run(NS, "zeta")["status"]["restarts"]["app"] == 1
+
+    _run_on_fake_clock(scenario)
