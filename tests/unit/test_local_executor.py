@@ -34,7 +34,7 @@ from sail_operator.local.executor import (
 )
 from sail_operator.local.paths import build_local_run
 from sail_operator.local.state import load_state
-from sail_operator.planner.model import FailureCause, classify_exit_code
+from sail_operator.planner.model import FailureCause, compute_failure_cause
 
 FAKE_TRAINER = r'''
 import json, os, sys, time
@@ -128,7 +128,7 @@ class Harness:
     ],
 )
 def test_exit_codes_map_to_failure_causes(code, cause):
-    assert classify_exit_code(code) is cause
+    assert compute_failure_cause(code) is cause
 
 
 def test_trainer_program_is_python_dash_m_sail_trainer():

@@ -23,7 +23,7 @@ from sail_operator.planner.model import (
     EmitEvent,
     FailureCause,
     RequeueAfter,
-    classify_exit_code,
+    compute_failure_cause,
 )
 from sail_operator.planner.port import apply, requeue_seconds
 from sail_operator.planner.timefmt import format_time, parse_time
@@ -52,14 +52,14 @@ def _local_cause(code: int, tmp_path: Path) -> FailureCause | None:
 def test_both_executors_map_an_exit_code_to_the_same_budget(code, tmp_path):
     """A shard process (local) and a terminated container (kube) with the same code spend the same budget."""
     kube_cause, _ = classify_failure(FAILED_JOB, [_pod(int(code))])
-    assert _local_cause(int(code), tmp_path) is kube_cause is classify_exit_code(int(code))
+    assert _local_cause(int(code), tmp_path) is kube_cause is compute_failure_cause(int(code))
 
 
 def test_the_one_table_names_each_trainer_code():
-    assert classify_exit_code(ExitCode.OK) is None
-    assert {classify_exit_code(c) for c in (ExitCode.BAD_SPEC, ExitCode.BAD_DATA)} == {FailureCause.NON_RETRYABLE}
-    assert classify_exit_code(ExitCode.TRANSIENT) is FailureCause.INFRA
-    assert classify_exit_code(ExitCode.FAILURE) is FailureCause.APP
+    assert compute_failure_cause(ExitCode.OK) is None
+    assert {compute_failure_cause(c) for c in (ExitCode.BAD_SPEC, ExitCode.BAD_DATA)} == {FailureCause.NON_RETRYABLE}
+    assert compute_failure_cause(ExitCode.TRANSIENT) is FailureCause.INFRA
+    assert compute_failure_cause(ExitCode.FAILURE) is FailureCause.APP
 
 
 # ------------------------------------------------------------------ the attempt type

@@ -42,7 +42,7 @@ from sail_operator.planner.model import (
     AttemptState,
     FailureCause,
     Observed,
-    classify_exit_code,
+    compute_failure_cause,
 )
 from sail_operator.planner.timefmt import parse_time
 from sail_operator.policy import OperatorPolicy, compute_policy_violations
@@ -185,7 +185,7 @@ def _classify_failure(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> 
         return FailureCause.DEADLINE, message or "the Job passed activeDeadlineSeconds"
     by_cause: dict[FailureCause | None, list[int]] = {}
     for code in sorted(codes):  # the exit-code table the local executor uses too
-        by_cause.setdefault(classify_exit_code(code), []).append(code)
+        by_cause.setdefault(compute_failure_cause(code), []).append(code)
     non_retryable = by_cause.get(FailureCause.NON_RETRYABLE, [])
     if non_retryable or (reason == "PodFailurePolicy" and "FailJob" in message):
         code = non_retryable[0] if non_retryable else None

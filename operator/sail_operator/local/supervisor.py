@@ -30,7 +30,7 @@ from typing import Protocol
 from sail_api.phases import SHARD_INDEX_ENV, TERMINATION_LOG_ENV, PhaseSummary
 from sail_operator.local.progress import ProgressLine, combine_shards, parse_progress_line
 from sail_operator.planner import timefmt
-from sail_operator.planner.model import AttemptObservation, AttemptState, FailureCause, classify_exit_code
+from sail_operator.planner.model import AttemptObservation, AttemptState, FailureCause, compute_failure_cause
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def read_summary(path: Path) -> PhaseSummary | None:
 
 def judge_shard(shard: ShardProcess, code: int, summary: PhaseSummary | None) -> tuple[FailureCause, str] | None:
     """One exited shard -> None (it succeeded and reported) or (cause, message naming why)."""
-    cause = classify_exit_code(code)
+    cause = compute_failure_cause(code)
     if cause is None:
         if summary is not None:
             return None

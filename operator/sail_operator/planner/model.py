@@ -36,7 +36,7 @@ class FailureCause(StrEnum):
     DEADLINE = "deadline"            # activeDeadlineSeconds exceeded: counted as app
 
 
-def classify_exit_code(code: int) -> FailureCause | None:
+def compute_failure_cause(code: int) -> FailureCause | None:
     """A phase process's exit code -> the retry budget its failure spends (None: success).
 
     The one table both executors use: the local executor for each shard process, the
