@@ -28,7 +28,6 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import (
@@ -44,6 +43,7 @@ from prometheus_client.registry import Collector
 
 from sail_api.phases import Phase
 from sail_api.status import RunState
+from sail_operator.planner.timefmt import parse_time
 
 PHASES = tuple(phase.value for phase in Phase)
 RESULTS = ("succeeded", "failed")
@@ -146,12 +146,8 @@ def compute_latest_quality(status: Mapping[str, Any]) -> tuple[dict[str, float],
 
 
 def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    moment = parse_time(value)
+    return None if moment is None else moment.timestamp()
 
 
 def build_run_snapshot(raw: Mapping[str, Any]) -> RunSnapshot:

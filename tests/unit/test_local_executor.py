@@ -30,12 +30,11 @@ from sail_operator.local.executor import (
     EXIT_SUSPENDED,
     LocalExecutor,
     build_trainer_program,
-    map_exit_code,
     parse_gpu_list,
 )
 from sail_operator.local.paths import build_local_run
 from sail_operator.local.state import load_state
-from sail_operator.planner.model import FailureCause
+from sail_operator.planner.model import FailureCause, compute_failure_cause
 from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 FAKE_TRAINER = r'''
@@ -130,7 +129,7 @@ class Harness:
     ],
 )
 def test_exit_codes_map_to_failure_causes(code, cause):
-    assert map_exit_code(code) is cause
+    assert compute_failure_cause(code) is cause
 
 
 def test_trainer_program_is_python_dash_m_sail_trainer():

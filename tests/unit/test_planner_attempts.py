@@ -20,7 +20,7 @@ from sail_operator.planner.attempts import (
 from sail_operator.planner.draft import Draft
 from sail_operator.planner.model import CreatePhaseJob, DeletePhaseJob, RequeueAfter, build_job_name
 from sail_operator.planner.steps import Step
-from sail_operator.planner.times import format_time
+from sail_operator.planner.timefmt import format_time
 from tests.unit.test_planner_decide import RUN, T0, attempt, done, events, failed, make_spec, observe
 
 G, M, T = Phase.GENERATE, Phase.MIXUP, Phase.TRAIN

@@ -28,7 +28,7 @@ from sail_operator.planner.model import (
     build_job_name,
 )
 from sail_operator.planner.steps import build_plan
-from sail_operator.planner.times import format_time
+from sail_operator.planner.timefmt import format_time
 from tests.builders.sailrun_spec import build_spec_body, merge_spec
 
 T0 = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)

@@ -21,7 +21,7 @@ from sail_operator.planner.retry import (
     describe_failure,
     hold_backoff,
 )
-from sail_operator.planner.times import format_time, parse_time
+from sail_operator.planner.timefmt import format_time, parse_time
 from tests.unit.test_planner_decide import T0, failed, make_spec, observe, started
 
 

@@ -28,7 +28,7 @@ from sail_operator.planner.model import (
 )
 from sail_operator.planner.retry import hold_backoff
 from sail_operator.planner.steps import Step, compute_nodes, compute_shards
-from sail_operator.planner.times import format_time, parse_time
+from sail_operator.planner.timefmt import format_time, parse_time
 
 MISSING_GRACE_SECONDS = 10.0  # a recorded attempt's Job missing for less than this may still be on its way
 GC_WAIT_SECONDS = 2.0  # garbage collection of a deleted run's children takes about a second

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sail_api.status import Condition, ConditionType, Reason, SAILRunStatus
-from sail_operator.planner.times import format_time
+from sail_operator.planner.timefmt import format_time
 
 # Set to False on acceptance when absent, so `kubectl wait --for=condition=...` and dashboards
 # see every condition from the start (Validated is set by the validity rules themselves).

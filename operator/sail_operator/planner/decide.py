@@ -72,13 +72,12 @@ from sail_operator.planner.steps import (
     compute_total_phases,
 )
 from sail_operator.planner.success import (
-    CHECKPOINT_EXTRA_KEY,
     SUMMARY_WAIT_SECONDS,
     compute_manifest_uri,
     compute_phase_metrics,
     record_success,
 )
-from sail_operator.planner.times import format_time, parse_time
+from sail_operator.planner.timefmt import format_time, parse_time
 from sail_operator.planner.validity import (
     REASON_EDIT_REFUSED,
     REASON_REFUSED_BY_API_SERVER,
@@ -91,7 +90,7 @@ from sail_operator.planner.validity import (
 
 # Names this module has always offered; the rules now live in the policy modules above.
 __all__ = [
-    "CHECKPOINT_EXTRA_KEY", "GC_WAIT_SECONDS", "MISSING_GRACE_SECONDS", "NORMAL", "REASON_EDIT_REFUSED",
+    "GC_WAIT_SECONDS", "MISSING_GRACE_SECONDS", "NORMAL", "REASON_EDIT_REFUSED",
     "REASON_EXTENDED", "REASON_JOB_RECREATED", "REASON_REFUSED_BY_API_SERVER", "REASON_WAITING_FOR_OLD_JOB",
     "SUMMARY_WAIT_SECONDS", "WARNING", "Step", "build_plan", "compute_backoff_seconds", "compute_jitter_fraction",
     "compute_manifest_uri", "compute_phase_metrics", "compute_shards", "compute_step_index", "compute_total_phases",

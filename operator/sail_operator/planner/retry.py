@@ -24,7 +24,7 @@ from sail_api.status import ConditionType, Reason, RunState
 from sail_operator.planner.draft import WARNING, Draft
 from sail_operator.planner.lifecycle import fail
 from sail_operator.planner.model import AttemptObservation, DeletePhaseJob, FailureCause, RequeueAfter
-from sail_operator.planner.times import format_time, parse_time
+from sail_operator.planner.timefmt import format_time, parse_time
 
 
 @dataclass(frozen=True)

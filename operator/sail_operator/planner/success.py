@@ -27,12 +27,11 @@ from sail_api.status import (
 )
 from sail_operator.planner.draft import NORMAL, WARNING, Draft
 from sail_operator.planner.gate import GateVerdict, is_new_best, judge_iteration
-from sail_operator.planner.model import AttemptObservation, DeletePhaseJob, RequeueAfter
+from sail_operator.planner.model import AttemptObservation, CheckpointUri, DeletePhaseJob, RequeueAfter
 from sail_operator.planner.steps import Step, next_step
-from sail_operator.planner.times import format_time
+from sail_operator.planner.timefmt import format_time
 
 SUMMARY_WAIT_SECONDS = 5.0  # a finished Job whose termination messages are not read yet: look again soon
-CHECKPOINT_EXTRA_KEY = "model_uri"  # where the trainer's train summary names the model folder it committed
 
 
 def compute_phase_metrics(summaries: tuple[PhaseSummary, ...]) -> dict[str, float]:
@@ -56,7 +55,8 @@ def compute_manifest_uri(summaries: tuple[PhaseSummary, ...]) -> str | None:
 
 def find_checkpoint_uri(summaries: tuple[PhaseSummary, ...], storage_uri: str | None, iteration: int) -> str | None:
     """The model folder a train committed: its summary's ``model_uri``, else the layout's."""
-    uri = next((str(s.extra[CHECKPOINT_EXTRA_KEY]) for s in summaries if s.extra.get(CHECKPOINT_EXTRA_KEY)), None)
+    named = CheckpointUri.from_summaries(summaries)
+    uri = str(named) if named is not None else None
     if uri is None and storage_uri:
         uri = RunLayout(storage_uri).model_dir(iteration)
     return uri
@@ -72,10 +72,10 @@ def record_success(draft: Draft, spec: SAILRunSpec, step: Step, obs: AttemptObse
     record.result = "Succeeded"
     record.attempts = obs.attempt
     record.finished_at = format_time(obs.finished_at or draft.now)
-    if obs.started_at and obs.finished_at:
-        record.duration_seconds = max(0.0, (obs.finished_at - obs.started_at).total_seconds())
-    if obs.created_at and obs.started_at:
-        record.queue_wait_seconds = max(0.0, (obs.started_at - obs.created_at).total_seconds())
+    if obs.duration_seconds is not None:  # the attempt computes them, for both executors alike
+        record.duration_seconds = max(0.0, obs.duration_seconds)
+    if obs.queue_wait_seconds is not None:
+        record.queue_wait_seconds = max(0.0, obs.queue_wait_seconds)
     record.manifest_uri = compute_manifest_uri(obs.summaries)
     record.metrics = compute_phase_metrics(obs.summaries)
     if step.phase is Phase.TRAIN:
