@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sail_api.spec import SAILRun
+from sail_api.uris import is_local_uri, strip_file_scheme
 from sail_operator.estimate import (
     LAYOUT_FACTS,
     CostEstimate,
@@ -35,9 +36,9 @@ def count_safetensors_parameters(path: Path) -> int:
 
 
 def _local_folder(uri: str, base: Path) -> Path | None:
-    if "://" in uri and not uri.startswith("file://"):
+    if not is_local_uri(uri):
         return None
-    path = Path(uri.removeprefix("file://")).expanduser()
+    path = Path(strip_file_scheme(uri)).expanduser()
     path = path if path.is_absolute() else base / path
     return path if path.exists() else None
 

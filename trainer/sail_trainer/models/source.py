@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
 
+from sail_api.uris import is_s3_uri, looks_like_hub_id, strip_file_scheme
 from sail_trainer.errors import BadSpecError
 
 log = logging.getLogger(__name__)
 MODEL_INDEX = "model_index.json"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def default_cache_dir() -> Path:
@@ -49,9 +48,9 @@ def resolve_model_folder(
     region: str | None = None, revision: str | None = None, version: str | None = None,
 ) -> Path:
     """A local folder holding model_index.json for `uri`; BadSpecError naming `field` otherwise."""
-    if uri.startswith("s3://"):
+    if is_s3_uri(uri):
         return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), endpoint, region, version, field)
-    local = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    local = Path(strip_file_scheme(uri)).expanduser()
     if local.is_dir():
         if not (local / MODEL_INDEX).is_file():
             raise BadSpecError(
@@ -59,7 +58,7 @@ def resolve_model_folder(
                 "(the output of DiffusionPipeline.save_pretrained)"
             )
         return local
-    if _HUB_ID.match(uri) and not uri.startswith((".", "/")):
+    if looks_like_hub_id(uri):
         return _fetch_hub(uri, revision, field)
     raise BadSpecError(f"{field}: model folder {uri} does not exist; give a local folder, an s3:// folder or a hub id")
 
