@@ -22,7 +22,7 @@ from sail_trainer.data.errors import DataError
 
 StoreOpener = Callable[[str], Any]
 """`open_store(root_uri) -> Store` (the `sail_api.storage.Store` protocol); e.g. a partial
-of `sail_api.storage.open_store` carrying the endpoint and region."""
+of `sail_api.storage.open_store` carrying the run's connection (endpoint and region)."""
 
 S3 = S3_SCHEME
 

@@ -15,6 +15,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from sail_api.storage import DEFAULT_CONNECTION, Connection, open_store
 from sail_api.uris import is_s3_uri, looks_like_hub_id, strip_file_scheme
 from sail_trainer.errors import BadSpecError
 
@@ -44,12 +45,12 @@ def compute_cache_key(uri: str, version: str) -> str:
 
 
 def resolve_model_folder(
-    uri: str, *, field: str = "model.uri", cache_dir: Path | None = None, endpoint: str | None = None,
-    region: str | None = None, revision: str | None = None, version: str | None = None,
+    uri: str, *, field: str = "model.uri", cache_dir: Path | None = None,
+    connection: Connection = DEFAULT_CONNECTION, revision: str | None = None, version: str | None = None,
 ) -> Path:
     """A local folder holding model_index.json for `uri`; BadSpecError naming `field` otherwise."""
     if is_s3_uri(uri):
-        return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), endpoint, region, version, field)
+        return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), connection, version, field)
     local = Path(strip_file_scheme(uri)).expanduser()
     if local.is_dir():
         if not (local / MODEL_INDEX).is_file():
@@ -77,11 +78,9 @@ def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
 
 
 def _fetch_s3_folder(
-    uri: str, cache_dir: Path, endpoint: str | None, region: str | None, version: str | None, field: str
+    uri: str, cache_dir: Path, connection: Connection, version: str | None, field: str
 ) -> Path:
-    from sail_trainer.storage import open_run_store
-
-    store = open_run_store(uri, endpoint=endpoint, region=region)
+    store = open_store(uri, connection)
     keys = [k for k in store.list("") if not k.endswith("/")]
     if MODEL_INDEX not in keys:
         raise BadSpecError(f"{field}: {uri} has no {MODEL_INDEX} (found {len(keys)} objects); "

@@ -44,7 +44,7 @@ def read_prompt_pool(ctx: PhaseContext) -> list[str]:
     from sail_trainer.data.prompts import read_prompts
 
     spec, storage = ctx.algorithm.prompts, ctx.resolved.storage
-    opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
+    opener = partial(open_store, connection=storage)
     raw = read_prompts(spec.uri, spec.format, spec.column, open_store=opener)
     pool = distinct_prompts(raw)
     if len(pool) < len(raw):

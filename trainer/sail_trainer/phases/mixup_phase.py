@@ -44,7 +44,7 @@ def _encode_seed(ctx: PhaseContext) -> PhaseManifest:
     from sail_trainer.models.components import load_components, pick_device
 
     alg, storage = ctx.algorithm, ctx.resolved.storage
-    opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
+    opener = partial(open_store, connection=storage)
     pairs = iter_seed_pairs(alg.seed_pairs.uri, alg.seed_pairs.format, alg.seed_pairs.limit, open_store=opener)
     pairs, seed_count = chain_heldout_file(pairs, alg.sail.validation, opener)
     components = load_components(resolve_base_folder(ctx), alg.model.layout, pick_device(), torch.float32,
