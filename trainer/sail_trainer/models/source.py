@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -26,8 +27,6 @@ MODEL_INDEX = "model_index.json"
 def default_cache_dir() -> Path:
     """SAIL_CACHE_DIR, else ~/.cache/sail-trainer, else <tmp>/sail-trainer-cache when home is read-only
     (pods run with a read-only root filesystem). Read when called, never at import."""
-    import tempfile
-
     explicit = os.environ.get("SAIL_CACHE_DIR")
     candidates = [Path(explicit)] if explicit else [Path.home() / ".cache" / "sail-trainer",
                                                     Path(tempfile.gettempdir()) / "sail-trainer-cache"]
@@ -66,6 +65,7 @@ def resolve_model_folder(
 
 def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
     try:
+        # Imported here only: the runner imports this module, and `sail-trainer --help` must not load diffusers.
         from diffusers import DiffusionPipeline
 
         # DiffusionPipeline.download fetches only the files the pipeline loads (no .ckpt duplicates)

@@ -22,13 +22,24 @@ What it does not do: score samples with external scorers (an evaluate phase's jo
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 from typing import Any
 
+import torch
+
 from sail_trainer.data.heldout_split import HeldOutSplitError, heldout_indices, select_heldout_pairs
+from sail_trainer.data.seed_pairs import iter_seed_pairs
 from sail_trainer.errors import BadSpecError
+from sail_trainer.math.denoising import add_noise, denoising_error
+from sail_trainer.math.reward import draw_shared_noise
+from sail_trainer.models.components import load_unet
+from sail_trainer.models.sampling import build_scheduler, predict_noise
+from sail_trainer.models.text import TextEncoder
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.models_of_run import resolve_base_folder
 from sail_trainer.plan import derive_seed
 
 log = logging.getLogger(__name__)
@@ -54,10 +65,6 @@ def build_seed_split(prompts: list[str], seed_count: int, validation: Any, run_s
 def chain_heldout_file(pairs, validation, opener):
     """Seed pairs then, with `sail.validation.uri`, the held-out pairs of that file (encoded after
     them); returns the stream and a function giving how many seed pairs it has yielded."""
-    import itertools
-
-    from sail_trainer.data.seed_pairs import iter_seed_pairs
-
     count = [0]
 
     def counted():
@@ -108,20 +115,12 @@ class HeldOutPairs:
         return len(self.indices)
 
     def latents(self, k: int) -> Any:
-        import torch
-
         winner, loser = art.seed_refs(self._layout, self._index, self.indices[k])
         return torch.stack([winner.fetch(self._files), loser.fetch(self._files)])
 
 
 def compute_heldout_errors(pairs: HeldOutPairs, unets: list[Any], components: Any, ctx: PhaseContext) -> list[Any]:
     """Errors `[P, 2, M]` of each UNet in `unets` on the held-out pairs, on the shared draws."""
-    import torch
-
-    from sail_trainer.math.reward import draw_shared_noise
-    from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.models.text import TextEncoder
-
     s = ctx.algorithm.sail
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
     t_range = s.reward_timesteps.bounds(components.num_train_timesteps)
@@ -146,13 +145,6 @@ def _errors(unet: Any, components: Any, x: Any, t: Any, eps: Any, emb: Any, reso
     dtype: on CUDA such a UNet runs under autocast to that dtype, as in training. A UNet already in
     the compute dtype (annotate's model and judge) runs as annotate runs it.
     """
-    import contextlib
-
-    import torch
-
-    from sail_trainer.math.denoising import add_noise, denoising_error
-    from sail_trainer.models.sampling import predict_noise
-
     n, m, device = x.shape[0], t.shape[0], components.device
     x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
     mixed = device.type == "cuda" and unet.dtype != components.dtype
@@ -174,9 +166,6 @@ def measure_heldout(ctx: PhaseContext, policy: Any, components: Any, reference_f
 
     `reference_folder` is the model the train started from (its frozen DPO reference).
     """
-    from sail_trainer.models.components import load_unet
-    from sail_trainer.phases.models_of_run import resolve_base_folder
-
     pairs = HeldOutPairs(ctx)
     if not len(pairs):
         log.info("no held-out pairs in this run (sail.validation): no held-out metrics")

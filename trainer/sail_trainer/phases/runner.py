@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,8 +197,6 @@ def _run_in_context(request: PhaseRequest, ctx: PhaseContext, rank: int) -> Phas
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 

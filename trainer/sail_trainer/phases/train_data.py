@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from sail_api.phases import Phase
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
@@ -84,8 +86,6 @@ class PairDraw:
 def draw_pair(run_seed: int, iteration: int, pos: int, latent_shape: tuple[int, ...], num_train_timesteps: int,
               empty_prob: float, random_flip: bool, real: bool) -> PairDraw:
     """The random choices of pair position `pos` (see the module docstring)."""
-    import torch
-
     gen = torch.Generator().manual_seed(derive_seed(run_seed, iteration, "train", pos))
     u = torch.rand(2, generator=gen)
     timestep = int(torch.randint(0, num_train_timesteps, (1,), generator=gen))
@@ -96,8 +96,6 @@ def draw_pair(run_seed: int, iteration: int, pos: int, latent_shape: tuple[int, 
 def build_batch(data: TrainingSet, positions: list[int], run_seed: int, iteration: int, num_train_timesteps: int,
                 empty_prob: float, random_flip: bool) -> dict[str, Any]:
     """Tensors of one micro batch: prompts (some blanked), x_w, x_l (some flipped), t, noise."""
-    import torch
-
     prompts, xw, xl, ts, noise = [], [], [], [], []
     for pos in positions:
         i = pos % len(data)

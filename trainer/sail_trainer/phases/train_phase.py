@@ -338,9 +338,7 @@ def _train(ctx: PhaseContext, distributed: bool) -> PhaseManifest:
         model = torch.nn.parallel.DistributedDataParallel(t.policy, device_ids=[device.index] if device.type == "cuda" else None)
     log.info("train: %d pairs, %d steps from step %d, lr %.3g, accumulation %d x micro %d x %d process(es)",
              len(data), steps, start, t.lr, accumulation, tr.micro_batch, ctx.world_size)
-    loop = _Loop(ctx, data, model, t.policy, t.reference, components, TextEncoder(components), t.optimizer,
-                 t.scheduler, build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation,
-                 dtype, t.scaler, start, steps)
+    loop = _Loop(ctx, data, t, model, components, _StepRange(start, steps, accumulation))
     _run_steps(ctx, loop, t, history, start, steps)
     if ctx.rank == 0 and start < steps:
         # Commit before decorating: the trained weights are safe before the grids run.
@@ -418,20 +416,32 @@ class _BatchPrefetcher:
         self._pool.shutdown(wait=True)
 
 
-class _Loop:
-    """One optimizer step: micro batches of this rank's share of the global batch, accumulated."""
+@dataclass(frozen=True)
+class _StepRange:
+    """The optimizer steps `[start, steps)` this process runs, each of `accumulation` micro batches."""
 
-    def __init__(self, ctx: PhaseContext, data: TrainingSet, model: Any, policy: Any, reference: Any,
-                 components: Any, text: Any, optimizer: Any, scheduler: Any, alphas: Any, accumulation: int,
-                 dtype: Any, scaler: Any, start: int, steps: int) -> None:
-        self.ctx, self.data, self.model, self.policy, self.reference = ctx, data, model, policy, reference
-        self.components, self.text, self.optimizer, self.scheduler = components, text, optimizer, scheduler
-        self.alphas, self.accumulation, self.dtype, self.scaler = alphas, accumulation, dtype, scaler
+    start: int
+    steps: int
+    accumulation: int
+
+
+class _Loop:
+    """One optimizer step: micro batches of this rank's share of the global batch, accumulated.
+
+    `model` is what runs the forward (the DDP wrapper of `t.policy` in a multi-process train)."""
+
+    def __init__(self, ctx: PhaseContext, data: TrainingSet, t: _Trainables, model: Any, components: Any,
+                 plan: _StepRange) -> None:
+        self.ctx, self.data, self.model, self.components = ctx, data, model, components
+        self.policy, self.optimizer, self.scheduler, self.scaler = t.policy, t.optimizer, t.scheduler, t.scaler
+        self.accumulation, self.dtype = plan.accumulation, components.dtype
         self.tr = ctx.algorithm.sail.train
         s = ctx.algorithm.sail
-        self.models = DpoStepModels(model, reference, components, text, alphas, s.beta, s.sampler.resolution,
-                                    self._autocast)
-        planned = (self.micro_positions(step, a) for step in range(start, steps) for a in range(accumulation))
+        alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
+        self.models = DpoStepModels(model, t.reference, components, TextEncoder(components), alphas, s.beta,
+                                    s.sampler.resolution, self._autocast)
+        planned = (self.micro_positions(step, a) for step in range(plan.start, plan.steps)
+                   for a in range(plan.accumulation))
         self.batches = _BatchPrefetcher(
             lambda positions: build_batch(data, positions, s.seed, ctx.iteration, components.num_train_timesteps,
                                           self.tr.empty_prompt_probability, self.tr.random_flip),
