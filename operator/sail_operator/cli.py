@@ -28,6 +28,8 @@ from pathlib import Path
 
 from sail_api.logsafety import quiet_credential_loggers
 
+# Imports inside the command functions are deliberate: `sail --help`, `sail validate` and `sail status`
+# must not load the executors, the report, kopf or boto3; each command loads only what it runs.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sail_api.spec import SAILRun
 from sail_api.uris import is_local_uri, strip_file_scheme
+from sail_operator.budget import compute_budget_violations
 from sail_operator.estimate import (
     LAYOUT_FACTS,
     CostEstimate,
@@ -81,8 +82,6 @@ def check_budget_file(run: SAILRun, policy_file: Path) -> list[str]:
     """The operator's budget verdict for `run` from a policy.json (chart keys); unreadable file: one problem.
 
     Uses the layout defaults, as the operator does (it never reads the model or the data)."""
-    from sail_operator.budget import compute_budget_violations
-
     try:
         policy = json.loads(policy_file.read_text())
     except (OSError, ValueError) as exc:

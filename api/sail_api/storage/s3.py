@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -290,8 +291,6 @@ class S3Store:
     def _upload_parts(
         self, source: Path, uri: str, object_key: str, upload_id: str, parts: list[tuple[int, int, int]],
     ) -> list[str]:
-        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
         def upload_part(number: int, offset: int, length: int) -> str:
             with open(source, "rb") as stream:
                 stream.seek(offset)
