@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -110,10 +111,21 @@ def _sample_group(ctx: PhaseContext, components: Any, text: Any, indices: list[i
     return torch.cat(chunks)
 
 
-def _finish(ctx: PhaseContext, components: Any, shard_indices: list[int], pool: list[str], parts: int,
-            part_rows: int, reused: int, started: float) -> PhaseManifest:
+@dataclass(frozen=True)
+class _ShardDone:
+    """What the sampling loop of one shard did: its prompts (pool indices), its parts, the time it started."""
+
+    shard_indices: list[int]
+    parts: int
+    part_rows: int
+    reused: int
+    started: float
+
+
+def _finish(ctx: PhaseContext, components: Any, pool: list[str], done: _ShardDone) -> PhaseManifest:
     """The shard's prompt list and previews beside the committed parts, then the phase commit."""
     n, sampler = ctx.algorithm.sail.candidates_per_prompt, ctx.algorithm.sail.sampler
+    shard_indices, parts, part_rows, reused = done.shard_indices, done.parts, done.part_rows, done.reused
     files = art.committed_part_files(ctx.store, ctx.output_dir, parts)
     files.append(ctx.put_bytes(art.GEN_PROMPTS, art.dump_json({
         "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
@@ -125,7 +137,7 @@ def _finish(ctx: PhaseContext, components: Any, shard_indices: list[int], pool: 
     except Exception as exc:  # noqa: BLE001
         log.warning("generate: previews failed (%s: %s); committing the shard without them", type(exc).__name__, exc)
         metadata["failed_outputs"] = {"previews": f"{type(exc).__name__}: {exc}"[:300]}
-    elapsed = max(time.monotonic() - started, 1e-9)
+    elapsed = max(time.monotonic() - done.started, 1e-9)
     metrics = {"prompts": float(len(shard_indices)), "images": float(len(shard_indices) * n),
                "images_per_second": len(shard_indices) * n / elapsed}
     log.info("generated %d images for %d prompts", len(shard_indices) * n, len(shard_indices))
@@ -163,7 +175,7 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     progress.close()
     if reused:
         log.info("reused %d part(s) committed by an earlier attempt", reused)
-    return _finish(ctx, components, shard_indices, pool, len(starts), part_rows, reused, started)
+    return _finish(ctx, components, pool, _ShardDone(shard_indices, len(starts), part_rows, reused, started))
 
 
 def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], latent_shape: tuple[int, ...],

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -125,6 +126,7 @@ def compute_heldout_errors(pairs: HeldOutPairs, unets: list[Any], components: An
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
     t_range = s.reward_timesteps.bounds(components.num_train_timesteps)
     text = TextEncoder(components)
+    scoring = _Scoring(components, alphas, s.sampler.resolution, s.sampler.batch_size)
     out: list[list[Any]] = [[] for _ in unets]
     for k in range(len(pairs)):
         x = pairs.latents(k).to(components.device)
@@ -132,19 +134,30 @@ def compute_heldout_errors(pairs: HeldOutPairs, unets: list[Any], components: An
         t, eps = draw_shared_noise(gen, s.reward_draws, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
         emb = text.encode([pairs.prompts[k]])
         for errors, unet in zip(out, unets, strict=True):
-            errors.append(_errors(unet, components, x, t, eps, emb, s.sampler.resolution, alphas,
-                                  s.sampler.batch_size))
+            errors.append(_errors(unet, scoring, x, (t, eps), emb))
     return [torch.stack(e) if e else torch.zeros(0, 2, s.reward_draws) for e in out]
 
 
-def _errors(unet: Any, components: Any, x: Any, t: Any, eps: Any, emb: Any, resolution: int, alphas: Any,
-            batch: int) -> Any:
-    """`SE(x_k; t_m, eps_m)` as `[2, M]`: every image on every shared draw (rows image-major).
+@dataclass(frozen=True)
+class _Scoring:
+    """What every held-out error shares: the components, the training noise schedule, the sampler's
+    resolution and batch size (rows per UNet forward)."""
+
+    components: Any
+    alphas: Any
+    resolution: int
+    batch: int
+
+
+def _errors(unet: Any, scoring: _Scoring, x: Any, draws: tuple[Any, Any], emb: Any) -> Any:
+    """`SE(x_k; t_m, eps_m)` as `[2, M]`: every image on every shared draw `(t, eps)` (rows image-major).
 
     The trained policy keeps fp32 master weights while text embeddings come in the phase's compute
     dtype: on CUDA such a UNet runs under autocast to that dtype, as in training. A UNet already in
     the compute dtype (annotate's model and judge) runs as annotate runs it.
     """
+    (t, eps), components, batch = draws, scoring.components, scoring.batch
+    alphas, resolution = scoring.alphas, scoring.resolution
     n, m, device = x.shape[0], t.shape[0], components.device
     x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
     mixed = device.type == "cuda" and unet.dtype != components.dtype
