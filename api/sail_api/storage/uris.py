@@ -1,4 +1,6 @@
-"""Pure helpers for storage URIs and keys: which backend a URI names, and how a key maps under a root.
+"""Pure helpers for storage URIs and keys: how an s3:// URI splits, and how a key maps under a root.
+
+Which kind of place a URI names (s3://, file://, a path) is decided by `sail_api.uris` only.
 
 Both backends accept either a key relative to the store's root ("iter-001/train/model") or an
 absolute URI/path under that root (what `sail_api.layout.RunLayout` builds), so callers can pass
