@@ -378,7 +378,7 @@ def check_semantics(run: SAILRun) -> list[str]:
     for phase in ("generate", "annotate", "mixup", "train"):
         problems += _check_pod_resources(f"spec.resources.{phase}", getattr(spec.resources, phase))
     problems += _check_storage(run) + _check_template(run) + _check_execution(run) + _check_validation(run)
-    if spec.model.revision is not None and (classify_uri(spec.model.uri) is not UriKind.LOCAL
+    if spec.model.revision is not None and (classify_uri(spec.model.uri) in (UriKind.S3, UriKind.FILE)
                                             or spec.model.uri.startswith(("/", "."))):
         problems.append(
             "spec.model.revision: only applies to hub ids, but spec.model.uri is a path or s3:// URI; "
