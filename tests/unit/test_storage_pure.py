@@ -209,4 +209,4 @@ def test_open_store_picks_the_backend_without_importing_boto3_for_local(aws_env:
 
 def test_s3_part_size_below_the_s3_minimum_is_refused(aws_env: None) -> None:
     with pytest.raises(ValueError, match="5 MiB"):
-        S3Store("s3://bucket/run", endpoint="http://127.0.0.1:1", region="us-east-1", part_size=1024)
+        S3Store("s3://bucket/run", S3Connection(endpoint="http://127.0.0.1:1", region="us-east-1"), part_size=1024)

@@ -40,7 +40,7 @@ def open_store(
     Local stores ignore the connection and retries.
     """
     if is_s3_uri(uri):
-        return S3Store(uri, endpoint=connection.endpoint, region=connection.region, retries=retries)
+        return S3Store(uri, connection, retries=retries)
     return LocalStore(uri)
 
 
