@@ -16,6 +16,9 @@ from sail_api.spec import AlgorithmSpec, ApiModel, PerformanceSpec, SAILRun
 
 
 class StorageConnection(ApiModel):
+    """The run root and how to reach it, carried once: every phase opens its stores with
+    `sail_api.storage.open_store(uri, <this>)` (it is a `sail_api.storage.Connection`)."""
+
     uri: str = Field(description="Run root URI.")
     endpoint: str | None = Field(None, description="S3 endpoint URL.")
     region: str | None = Field(None, description="S3 region.")

@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from sail_api.uris import UriKind, classify_uri
+
 API_GROUP = "sail.dev"
 API_VERSION = "v1alpha1"
 KIND = "SAILRun"
@@ -276,7 +278,7 @@ class StorageSpec(ApiModel):
     @field_validator("uri")
     @classmethod
     def _uri_scheme(cls, value: str | None) -> str | None:
-        if value is not None and "://" in value and not value.startswith(("s3://", "file://")):
+        if value is not None and classify_uri(value) is UriKind.UNSUPPORTED:
             raise ValueError(f"storage.uri {value!r}: only s3:// URIs or local paths are supported")
         return value
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from sail_api.spec import API_GROUP, API_VERSION, KIND, ResourceRequirements, SAILRun
+from sail_api.uris import UriKind, classify_uri, is_s3_uri, s3_bucket
 
 EXAMPLE_HINT = "see examples/sd15.yaml and docs/api-reference.md"
 _EXPECTED_API_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -377,7 +378,8 @@ def check_semantics(run: SAILRun) -> list[str]:
     for phase in ("generate", "annotate", "mixup", "train"):
         problems += _check_pod_resources(f"spec.resources.{phase}", getattr(spec.resources, phase))
     problems += _check_storage(run) + _check_template(run) + _check_execution(run) + _check_validation(run)
-    if spec.model.revision is not None and spec.model.uri.startswith(("s3://", "file://", "/", ".")):
+    if spec.model.revision is not None and (classify_uri(spec.model.uri) in (UriKind.S3, UriKind.FILE)
+                                            or spec.model.uri.startswith(("/", "."))):
         problems.append(
             "spec.model.revision: only applies to hub ids, but spec.model.uri is a path or s3:// URI; "
             "remove revision or point uri at the exact folder"
@@ -464,8 +466,8 @@ def _check_storage(run: SAILRun) -> list[str]:
     storage = run.spec.storage
     uri = storage.uri or ""
     problems = []
-    if uri.startswith("s3://"):
-        bucket = uri[len("s3://"):].split("/", 1)[0]
+    if is_s3_uri(uri):
+        bucket = s3_bucket(uri)
         if not _BUCKET.match(bucket):
             problems.append(
                 f"spec.storage.uri: {uri!r} has no valid bucket name ({bucket!r}); write s3://BUCKET/PREFIX "

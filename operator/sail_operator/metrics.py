@@ -343,7 +343,6 @@ def build_registry() -> CollectorRegistry:
 
 
 METRICS = build_metrics()  # the operator process's own metrics
-REGISTRY = METRICS.registry
 
 
 def start_metrics_server(port: int, metrics: OperatorMetrics = METRICS, addr: str = "127.0.0.1") -> Any:

@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from sail_api.phases import SPEC_MOUNT_PATH, Phase
+from sail_api.spec import SAILRun
 from sail_operator.kube.jobs import (
     build_headless_service,
     build_phase_job,
     build_spec_configmap,
+    coerce_run,
     compute_gpus_per_pod,
 )
 from sail_operator.kube.settings import OperatorSettings
@@ -21,11 +23,16 @@ UID = "7f0c5a4e-0000-4000-8000-000000000001"
 SETTINGS = OperatorSettings()
 
 
-def build_run(**spec_overrides: Any) -> dict[str, Any]:
+def build_raw(**spec_overrides: Any) -> dict[str, Any]:
     spec = build_spec_body(prompts="s3://b/prompts.txt", storage={
         "uri": "s3://b/runs/r1", "endpoint": "http://minio:9000", "region": "eu-west-1",
         "credentialsSecretRef": {"name": "s3-creds"}})
     return build_sailrun_dict("r1", {**spec, **spec_overrides}, namespace="team-a", uid=UID)
+
+
+def build_run(**spec_overrides: Any) -> SAILRun:
+    """The parsed run the builders take (act.py parses the API object once per reconcile)."""
+    return coerce_run(build_raw(**spec_overrides))
 
 
 def action(phase: Phase, iteration: int = 1, attempt: int = 1, shards: int | None = None,
@@ -172,12 +179,25 @@ def test_spec_configmap_holds_the_resolved_run_and_is_owned():
 
 
 def test_a_run_without_uid_cannot_own_children():
-    run = build_run()
+    run = build_raw()
     del run["metadata"]["uid"]
     with pytest.raises(ValueError, match="metadata.uid"):
-        build_phase_job(run, action(Phase.MIXUP), SETTINGS)
+        build_phase_job(coerce_run(run), action(Phase.MIXUP), SETTINGS)
 
 
 def test_a_run_without_storage_uri_names_the_field():
     with pytest.raises(ValueError, match="spec.storage.uri"):
         build_phase_job(build_run(storage={}), action(Phase.MIXUP), SETTINGS)
+
+
+@pytest.mark.parametrize("act", [action(Phase.MIXUP, iteration=0), action(Phase.GENERATE, shards=4),
+                                 action(Phase.TRAIN, nodes=2)])
+def test_job_and_local_executor_run_the_same_phase_command_line(act: CreatePhaseJob) -> None:
+    """Both executors hand the trainer the run root and the resolved run the same way."""
+    from pathlib import Path
+
+    from sail_operator.local.executor import build_trainer_command
+
+    command = container(build_phase_job(build_run(), act, SETTINGS))["command"]
+    program = list(SETTINGS.trainer_command)
+    assert command == build_trainer_command(program, act, "s3://b/runs/r1", Path(SPEC_MOUNT_PATH))

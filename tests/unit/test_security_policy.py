@@ -13,7 +13,7 @@ import pytest
 from sail_api.phases import Phase
 from sail_api.spec import SAILRunSpec
 from sail_operator.kube.entry import load_policy
-from sail_operator.kube.jobs import build_phase_job
+from sail_operator.kube.jobs import build_phase_job, coerce_run
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
 from sail_operator.policy import OperatorPolicy, compute_policy_violations, parse_policy
@@ -103,7 +103,7 @@ def _job(policy: OperatorPolicy, labels: dict[str, str] | None = None, phase: Ph
     run = build_sailrun_dict("r1", body, namespace="team-a", uid=UID)
     run["metadata"]["labels"] = labels or {}
     action = CreatePhaseJob(name=build_job_name("r1", 1, phase, 1), iteration=1, phase=phase, attempt=1)
-    return build_phase_job(run, action, OperatorSettings(policy=policy))
+    return build_phase_job(coerce_run(run), action, OperatorSettings(policy=policy))
 
 
 def _env(job: dict[str, Any]) -> dict[str, Any]:

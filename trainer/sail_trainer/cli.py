@@ -29,6 +29,9 @@ from sail_api.phases import (
 )
 
 log = logging.getLogger("sail_trainer.cli")
+# The imports inside functions below are deliberate: `sail-trainer --help`, a bad flag and the
+# torchrun launcher must not pay for the runner, storage and (through the phases) torch; each
+# module loads only on the path that uses it (tests/integration/test_trainer_cli_light.py).
 
 
 class UsageError(Exception):

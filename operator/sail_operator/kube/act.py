@@ -38,6 +38,7 @@ from sail_operator.kube.jobs import (
     build_headless_service,
     build_phase_job,
     build_spec_configmap,
+    coerce_run,
     compute_gpus_per_pod,
     spec_configmap_name,
 )
@@ -367,7 +368,7 @@ def ensure_spec_configmap(api: KubeApi, raw: Mapping[str, Any], observed: Observ
     and its whole content is rewritten.
     """
     namespace, uid = raw["metadata"]["namespace"], raw["metadata"].get("uid")
-    body = build_spec_configmap(dict(raw))
+    body = build_spec_configmap(coerce_run(raw))
     path = core_path(namespace, "configmaps")
     pinned = read_pinned_run(existing) if existing is not None and is_owned_by(existing, uid) else None
     if pinned is not None and observed.pinned_changes:  # execution edits go through, pinned fields stay
@@ -409,12 +410,12 @@ def _create_phase(api: KubeApi, raw: Mapping[str, Any], observed: Observed, acti
     namespace = raw["metadata"]["namespace"]
     uid = raw["metadata"].get("uid")
     conflict = ensure_spec_configmap(api, raw, observed, configmap)
-    pinned = pin_run(raw, configmap)
+    pinned = coerce_run(pin_run(raw, configmap))  # parsed once for the Service and the Job
     children = []
-    service = build_headless_service(dict(pinned), action, settings.master_port)
+    service = build_headless_service(pinned, action, settings.master_port)
     if service is not None:
         children.append((core_path(namespace, "services"), service))
-    children.append((job_path(namespace), build_phase_job(dict(pinned), action, settings)))
+    children.append((job_path(namespace), build_phase_job(pinned, action, settings)))
     for path, body in [] if conflict else children:
         outcome = create_owned(api, path, body, uid)
         if outcome.refused:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sail_api.spec import SAILRun
+from sail_api.uris import is_remote_uri
 
 STATE_FOLDER = "local"
 STATE_FILE = "state.json"
@@ -46,7 +47,7 @@ class RunPaths:
 
 
 def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
+    return is_remote_uri(uri)
 
 
 def resolve_uri(uri: str, base: Path) -> str:

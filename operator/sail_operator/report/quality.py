@@ -133,7 +133,7 @@ def describe_best(state: LocalState) -> str:
 
 def render_quality_html(state: LocalState, comparison: bytes | None) -> str:
     """The report's top section: verdict, table, and the side-by-side samples (when there are grids)."""
-    from sail_operator.report.html import data_uri
+    from sail_operator.report.html import data_uri  # here: html imports this module at its top
 
     rows = collect_quality(state)
     esc = html.escape

@@ -8,6 +8,7 @@ from sail_api.layout import RunLayout
 from sail_api.phases import phases_of_iteration
 from sail_api.status import RunState
 from sail_operator.local.state import LocalState
+from sail_operator.report.quality import render_quality_text
 
 METRIC_COLUMNS = ("loss", "implicit_accuracy", "reward_margin")  # the training metrics plotted per step
 TABLE_HEADERS = ("iter", "phase", "result", "attempts", "duration", "numbers", "model")
@@ -140,7 +141,6 @@ def render_status_text(state: LocalState, models: dict[int, str] | None = None) 
         head.append(f"{label}: {status.checkpoint.uri}")
     rows = [[str(r.iteration), r.phase, r.result, r.attempts, r.duration, r.numbers, r.checkpoint]
             for r in build_status_rows(state, models)]
-    from sail_operator.report.quality import render_quality_text
 
     quality = render_quality_text(state)  # held-out accuracy and judge trust per iteration, with a verdict
     return "\n".join(head) + "\n\n" + render_table(list(TABLE_HEADERS), rows) + (f"\n\n{quality}" if quality else "")

@@ -15,6 +15,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sail_trainer.data.errors import DataError
 from sail_trainer.data.sources import ByteReader, StoreOpener, expand_files
 
@@ -104,9 +107,6 @@ def _jsonl_value(line: str, path: str, line_no: int, column: str) -> str | None:
 
 
 def _iter_parquet(path: str, column: str, reader: ByteReader) -> Iterator[str | None]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with reader.local_copy(path) as local:
         try:
             pf = pq.ParquetFile(local)

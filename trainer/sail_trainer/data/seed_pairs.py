@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sail_trainer.data.errors import DataError
 from sail_trainer.data.images import check_image_header
 from sail_trainer.data.sources import ByteReader, StoreOpener, expand_files, resolve_reference
@@ -153,9 +156,6 @@ def _parse_json_line(raw: bytes, path: str, line_no: int) -> dict[str, Any]:
 
 
 def _iter_parquet(path: str, fmt: str, reader: ByteReader) -> Iterator[SeedPair]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with reader.local_copy(path) as local:
         try:
             pf = pq.ParquetFile(local)
