@@ -374,9 +374,10 @@ def check_semantics(run: SAILRun) -> list[str]:
     """Real problems the schema cannot express, each `spec.path: problem; fix`. Empty when fine."""
     spec = run.spec
     problems = _check_batch(run) + _check_gpus(run)
-    for phase in ("generate", "annotate", "mixup", "train"):
+    for phase in ("generate", "annotate", "mixup", "train", "evaluate"):
         problems += _check_pod_resources(f"spec.resources.{phase}", getattr(spec.resources, phase))
     problems += _check_storage(run) + _check_template(run) + _check_execution(run) + _check_validation(run)
+    problems += _check_evaluation(run)
     if spec.model.revision is not None and spec.model.uri.startswith(("s3://", "file://", "/", ".")):
         problems.append(
             "spec.model.revision: only applies to hub ids, but spec.model.uri is a path or s3:// URI; "
@@ -549,4 +550,16 @@ def _check_validation(run: SAILRun) -> list[str]:
         f"spec.sail.validation.fraction: {validation.fraction} of seedPairs.limit = {limit} pairs holds out "
         f"{held}, leaving no seed pair to train on; lower the fraction, set it to 0, or give separate held-out "
         "pairs in sail.validation.uri"
+    ]
+
+
+def _check_evaluation(run: SAILRun) -> list[str]:
+    """Evaluation prompts default to the held-out pairs' captions: there must be some."""
+    evaluation, validation = run.spec.evaluation, run.spec.sail.validation
+    if evaluation is None or evaluation.prompts is not None or validation.uri or validation.fraction > 0:
+        return []
+    return [
+        "spec.evaluation.prompts: unset, so evaluation uses the held-out pairs' captions, but "
+        "spec.sail.validation.fraction is 0 and validation.uri is unset (no held-out pairs); give "
+        "spec.evaluation.prompts.uri or hold out pairs (sail.validation)"
     ]

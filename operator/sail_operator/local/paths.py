@@ -75,6 +75,10 @@ def build_local_run(run: SAILRun, source: Path, storage: str | None) -> tuple[SA
     spec.prompts.uri = resolve_uri(spec.prompts.uri, base)
     if spec.sail.validation.uri:
         spec.sail.validation.uri = resolve_uri(spec.sail.validation.uri, base)
+    for uri_holder in ([] if spec.evaluation is None else
+                       [s.clip for s in spec.evaluation.scorers if s.clip] + [spec.evaluation.prompts]):
+        if uri_holder is not None:
+            uri_holder.uri = resolve_uri(uri_holder.uri, base)
     default_dir = base / ".sail" / run.metadata.name
     if storage is not None:  # from the command line: relative to the working directory
         root = storage.rstrip("/") if is_remote(storage) else str(Path(storage.removeprefix("file://")).expanduser().resolve())

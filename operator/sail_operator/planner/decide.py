@@ -117,33 +117,36 @@ class Step:
     phase: Phase
 
     def __lt__(self, other: Step) -> bool:
-        return compute_step_index(self) < compute_step_index(other)
+        return compute_step_index(self, True) < compute_step_index(other, True)
 
     def __le__(self, other: Step) -> bool:
-        return compute_step_index(self) <= compute_step_index(other)
+        return compute_step_index(self, True) <= compute_step_index(other, True)
 
     def __gt__(self, other: Step) -> bool:
-        return compute_step_index(self) > compute_step_index(other)
+        return compute_step_index(self, True) > compute_step_index(other, True)
 
     def __ge__(self, other: Step) -> bool:
-        return compute_step_index(self) >= compute_step_index(other)
+        return compute_step_index(self, True) >= compute_step_index(other, True)
 
 
-def build_plan(rounds: int) -> tuple[Step, ...]:
-    """Step 0 (mixup, train) then rounds 1..K (generate, annotate, mixup, train)."""
-    return tuple(Step(i, p) for i in range(rounds + 1) for p in phases_of_iteration(i))
+def build_plan(rounds: int, evaluate: bool = False) -> tuple[Step, ...]:
+    """Step 0 (mixup, train) then rounds 1..K (generate, annotate, mixup, train); each iteration
+    then evaluate when `evaluate` (spec.evaluation set)."""
+    return tuple(Step(i, p) for i in range(rounds + 1) for p in phases_of_iteration(i, evaluate))
 
 
-def compute_step_index(step: Step) -> int:
-    """Position of a step in any plan that contains it (plans only grow at the end)."""
+def compute_step_index(step: Step, evaluate: bool = False) -> int:
+    """Position of a step in any plan that contains it (plans only grow at the end); comparisons
+    use the plan with evaluate, whose order of the other phases is the same."""
+    evaluate = evaluate or step.phase is Phase.EVALUATE
     if step.iteration == 0:
-        return phases_of_iteration(0).index(step.phase)
-    before = len(phases_of_iteration(0)) + len(phases_of_iteration(1)) * (step.iteration - 1)
-    return before + phases_of_iteration(step.iteration).index(step.phase)
+        return phases_of_iteration(0, evaluate).index(step.phase)
+    before = len(phases_of_iteration(0, evaluate)) + len(phases_of_iteration(1, evaluate)) * (step.iteration - 1)
+    return before + phases_of_iteration(step.iteration, evaluate).index(step.phase)
 
 
-def compute_total_phases(rounds: int) -> int:
-    return len(build_plan(rounds))
+def compute_total_phases(rounds: int, evaluate: bool = False) -> int:
+    return len(build_plan(rounds, evaluate))
 
 
 def compute_jitter_fraction(key: str) -> float:
@@ -164,6 +167,8 @@ def compute_shards(spec: SAILRunSpec, phase: Phase) -> int | None:
         return None
     if phase is Phase.GENERATE:
         return spec.parallelism.generate_shards
+    if phase is Phase.EVALUATE:
+        return spec.evaluation.shards if spec.evaluation else 1
     return spec.parallelism.annotate_shards
 
 
@@ -429,7 +434,7 @@ class _Planner:
 
     def _advance(self, spec: SAILRunSpec) -> None:
         """Handle the phase at the cursor; on success move on and handle the next one."""
-        for _ in range(compute_total_phases(spec.sail.rounds) + 1):
+        for _ in range(compute_total_phases(spec.sail.rounds, spec.evaluation is not None) + 1):
             cursor = self._cursor()
             if cursor is None or cursor.iteration > spec.sail.rounds:
                 self._complete(spec)
@@ -645,7 +650,7 @@ class _Planner:
         self._event(NORMAL, Reason.CHECKPOINT_COMMITTED, f"checkpoint of iteration {iteration}: {uri}")
 
     def _move_past(self, spec: SAILRunSpec, step: Step) -> None:
-        phases = phases_of_iteration(step.iteration)
+        phases = phases_of_iteration(step.iteration, spec.evaluation is not None)
         index = phases.index(step.phase)
         if index + 1 < len(phases):
             nxt = Step(step.iteration, phases[index + 1])
@@ -753,7 +758,7 @@ class _Planner:
         if rec is None:
             rec = PhaseRecord(phase=phase.value, result="Running", attempts=1)
             it.phases.append(rec)
-            order = {p.value: n for n, p in enumerate(phases_of_iteration(iteration))}
+            order = {p.value: n for n, p in enumerate(phases_of_iteration(iteration, True))}
             it.phases.sort(key=lambda p: order.get(p.phase, 99))
         return rec
 
@@ -772,9 +777,10 @@ class _Planner:
                 deleting.add(obs.name)
 
     def _update_progress(self, spec: SAILRunSpec) -> None:
-        total = compute_total_phases(spec.sail.rounds)
+        evaluate = spec.evaluation is not None
+        total = compute_total_phases(spec.sail.rounds, evaluate)
         cursor = self._cursor()
-        done = total if cursor is None or cursor.iteration > spec.sail.rounds else compute_step_index(cursor)
+        done = total if cursor is None or cursor.iteration > spec.sail.rounds else compute_step_index(cursor, evaluate)
         done = min(done, total)
         self.status.progress = Progress(percent=(100 * done) // total if total else 100,
                                         completed_phases=done, total_phases=total)
