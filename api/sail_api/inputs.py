@@ -217,6 +217,43 @@ def check_evaluation_inputs(spec: SAILRunSpec) -> list[str]:
     return problems
 
 
+_IMPORT_PROBE = """
+import importlib, json, sys
+failures = {}
+for path in sys.argv[1:]:
+    module, _, name = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except Exception as exc:
+        failures[path] = f"cannot import module {module!r} ({type(exc).__name__}: {exc})"
+        continue
+    if not callable(found):
+        failures[path] = f"module {module!r} has no callable {name!r}"
+print(json.dumps(failures))
+"""
+
+
+def check_scorer_imports(spec: SAILRunSpec, python: str | None = None, timeout: float = 300.0) -> list[str]:
+    """For `sail run` (the trainer runs in this environment): each `module:function` scorer must import.
+
+    Imported in a child Python (`python`, default this one): user code never runs in the CLI process.
+    """
+    import subprocess
+    import sys
+
+    scorers = [(k, s) for k, s in enumerate(spec.evaluation.scorers if spec.evaluation else []) if s.callable]
+    if not scorers:
+        return []
+    args = [python or sys.executable, "-c", _IMPORT_PROBE, *[s.callable for _, s in scorers]]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        failures = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        return [f"spec.evaluation.scorers: could not check the callables ({type(exc).__name__}: {exc})"]
+    return [f"spec.evaluation.scorers[{k}] ({s.name}).callable: {failures[s.callable]}; install it where "
+            "the trainer runs or fix the name" for k, s in scorers if s.callable in failures]
+
+
 def check_prompt_pool(spec: SAILRunSpec, pool: int, source: str) -> str | None:
     """The pool must cover every round with fresh prompts; the problem and both ways out, or None."""
     rounds, per_round = spec.sail.rounds, spec.sail.prompts_per_round

@@ -84,3 +84,22 @@ def test_a_scorer_that_raises_or_returns_the_wrong_shape_is_a_data_error(result,
     with pytest.raises(BadDataError, match=r"^spec\.evaluation\.scorers\[0\] \(s\): ") as info:
         score_images(result, "spec.evaluation.scorers[0] (s)", _images(2), ["a", "b"])
     assert expected in str(info.value)
+
+
+def test_sail_run_names_a_callable_that_cannot_be_imported_before_anything_starts(tmp_path, capsys):
+    import yaml
+
+    from sail_operator.cli import main
+
+    run = tmp_path / "run.yaml"
+    scorers = [{"name": "toy", "callable": "sail_trainer.toy.scorers:hidden_preference"},
+               {"name": "gone", "callable": "no_such_module_h4:score"}]
+    run.write_text(yaml.safe_dump({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "demo"},
+                                   "spec": {"model": {"uri": "s3://b/m"}, "seedPairs": {"uri": "s3://b/s.jsonl"},
+                                            "prompts": {"uri": "s3://b/p.txt"}, "storage": {"uri": str(tmp_path / "root")},
+                                            "evaluation": {"scorers": scorers}}}))
+    assert main(["run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "spec.evaluation.scorers[1] (gone).callable: cannot import module 'no_such_module_h4'" in err
+    assert "scorers[0]" not in err
+    assert not (tmp_path / "root").exists(), "nothing started"
