@@ -129,3 +129,18 @@ def test_cluster_policy_covers_the_evaluation_uris():
         "scorers": [{"name": "pick", "clip": {"uri": "/local/pickscore"}}], "prompts": {"uri": "s3://b/eval.txt"}}})
     problems = check_data_uris(spec, OperatorPolicy(), "default")
     assert [p.split(" ")[0] for p in problems] == ["spec.evaluation.scorers[0].clip.uri"]
+
+
+def test_an_evaluate_attempt_is_an_indexed_job_with_its_shards_and_resources():
+    from sail_operator.kube.jobs import build_phase_job
+    from tests.unit.test_kube_jobs import SETTINGS, action, build_run, container
+
+    run = build_run(evaluation={"scorers": [TOY], "shards": 3},
+                    resources={"evaluate": {"limits": {"nvidia.com/gpu": "1"}}})
+    status, created = play(make_spec(evaluation=evaluation(shards=3)))
+    [first] = [c for c in created if c.phase is Phase.EVALUATE and c.iteration == 0]
+    job = build_phase_job(run, action(Phase.EVALUATE, iteration=0, shards=first.shards), SETTINGS)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 3
+    command = container(job)["command"] + container(job).get("args", [])
+    assert "evaluate" in command and command[-2:] == ["--shards", "3"]
+    assert container(job)["resources"]["limits"] == {"nvidia.com/gpu": "1"}
