@@ -144,3 +144,16 @@ def test_an_evaluate_attempt_is_an_indexed_job_with_its_shards_and_resources():
     command = container(job)["command"] + container(job).get("args", [])
     assert "evaluate" in command and command[-2:] == ["--shards", "3"]
     assert container(job)["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+
+
+def test_the_cost_estimate_counts_the_evaluate_sampling():
+    from sail_operator.estimate import compute_estimate
+
+    plain = make_spec(seedPairs={"uri": "s3://b/seed.jsonl", "limit": 100})
+    spec = make_spec(seedPairs={"uri": "s3://b/seed.jsonl", "limit": 100}, evaluation=evaluation(count=10))
+    without, with_eval = compute_estimate(plain), compute_estimate(spec)
+    evaluate = [p for p in with_eval.phases if p.phase == "evaluate"]
+    steps, cfg = spec.sail.sampler.steps, 2
+    assert [(p.iteration, p.unet_forwards) for p in evaluate] == [(0, 10 * 2 * steps * cfg), (1, 10 * 3 * steps * cfg)]
+    assert with_eval.total().unet_forwards == without.total().unet_forwards + 50 * steps * cfg
+    assert not [p for p in without.phases if p.phase == "evaluate"]
