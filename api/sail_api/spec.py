@@ -242,8 +242,8 @@ class SAILSpec(ApiModel):
         return self
 
 
-_SCORER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_SCORER_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_CALLABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ClipScorerSpec(ApiModel):
@@ -259,11 +259,12 @@ class ScorerSpec(ApiModel):
     """One scorer of the evaluate phase: exactly one of `callable` and `clip`."""
 
     name: str = Field(
-        min_length=1, max_length=40,
+        min_length=1, max_length=40, json_schema_extra={"pattern": _SCORER_NAME.pattern},
         description="Name in status, metrics (label `scorer`) and the report: lower-case letters, digits and '-'.",
     )
     callable: str | None = Field(
-        None, description="`module:function` importable in the trainer image, called as "
+        None, json_schema_extra={"pattern": _CALLABLE.pattern},
+        description="`module:function` importable in the trainer image, called as "
         "function(images: list[PIL.Image], captions: list[str]) -> one float per image (higher is better).",
     )
     clip: ClipScorerSpec | None = Field(None, description="A CLIP-family preference model (PickScore layout).")
@@ -293,7 +294,10 @@ class EvaluationSpec(ApiModel):
     """The evaluate phase (opt-in): fixed-seed samples of the base, theta_{i-1} and theta_i on held-out
     prompts, scored by every scorer after every train phase."""
 
-    scorers: list[ScorerSpec] = Field(min_length=1, description="Scorers; each image is scored by every one.")
+    scorers: list[ScorerSpec] = Field(
+        min_length=1, description="Scorers; each image is scored by every one (names unique).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     prompts: PromptsSpec | None = Field(
         None, description="Evaluation prompts; unset uses the held-out validation pairs' captions (sail.validation).",
     )
