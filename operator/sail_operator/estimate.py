@@ -270,11 +270,10 @@ class _Counter:
         gpu, wall = self._hours(passes / self._generate_rate(), min(evaluation.shards, evaluation.count))
         files = evaluation.shards * (models + 2)  # scores per model, scores.json and summary.json per shard
         size = evaluation.count * models * 64 * (1 + len(evaluation.scorers)) + files * (MANIFEST_BYTES + 2 * MANIFEST_BYTES_PER_FILE)
-        self.notes.append("evaluate: the scorers' own cost is not counted (only the sampling)")
         return [PhaseCost(iteration, "evaluate", unet_forwards=passes, gpu_hours=gpu, wall_hours=wall,
                           storage_bytes=size, storage_objects=2 * files,
                           detail=f"{evaluation.count} samples x {models} models x {self.s.sampler.steps} steps"
-                          + (" x 2 (CFG)" if self.cfg == 2 else ""))]
+                          + (" x 2 (CFG)" if self.cfg == 2 else "") + "; scorers not counted")]
 
     def annotate(self, iteration: int) -> PhaseCost:
         s, shards = self.s, self.spec.parallelism.annotate_shards
