@@ -48,16 +48,17 @@ def evaluated(tmp_path_factory):
     clip = build_tiny_clip(folder / "clip")
     with_evaluation(run, {"scorers": [{"name": "bright", "callable": f"{__name__}:brightness"},
                                       {"name": "pick", "clip": {"uri": str(clip)}}], "count": 5, "seed": 3})
-    for phase, iteration in [("mixup", 0), ("train", 0)]:
-        assert main(phase_args(run, phase, iteration)) == 0, phase
-    for shard in range(2):
-        assert main(phase_args(run, "evaluate", 0, "--shard", f"{shard}/2")) == 0, shard
+    for phase, iteration in [("mixup", 0), ("train", 0), ("evaluate", 0), ("generate", 1), ("annotate", 1),
+                             ("mixup", 1), ("train", 1), ("evaluate", 1)]:
+        shards = [f"{shard}/2" for shard in range(2)] if phase == "evaluate" else [None]
+        for shard in shards:
+            assert main(phase_args(run, phase, iteration, *(["--shard", shard] if shard else []))) == 0, phase
     return run, LocalStore(run.run_uri), RunLayout(run.run_uri)
 
 
-def _shard(evaluated, shard):
+def _shard(evaluated, shard, iteration=0):
     run, store, layout = evaluated
-    folder = layout.output_dir(0, Phase.EVALUATE, shard, 2)
+    folder = layout.output_dir(iteration, Phase.EVALUATE, shard, 2)
     return store.read_manifest(folder), json.loads(read_committed_bytes(store, folder, "scores.json"))
 
 
@@ -90,22 +91,41 @@ def test_samples_use_held_out_captions_with_fixed_seeds(evaluated):
     assert len({r["seed"] for r in rows}) == 5
 
 
-def test_each_role_is_scored_on_its_own_models_images(evaluated):
-    run, store, layout = evaluated
+def _recompute(evaluated, rows, iteration):
+    """The bright scores of `rows`' samples drawn here from the model of `iteration` (-1: base)."""
     from sail_trainer.logs import Progress
     from sail_trainer.phases.context import PhaseContext
     from sail_trainer.phases.evaluate_phase import EvalSample, sample_images
     from sail_trainer.phases.runner import read_resolved_spec
 
-    ctx = PhaseContext(resolved=read_resolved_spec(str(run.spec)), run_uri=run.run_uri, iteration=0,
+    run, store, _ = evaluated
+    ctx = PhaseContext(resolved=read_resolved_spec(str(run.spec)), run_uri=run.run_uri, iteration=max(iteration, 0),
                        phase=Phase.EVALUATE, store=store, cache_dir=run.folder / "cache", work_dir=run.folder)
-    rows = _shard(evaluated, 0)[1]["samples"]
     samples = [EvalSample(r["index"], r["prompt"], r["seed"]) for r in rows]
-    expected = {role: brightness(sample_images(ctx, iteration, samples, Progress("t", 0)), [])
-                for role, iteration in (("base", -1), ("current", 0))}
-    assert not np.allclose(expected["base"], expected["current"])  # training changed the model: the check has power
-    for role in ("base", "current"):
-        assert [r[role]["bright"] for r in rows] == pytest.approx(expected[role]), role
+    return brightness(sample_images(ctx, iteration, samples, Progress("t", 0)), [])
+
+
+def test_each_role_is_scored_on_its_own_models_images(evaluated):
+    rows0 = _shard(evaluated, 0)[1]["samples"]
+    rows1 = _shard(evaluated, 0, iteration=1)[1]["samples"]
+    base, theta0, theta1 = (_recompute(evaluated, rows0, it) for it in (-1, 0, 1))
+    assert not np.allclose(base, theta0) and not np.allclose(theta0, theta1)  # training changed the models
+    assert [r["base"]["bright"] for r in rows0] == pytest.approx(base)
+    assert [r["current"]["bright"] for r in rows0] == pytest.approx(theta0)
+    assert [r["base"]["bright"] for r in rows1] == pytest.approx(base)
+    assert [r["previous"]["bright"] for r in rows1] == pytest.approx(theta0)
+    assert [r["current"]["bright"] for r in rows1] == pytest.approx(theta1)
+
+
+def test_a_round_reuses_the_base_and_previous_scores_of_the_last_evaluate(evaluated):
+    run, store, layout = evaluated
+    for shard in range(2):
+        folder = layout.output_dir(1, Phase.EVALUATE, shard, 2)
+        rows0, rows1 = _shard(evaluated, shard)[1]["samples"], _shard(evaluated, shard, 1)[1]["samples"]
+        assert [r["index"] for r in rows0] == [r["index"] for r in rows1]
+        assert [r["base"] for r in rows1] == [r["base"] for r in rows0]
+        assert [r["previous"] for r in rows1] == [r["current"] for r in rows0]
+        assert store.is_committed(f"{folder}/models/base") and store.is_committed(f"{folder}/models/previous")
 
 
 def test_a_rerun_reuses_the_committed_phase(evaluated):

@@ -8,7 +8,9 @@ two models on sample k are a paired comparison. Shard s of S takes samples s, s+
 differ by at most one, so the operator's mean over shards is the run's mean up to that rounding).
 
 Resumable: each model's scores are committed on their own in `models/<role>/` (role: base, previous,
-current; at step 0 previous is the base and is not sampled twice); a later attempt reuses them.
+current; at step 0 previous is the base and is not sampled twice); a later attempt reuses them, and
+a round reuses the base's and theta_{i-1}'s scores from the previous iteration's committed evaluate
+(same samples, same models), so it samples only theta_i.
 Outputs: `scores.json` (one row per sample: prompt, seed and every scorer's score for each model) and
 `summary.json`, whose numbers are the phase's metrics: `eval_<scorer>_mean_<role>` and
 `eval_<scorer>_win_vs_base` / `_win_vs_previous` (the share of samples on which theta_i scores
@@ -145,6 +147,29 @@ def _role_folder(ctx: PhaseContext, role: str) -> str:
     return join(ctx.output_dir, "models", role)
 
 
+def reuse_earlier_scores(ctx: PhaseContext, role: str, iteration: int, names: list[str]) -> dict[str, np.ndarray] | None:
+    """The same model's scores on the same samples from the previous iteration's evaluate, if committed there.
+
+    The base is scored alike in every iteration, and theta_{i-1} was iteration i-1's current model: the
+    samples depend only on the evaluation seed, prompts and shard layout, all fixed for the run. So a
+    round samples one model, not three, once the previous evaluate is committed (same shard count).
+    """
+    from sail_trainer.storage import read_committed_bytes
+
+    earlier = {"base": "base", "previous": "current"}.get(role)
+    if earlier is None or ctx.iteration == 0:
+        return None
+    folder = join(ctx.layout.output_dir(ctx.iteration - 1, ctx.phase, ctx.shard, ctx.shards), "models", earlier)
+    if not ctx.store.is_committed(folder):
+        return None
+    saved = json.loads(read_committed_bytes(ctx.store, folder, SCORES_FILE))
+    if saved.get("iteration") != iteration or set(saved["scores"]) != set(names):
+        return None
+    log.info("%s: reusing the scores of iteration %d's evaluate (same model, samples and scorers)", role,
+             ctx.iteration - 1)
+    return {name: np.asarray(saved["scores"][name], dtype=np.float64) for name in names}
+
+
 def score_role(ctx: PhaseContext, role: str, iteration: int, samples: list[EvalSample],
                scorers: list[tuple[str, str, Any]], progress: Progress) -> dict[str, np.ndarray]:
     """Every scorer's scores of the role's model on `samples`: committed ones reused, else sampled and committed."""
@@ -152,13 +177,18 @@ def score_role(ctx: PhaseContext, role: str, iteration: int, samples: list[EvalS
     from sail_trainer.storage import read_committed_bytes
 
     folder = _role_folder(ctx, role)
+    names = [name for name, _, _ in scorers]
     if ctx.store.is_committed(folder):
         progress.update(len(samples))
         saved = json.loads(read_committed_bytes(ctx.store, folder, SCORES_FILE))
-        return {name: np.asarray(saved["scores"][name], dtype=np.float64) for name, _, _ in scorers}
-    images = sample_images(ctx, iteration, samples, progress)
-    captions = [s.prompt for s in samples]
-    scores = {name: score_images(scorer, field, images, captions) for name, field, scorer in scorers}
+        return {name: np.asarray(saved["scores"][name], dtype=np.float64) for name in names}
+    scores = reuse_earlier_scores(ctx, role, iteration, names)
+    if scores is not None:
+        progress.update(len(samples))
+    else:
+        images = sample_images(ctx, iteration, samples, progress)
+        captions = [s.prompt for s in samples]
+        scores = {name: score_images(scorer, field, images, captions) for name, field, scorer in scorers}
     name = ctx.attempt_path(SCORES_FILE)
     ctx.store.write_bytes(join(folder, name), art.dump_json(
         {"role": role, "iteration": iteration, "scores": {k: v.tolist() for k, v in scores.items()}}))

@@ -96,8 +96,10 @@ def load_scorer(spec: Any, index: int = 0, *, cache_dir: Path | None = None, end
     field = scorer_field(index, spec.name)
     if spec.callable is not None:
         return import_callable(spec.callable, field)
+    from sail_trainer.models.components import pick_device
+
     folder = resolve_clip_folder(spec.clip.uri, field, cache_dir, endpoint, region)
-    return ClipScorer(folder, field)
+    return ClipScorer(folder, field, pick_device())
 
 
 def score_images(scorer: Scorer, field: str, images: list[Any], captions: Sequence[str]) -> np.ndarray:
