@@ -466,6 +466,15 @@ class RoundGateSpec(ApiModel):
         "stop", description="stop: end the run at once, its best checkpoint in status.bestCheckpoint; continue: "
         "record the regression (condition RoundAccepted=False, Warning event) and go on.",
     )
+    scorers: list[str] = Field(
+        default_factory=list, description="spec.evaluation scorers also guarded: after round i's evaluate phase, "
+        "the round regresses when theta_i's mean score of any of them falls more than scorerTolerance below "
+        "theta_{i-1}'s on the same samples. Empty (default): the evaluate phase is not gated.",
+    )
+    scorer_tolerance: float = Field(
+        0.0, ge=0.0, description="Allowed drop of a guarded scorer's mean score from theta_{i-1} to theta_i "
+        "(in the scorer's units).",
+    )
 
 
 class SAILRunSpec(AlgorithmSpec):

@@ -554,7 +554,16 @@ def _check_validation(run: SAILRun) -> list[str]:
 
 
 def _check_evaluation(run: SAILRun) -> list[str]:
-    """Evaluation prompts default to the held-out pairs' captions: there must be some."""
+    """Evaluation prompts default to the held-out pairs' captions: there must be some; a gated scorer must exist."""
+    evaluation, gate = run.spec.evaluation, run.spec.round_gate
+    known = {s.name for s in evaluation.scorers} if evaluation else set()
+    problems = [f"spec.roundGate.scorers[{k}]: {name!r} is not a scorer of spec.evaluation.scorers "
+                f"({', '.join(sorted(known)) or 'none: spec.evaluation is unset'}); name one of them"
+                for k, name in enumerate(gate.scorers if gate else []) if name not in known]
+    return problems + _check_evaluation_prompts(run)
+
+
+def _check_evaluation_prompts(run: SAILRun) -> list[str]:
     evaluation, validation = run.spec.evaluation, run.spec.sail.validation
     if evaluation is None or evaluation.prompts is not None or validation.uri or validation.fraction > 0:
         return []

@@ -157,3 +157,73 @@ def test_the_cost_estimate_counts_the_evaluate_sampling():
     assert [(p.iteration, p.unet_forwards) for p in evaluate] == [(0, 10 * 2 * steps * cfg), (1, 10 * 3 * steps * cfg)]
     assert with_eval.total().unet_forwards == without.total().unet_forwards + 50 * steps * cfg
     assert not [p for p in without.phases if p.phase == "evaluate"]
+
+
+def _play_gate(gate: dict, fidelity: dict[int, tuple[float, float]], accuracy: float = 0.7):
+    """Run to the end; evaluate of iteration i reports fidelity (previous, current) means."""
+    from datetime import timedelta
+
+    from sail_api.phases import PhaseSummary
+    from sail_api.status import RunState, SAILRunStatus
+    from sail_operator.planner.decide import decide
+    from sail_operator.planner.model import (
+        AttemptObservation,
+        AttemptState,
+        CreatePhaseJob,
+        DeletePhaseJob,
+        EmitEvent,
+    )
+    from tests.unit.test_planner_decide import T0, observe
+
+    spec = make_spec(sail={"rounds": 3}, roundGate=gate,
+                     evaluation={"scorers": [{"name": "fidelity", "callable": "m:f"}, TOY]})
+    status, jobs, created, events = SAILRunStatus(), {}, [], []
+    for _ in range(200):
+        decision = decide(observe(spec, status, jobs.values()), T0)
+        status = decision.status
+        events += [a for a in decision.actions if isinstance(a, EmitEvent)]
+        for action in decision.actions:
+            if isinstance(action, CreatePhaseJob):
+                created.append((action.iteration, action.phase))
+                metrics = {"loss": 0.5}
+                if action.phase is Phase.TRAIN:
+                    metrics["heldout_accuracy_vs_base"] = accuracy
+                if action.phase is Phase.EVALUATE:
+                    previous, current = fidelity[action.iteration]
+                    metrics |= {"eval_fidelity_mean_previous": previous, "eval_fidelity_mean_current": current,
+                                "eval_oracle_mean_previous": 0.0, "eval_oracle_mean_current": -5.0}
+                summary = PhaseSummary(phase=action.phase, iteration=action.iteration, outcome="committed",
+                                       manifest_uri="s3://b/x", metrics=metrics, shard="0/1")
+                jobs[action.name] = AttemptObservation(
+                    name=action.name, iteration=action.iteration, phase=action.phase, attempt=action.attempt,
+                    state=AttemptState.SUCCEEDED, created_at=T0, started_at=T0, finished_at=T0 + timedelta(seconds=9),
+                    summaries=(summary,))
+            elif isinstance(action, DeletePhaseJob):
+                jobs.pop(action.name, None)
+        if status.state in (RunState.SUCCEEDED, RunState.FAILED):
+            return status, created, events
+    raise AssertionError("the run did not finish")
+
+
+FIDELITY = {0: (0.7, 0.6), 1: (0.6, 0.62), 2: (0.62, 0.5), 3: (0.5, 0.55)}
+
+
+def test_the_round_gate_stops_on_a_guarded_scorer_that_regresses_after_evaluate():
+    status, created, events = _play_gate({"scorers": ["fidelity"], "scorerTolerance": 0.05}, FIDELITY)
+    assert created[-1] == (2, Phase.EVALUATE), "stopped after round 2's evaluate, round 3 never started"
+    accepted = next(c for c in status.conditions if c.type == "RoundAccepted")
+    assert accepted.status == "False" and "scorer fidelity" in accepted.message and "0.12" in accepted.message
+    assert any("stopping" in e.message and "scorer fidelity" in e.message for e in events)
+
+
+def test_scorers_not_named_in_the_gate_and_drops_within_tolerance_never_stop_a_run():
+    status, created, _ = _play_gate({"scorers": ["fidelity"], "scorerTolerance": 0.2}, FIDELITY)
+    assert created[-1] == (3, Phase.EVALUATE) and status.state == "Succeeded"
+    assert next(c for c in status.conditions if c.type == "RoundAccepted").status == "True"
+    _, created, _ = _play_gate({}, FIDELITY)  # the oracle scorer falls by 5 each round: not guarded
+    assert created[-1] == (3, Phase.EVALUATE)
+
+
+def test_a_gated_scorer_must_be_an_evaluation_scorer():
+    run = build_run(evaluation=evaluation(), roundGate={"scorers": ["oracle", "pickscore"]})
+    assert [p.split(":")[0] for p in check_semantics(run) if "roundGate" in p] == ["spec.roundGate.scorers[1]"]

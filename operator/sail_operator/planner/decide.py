@@ -597,17 +597,24 @@ class _Planner:
         self.actions.append(DeletePhaseJob(name=obs.name))  # after its result is in status (written first)
         if step.phase is Phase.TRAIN and spec.round_gate is not None and self._gate(spec, step.iteration, record):
             return False  # stopped on a regression: the run is complete, its best checkpoint in status
+        if step.phase is Phase.EVALUATE and spec.round_gate is not None and self._gate(spec, step.iteration, record,
+                                                                                         scorers=True):
+            return False
         self._move_past(spec, step)
         return True
 
-    def _gate(self, spec: SAILRunSpec, iteration: int, record: PhaseRecord) -> bool:
-        """spec.roundGate (planner/gate.py): best checkpoint, RoundAccepted condition; True when the run stops."""
+    def _gate(self, spec: SAILRunSpec, iteration: int, record: PhaseRecord, scorers: bool = False) -> bool:
+        """spec.roundGate (planner/gate.py): best checkpoint, RoundAccepted condition; True when the run stops.
+        `scorers`: judge an evaluate phase by roundGate.scorers (acts only on a regression)."""
         from sail_api.status import BestCheckpointStatus
-        from sail_operator.planner.gate import is_new_best, judge_iteration
+        from sail_operator.planner.gate import is_new_best, judge_iteration, judge_scorers
 
         gate = spec.round_gate
         assert gate is not None
-        verdict = judge_iteration(gate, iteration, record.metrics, self.status.best_checkpoint)
+        if scorers and judge_scorers(gate, iteration, record.metrics) is None:
+            return False
+        verdict = (judge_scorers(gate, iteration, record.metrics) if scorers
+                   else judge_iteration(gate, iteration, record.metrics, self.status.best_checkpoint))
         if verdict is None:
             message = (f"iteration {iteration} reported no {gate.metric} (does the run hold out pairs? "
                        "sail.validation): the round gate cannot judge it")
