@@ -17,13 +17,18 @@ import pytest
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.resolved import ResolvedRun
+from sail_api.spec import ScorerSpec
 from sail_api.storage import LocalStore
 from sail_trainer.cli import main
+from sail_trainer.scoring import load_scorer, score_images
 from sail_trainer.storage import read_committed_bytes
 from tests.builders.tiny_clip import build_tiny_clip
 from tests.builders.tiny_run import create_tiny_run, phase_args
 
 pytestmark = pytest.mark.slow
+# shard 0: samples 0, 3, 6, 9, 12 -> both held-out captions in turn, in two forward batches of at most 3
+# (an odd batch, so a batch that took the wrong slice of captions would pair images with other captions)
+SHARDS, COUNT = 3, 15
 
 
 def brightness(images, captions):
@@ -44,13 +49,13 @@ def with_evaluation(run, evaluation: dict) -> None:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluate")
-    run = create_tiny_run(folder, validation={"fraction": 0.25}, train={"step0Steps": 2})
+    run = create_tiny_run(folder, validation={"fraction": 0.25}, train={"step0Steps": 2}, sampler={"batchSize": 3})
     clip = build_tiny_clip(folder / "clip")
     with_evaluation(run, {"scorers": [{"name": "bright", "callable": f"{__name__}:brightness"},
-                                      {"name": "pick", "clip": {"uri": str(clip)}}], "count": 5, "seed": 3})
+                                      {"name": "pick", "clip": {"uri": str(clip)}}], "count": COUNT, "seed": 3})
     for phase, iteration in [("mixup", 0), ("train", 0), ("evaluate", 0), ("generate", 1), ("annotate", 1),
                              ("mixup", 1), ("train", 1), ("evaluate", 1)]:
-        shards = [f"{shard}/2" for shard in range(2)] if phase == "evaluate" else [None]
+        shards = [f"{shard}/{SHARDS}" for shard in range(SHARDS)] if phase == "evaluate" else [None]
         for shard in shards:
             assert main(phase_args(run, phase, iteration, *(["--shard", shard] if shard else []))) == 0, phase
     return run, LocalStore(run.run_uri), RunLayout(run.run_uri)
@@ -58,15 +63,15 @@ def evaluated(tmp_path_factory):
 
 def _shard(evaluated, shard, iteration=0):
     run, store, layout = evaluated
-    folder = layout.output_dir(iteration, Phase.EVALUATE, shard, 2)
+    folder = layout.output_dir(iteration, Phase.EVALUATE, shard, SHARDS)
     return store.read_manifest(folder), json.loads(read_committed_bytes(store, folder, "scores.json"))
 
 
 def test_shards_split_the_samples_and_report_means_and_win_rates(evaluated):
     manifest0, scores0 = _shard(evaluated, 0)
     _, scores1 = _shard(evaluated, 1)
-    assert [r["index"] for r in scores0["samples"]] == [0, 2, 4]
-    assert [r["index"] for r in scores1["samples"]] == [1, 3]
+    assert [r["index"] for r in scores0["samples"]] == [0, 3, 6, 9, 12]
+    assert [r["index"] for r in scores1["samples"]] == [1, 4, 7, 10, 13]
     metrics = manifest0.metrics
     for name in ("bright", "pick"):
         current = [r["current"][name] for r in scores0["samples"]]
@@ -86,13 +91,14 @@ def test_samples_use_held_out_captions_with_fixed_seeds(evaluated):
 
     index = json.loads(read_committed_bytes(store, layout.phase_dir(0, Phase.MIXUP), SEED_INDEX))
     held = {index["prompts"][i] for i in index["heldout"]}
-    rows = _shard(evaluated, 0)[1]["samples"] + _shard(evaluated, 1)[1]["samples"]
-    assert {r["prompt"] for r in rows} <= held
-    assert len({r["seed"] for r in rows}) == 5
+    rows = [r for shard in range(SHARDS) for r in _shard(evaluated, shard)[1]["samples"]]
+    assert {r["prompt"] for r in rows} == held
+    assert sorted(r["index"] for r in rows) == list(range(COUNT))
+    assert len({r["seed"] for r in rows}) == COUNT
 
 
 def _recompute(evaluated, rows, iteration):
-    """The bright scores of `rows`' samples drawn here from the model of `iteration` (-1: base)."""
+    """The images of `rows`' samples drawn here from the model of `iteration` (-1: base)."""
     from sail_trainer.logs import Progress
     from sail_trainer.phases.context import PhaseContext
     from sail_trainer.phases.evaluate_phase import EvalSample, sample_images
@@ -102,14 +108,19 @@ def _recompute(evaluated, rows, iteration):
     ctx = PhaseContext(resolved=read_resolved_spec(str(run.spec)), run_uri=run.run_uri, iteration=max(iteration, 0),
                        phase=Phase.EVALUATE, store=store, cache_dir=run.folder / "cache", work_dir=run.folder)
     samples = [EvalSample(r["index"], r["prompt"], r["seed"]) for r in rows]
-    return brightness(sample_images(ctx, iteration, samples, Progress("t", 0)), [])
+    return [image for batch in sample_images(ctx, iteration, samples, Progress("t", 0)) for image in batch]
 
 
 def test_each_role_is_scored_on_its_own_models_images(evaluated):
     rows0 = _shard(evaluated, 0)[1]["samples"]
     rows1 = _shard(evaluated, 0, iteration=1)[1]["samples"]
-    base, theta0, theta1 = (_recompute(evaluated, rows0, it) for it in (-1, 0, 1))
+    images = {it: _recompute(evaluated, rows0, it) for it in (-1, 0, 1)}
+    base, theta0, theta1 = (brightness(images[it], []) for it in (-1, 0, 1))
     assert not np.allclose(base, theta0) and not np.allclose(theta0, theta1)  # training changed the models
+    pick = load_scorer(ScorerSpec(name="pick", clip={"uri": str(evaluated[0].folder / "clip")}))
+    assert len({r["prompt"] for r in rows0}) == 2
+    expected = score_images(pick, "pick", images[0], [r["prompt"] for r in rows0])  # each image with its caption
+    assert [r["current"]["pick"] for r in rows0] == pytest.approx(expected, rel=1e-4)
     assert [r["base"]["bright"] for r in rows0] == pytest.approx(base)
     assert [r["current"]["bright"] for r in rows0] == pytest.approx(theta0)
     assert [r["base"]["bright"] for r in rows1] == pytest.approx(base)
@@ -119,8 +130,8 @@ def test_each_role_is_scored_on_its_own_models_images(evaluated):
 
 def test_a_round_reuses_the_base_and_previous_scores_of_the_last_evaluate(evaluated):
     run, store, layout = evaluated
-    for shard in range(2):
-        folder = layout.output_dir(1, Phase.EVALUATE, shard, 2)
+    for shard in range(SHARDS):
+        folder = layout.output_dir(1, Phase.EVALUATE, shard, SHARDS)
         rows0, rows1 = _shard(evaluated, shard)[1]["samples"], _shard(evaluated, shard, 1)[1]["samples"]
         assert [r["index"] for r in rows0] == [r["index"] for r in rows1]
         assert [r["base"] for r in rows1] == [r["base"] for r in rows0]
@@ -130,9 +141,9 @@ def test_a_round_reuses_the_base_and_previous_scores_of_the_last_evaluate(evalua
 
 def test_a_rerun_reuses_the_committed_phase(evaluated):
     run, store, layout = evaluated
-    before = store.read_manifest(layout.output_dir(0, Phase.EVALUATE, 0, 2))
-    assert main(phase_args(run, "evaluate", 0, "--shard", "0/2")) == 0
-    assert store.read_manifest(layout.output_dir(0, Phase.EVALUATE, 0, 2)).created_at == before.created_at
+    before = store.read_manifest(layout.output_dir(0, Phase.EVALUATE, 0, SHARDS))
+    assert main(phase_args(run, "evaluate", 0, "--shard", f"0/{SHARDS}")) == 0
+    assert store.read_manifest(layout.output_dir(0, Phase.EVALUATE, 0, SHARDS)).created_at == before.created_at
 
 
 def test_a_scorer_of_the_wrong_shape_fails_the_phase_naming_it(evaluated, tmp_path, capsys):

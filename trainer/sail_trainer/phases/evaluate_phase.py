@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +118,9 @@ def load_scorers(ctx: PhaseContext) -> list[tuple[str, str, Any]]:
             for k, spec in enumerate(evaluation.scorers)]
 
 
-def sample_images(ctx: PhaseContext, iteration: int, samples: list[EvalSample], progress: Progress) -> list[Any]:
-    """PIL images of `samples` from the model of `iteration` (-1: base), with the run's sampler."""
+def sample_images(ctx: PhaseContext, iteration: int, samples: list[EvalSample], progress: Progress) -> Iterator[list[Any]]:
+    """PIL images of `samples` from the model of `iteration` (-1: base), with the run's sampler, one
+    forward batch (`sampler.batchSize`) at a time, so a shard never holds all its images at once."""
     import torch
     from PIL import Image
 
@@ -129,7 +131,7 @@ def sample_images(ctx: PhaseContext, iteration: int, samples: list[EvalSample], 
     device, sampler = pick_device(), ctx.algorithm.sail.sampler
     components = load_components(resolve_iteration_folder(ctx, iteration), ctx.algorithm.model.layout, device,
                                  resolve_dtype(ctx.precision, device))
-    text, images = TextEncoder(components), []
+    text = TextEncoder(components)
     for lo, hi in image_chunks(len(samples), sampler.batch_size):
         batch = samples[lo:hi]
         latents = sample_latents(
@@ -138,9 +140,8 @@ def sample_images(ctx: PhaseContext, iteration: int, samples: list[EvalSample], 
             [torch.Generator().manual_seed(s.seed) for s in batch], steps=sampler.steps,
             guidance_scale=sampler.guidance_scale, resolution=sampler.resolution,
         )
-        images += [Image.fromarray(image) for image in decode_latents(components, latents)]
         progress.update(len(batch))
-    return images
+        yield [Image.fromarray(image) for image in decode_latents(components, latents)]
 
 
 def _role_folder(ctx: PhaseContext, role: str) -> str:
@@ -186,9 +187,14 @@ def score_role(ctx: PhaseContext, role: str, iteration: int, samples: list[EvalS
     if scores is not None:
         progress.update(len(samples))
     else:
-        images = sample_images(ctx, iteration, samples, progress)
-        captions = [s.prompt for s in samples]
-        scores = {name: score_images(scorer, field, images, captions) for name, field, scorer in scorers}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        done = 0
+        for images in sample_images(ctx, iteration, samples, progress):
+            captions = [s.prompt for s in samples[done:done + len(images)]]
+            for name, field, scorer in scorers:
+                parts[name].append(score_images(scorer, field, images, captions))
+            done += len(images)
+        scores = {name: np.concatenate(parts[name]) if parts[name] else np.zeros(0) for name in names}
     name = ctx.attempt_path(SCORES_FILE)
     ctx.store.write_bytes(join(folder, name), art.dump_json(
         {"role": role, "iteration": iteration, "scores": {k: v.tolist() for k, v in scores.items()}}))
