@@ -72,6 +72,8 @@ ALLOWED_EDITS = (
 def _digest_body(algorithm: AlgorithmSpec) -> dict:
     body = algorithm.model_dump(mode="json", by_alias=True)
     defaults = type(algorithm.sail)().model_dump(mode="json", by_alias=True)
+    if body.get("evaluation") is None:  # opt-in, added after runs existed: absent keeps their digest
+        body.pop("evaluation", None)
     body["sail"] = {k: v for k, v in body["sail"].items() if k not in DIGEST_EXCLUDED_SAIL_FIELDS
                     and not (k in DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS and v == defaults[k])}
     return body

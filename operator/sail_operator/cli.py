@@ -185,6 +185,16 @@ def _check_inputs(run, file: Path) -> bool:  # run: SAILRun with URIs resolved; 
     return not problems
 
 
+def _check_scorers(run, file: Path) -> bool:
+    """`sail run` only (its trainer runs in this environment): every `module:function` scorer imports."""
+    from sail_api.inputs import check_scorer_imports
+
+    problems = check_scorer_imports(run.spec)
+    if problems:
+        _report_problems(file, problems)
+    return not problems
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from sail_operator.local.paths import build_local_run
 
@@ -216,6 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(f"note: spec.model.uri {model_uri!r} is not a folder next to {args.file} "
              f"({args.file.resolve().parent / model_uri} does not exist): using it as a hub id")
     if not _check_inputs(local_run, args.file):
+        return EXIT_BAD_INPUT
+    if not _check_scorers(local_run, args.file):
         return EXIT_BAD_INPUT
     code = _check_storage(local_run, paths)
     if code is not None:

@@ -228,7 +228,7 @@ def check_data_uris(spec: SAILRunSpec, policy: OperatorPolicy, namespace: str) -
     problems: list[str] = []
     patterns = _for_namespace(policy.allowed_data_uris, namespace)
     for path, uri in (("spec.model.uri", spec.model.uri), ("spec.seedPairs.uri", spec.seed_pairs.uri),
-                      ("spec.prompts.uri", spec.prompts.uri)):
+                      ("spec.prompts.uri", spec.prompts.uri), *evaluation_uris(spec)):
         if _has_dot_segments(uri):
             problems.append(f"{path} {uri!r} has a '.' or '..' path segment; name the data plainly")
         elif not _matches(_data_path(uri), patterns):
@@ -239,6 +239,17 @@ def check_data_uris(spec: SAILRunSpec, policy: OperatorPolicy, namespace: str) -
                 "S3, or ask the cluster admin to add a pattern to policy.allowedDataUris"
             )
     return problems
+
+
+def evaluation_uris(spec: SAILRunSpec) -> list[tuple[str, str]]:
+    """(field, uri) of the evaluate phase's inputs: CLIP scorer folders and the evaluation prompts."""
+    evaluation = spec.evaluation
+    if evaluation is None:
+        return []
+    found = [(f"spec.evaluation.scorers[{k}].clip.uri", s.clip.uri) for k, s in enumerate(evaluation.scorers) if s.clip]
+    if evaluation.prompts is not None:
+        found.append(("spec.evaluation.prompts.uri", evaluation.prompts.uri))
+    return found
 
 
 def check_env(spec: SAILRunSpec, policy: OperatorPolicy) -> list[str]:
@@ -349,6 +360,8 @@ def compute_policy_violations(spec: SAILRunSpec, policy: OperatorPolicy, namespa
         if shards > policy.max_shards:
             camel = "generateShards" if name.startswith("generate") else "annotateShards"
             problems.append(f"spec.parallelism.{camel} {shards} exceeds the policy maximum {policy.max_shards}")
+    if spec.evaluation is not None and spec.evaluation.shards > policy.max_shards:
+        problems.append(f"spec.evaluation.shards {spec.evaluation.shards} exceeds the policy maximum {policy.max_shards}")
     problems += compute_budget_violations(spec, max_round_gpu_hours=policy.max_round_gpu_hours,
                                           max_round_storage_bytes=policy.max_round_storage_bytes)
     return problems

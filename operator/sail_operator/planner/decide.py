@@ -134,12 +134,12 @@ def _decide_accepted(draft: Draft, spec: SAILRunSpec) -> None:
     apply_suspend(draft, spec)
     _advance(draft, spec)
     cleanup_finished_attempts(draft)
-    draft.status.progress = compute_progress(spec.sail.rounds, draft.cursor())
+    draft.status.progress = compute_progress(spec.sail.rounds, draft.cursor(), spec.evaluation is not None)
 
 
 def _advance(draft: Draft, spec: SAILRunSpec) -> None:
     """Handle the phase at the cursor; on success move on and handle the next one."""
-    for _ in range(compute_total_phases(spec.sail.rounds) + 1):
+    for _ in range(compute_total_phases(spec.sail.rounds, spec.evaluation is not None) + 1):
         cursor = draft.cursor()
         if cursor is None or cursor.iteration > spec.sail.rounds:
             complete(draft, spec)

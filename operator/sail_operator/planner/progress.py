@@ -10,9 +10,9 @@ from sail_api.status import Progress
 from sail_operator.planner.steps import Step, compute_step_index, compute_total_phases
 
 
-def compute_progress(rounds: int, cursor: Step | None) -> Progress:
+def compute_progress(rounds: int, cursor: Step | None, evaluate: bool = False) -> Progress:
     """Completed phases and percent (rounded down) of a run of `rounds` rounds at `cursor`."""
-    total = compute_total_phases(rounds)
-    done = total if cursor is None or cursor.iteration > rounds else compute_step_index(cursor)
+    total = compute_total_phases(rounds, evaluate)
+    done = total if cursor is None or cursor.iteration > rounds else compute_step_index(cursor, evaluate)
     done = min(done, total)
     return Progress(percent=(100 * done) // total if total else 100, completed_phases=done, total_phases=total)

@@ -25,33 +25,36 @@ class Step:
     phase: Phase
 
     def __lt__(self, other: Step) -> bool:
-        return compute_step_index(self) < compute_step_index(other)
+        return compute_step_index(self, True) < compute_step_index(other, True)
 
     def __le__(self, other: Step) -> bool:
-        return compute_step_index(self) <= compute_step_index(other)
+        return compute_step_index(self, True) <= compute_step_index(other, True)
 
     def __gt__(self, other: Step) -> bool:
-        return compute_step_index(self) > compute_step_index(other)
+        return compute_step_index(self, True) > compute_step_index(other, True)
 
     def __ge__(self, other: Step) -> bool:
-        return compute_step_index(self) >= compute_step_index(other)
+        return compute_step_index(self, True) >= compute_step_index(other, True)
 
 
-def build_plan(rounds: int) -> tuple[Step, ...]:
-    """Step 0 (mixup, train) then rounds 1..K (generate, annotate, mixup, train)."""
-    return tuple(Step(i, p) for i in range(rounds + 1) for p in phases_of_iteration(i))
+def build_plan(rounds: int, evaluate: bool = False) -> tuple[Step, ...]:
+    """Step 0 (mixup, train) then rounds 1..K (generate, annotate, mixup, train); each iteration
+    ends with evaluate when `evaluate` (spec.evaluation set)."""
+    return tuple(Step(i, p) for i in range(rounds + 1) for p in phases_of_iteration(i, evaluate))
 
 
-def compute_step_index(step: Step) -> int:
-    """Position of a step in any plan that contains it (plans only grow at the end)."""
+def compute_step_index(step: Step, evaluate: bool = False) -> int:
+    """Position of a step in any plan that contains it (plans only grow at the end). Comparisons
+    use the plan with evaluate, whose order of the other phases is the same."""
+    evaluate = evaluate or step.phase is Phase.EVALUATE
     if step.iteration == 0:
-        return phases_of_iteration(0).index(step.phase)
-    before = len(phases_of_iteration(0)) + len(phases_of_iteration(1)) * (step.iteration - 1)
-    return before + phases_of_iteration(step.iteration).index(step.phase)
+        return phases_of_iteration(0, evaluate).index(step.phase)
+    before = len(phases_of_iteration(0, evaluate)) + len(phases_of_iteration(1, evaluate)) * (step.iteration - 1)
+    return before + phases_of_iteration(step.iteration, evaluate).index(step.phase)
 
 
-def compute_total_phases(rounds: int) -> int:
-    return len(build_plan(rounds))
+def compute_total_phases(rounds: int, evaluate: bool = False) -> int:
+    return len(build_plan(rounds, evaluate))
 
 
 def first_step(iteration: int) -> Step:
@@ -59,9 +62,9 @@ def first_step(iteration: int) -> Step:
     return Step(iteration, phases_of_iteration(iteration)[0])
 
 
-def next_step(step: Step) -> Step:
+def next_step(step: Step, evaluate: bool = False) -> Step:
     """The step after `step`: the next phase of its iteration, else the first of the next one."""
-    phases = phases_of_iteration(step.iteration)
+    phases = phases_of_iteration(step.iteration, evaluate)
     index = phases.index(step.phase)
     if index + 1 < len(phases):
         return Step(step.iteration, phases[index + 1])
@@ -77,7 +80,7 @@ def read_cursor(status: SAILRunStatus) -> Step | None:
 
 def compute_phase_order(iteration: int) -> dict[str, int]:
     """Phase name -> its position in `iteration` (how an iteration's history is sorted)."""
-    return {p.value: n for n, p in enumerate(phases_of_iteration(iteration))}
+    return {p.value: n for n, p in enumerate(phases_of_iteration(iteration, True))}
 
 
 def compute_shards(spec: SAILRunSpec, phase: Phase) -> int | None:
@@ -86,6 +89,8 @@ def compute_shards(spec: SAILRunSpec, phase: Phase) -> int | None:
         return None
     if phase is Phase.GENERATE:
         return spec.parallelism.generate_shards
+    if phase is Phase.EVALUATE:
+        return spec.evaluation.shards if spec.evaluation else 1
     return spec.parallelism.annotate_shards
 
 

@@ -26,7 +26,7 @@ from sail_api.status import (
     RunState,
 )
 from sail_operator.planner.draft import NORMAL, WARNING, Draft
-from sail_operator.planner.gate import GateVerdict, is_new_best, judge_iteration
+from sail_operator.planner.gate import GateVerdict, is_new_best, judge_iteration, judge_scorers
 from sail_operator.planner.model import AttemptObservation, CheckpointUri, DeletePhaseJob, RequeueAfter
 from sail_operator.planner.steps import Step, next_step
 from sail_operator.planner.timefmt import format_time
@@ -85,7 +85,10 @@ def record_success(draft: Draft, spec: SAILRunSpec, step: Step, obs: AttemptObse
     if step.phase is Phase.TRAIN and spec.round_gate is not None \
             and apply_round_gate(draft, spec.round_gate, step.iteration, record):
         return False  # stopped on a regression: the run is complete, its best checkpoint in status
-    move_past(draft, step)
+    if step.phase is Phase.EVALUATE and spec.round_gate is not None \
+            and apply_scorer_gate(draft, spec.round_gate, step.iteration, record):
+        return False
+    move_past(draft, step, spec.evaluation is not None)
     return True
 
 
@@ -99,13 +102,20 @@ def record_checkpoint(draft: Draft, spec: SAILRunSpec, iteration: int, obs: Atte
     draft.event(NORMAL, Reason.CHECKPOINT_COMMITTED, f"checkpoint of iteration {iteration}: {uri}")
 
 
-def move_past(draft: Draft, step: Step) -> None:
+def move_past(draft: Draft, step: Step, evaluate: bool = False) -> None:
     """The cursor to the step after `step` (past the last round: `decide` completes the run)."""
-    nxt = next_step(step)
+    nxt = next_step(step, evaluate)
     draft.status.current_iteration = nxt.iteration
     draft.status.current_phase = nxt.phase.value
     draft.status.current = None
     draft.status.backoff_until = None
+
+
+def apply_scorer_gate(draft: Draft, gate: RoundGateSpec, iteration: int, record: PhaseRecord) -> bool:
+    """roundGate.scorers on an evaluate phase: acts only on a regression (True when the run stops);
+    an accepted evaluate leaves the train phase's verdict on the round as it is."""
+    verdict = judge_scorers(gate, iteration, record.metrics)
+    return verdict is not None and _act_on_verdict(draft, gate, verdict)
 
 
 def apply_round_gate(draft: Draft, gate: RoundGateSpec, iteration: int, record: PhaseRecord) -> bool:
@@ -120,6 +130,11 @@ def apply_round_gate(draft: Draft, gate: RoundGateSpec, iteration: int, record: 
     if is_new_best(verdict) and draft.status.checkpoint is not None:
         draft.status.best_checkpoint = BestCheckpointStatus(
             **draft.status.checkpoint.model_dump(), metric=verdict.metric, value=verdict.value)
+    return _act_on_verdict(draft, gate, verdict)
+
+
+def _act_on_verdict(draft: Draft, gate: RoundGateSpec, verdict: GateVerdict) -> bool:
+    """RoundAccepted and, on a regression, continue or stop as roundGate.onRegression says."""
     message = verdict.describe(gate.tolerance)
     if not verdict.regressed:
         draft.cond(ConditionType.ROUND_ACCEPTED, "True", Reason.ROUND_ACCEPTED, message)

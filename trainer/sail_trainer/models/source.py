@@ -63,6 +63,12 @@ def resolve_model_folder(
     raise BadSpecError(f"{field}: model folder {uri} does not exist; give a local folder, an s3:// folder or a hub id")
 
 
+def fetch_s3_folder(uri: str, *, field: str, marker: str, kind: str, cache_dir: Path | None = None,
+                    connection: Connection = DEFAULT_CONNECTION) -> Path:
+    """A local copy of any s3:// model folder (e.g. a CLIP scorer's), cached like pipelines are."""
+    return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), connection, None, field, marker, kind)
+
+
 def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
     try:
         # Imported here only: the runner imports this module, and `sail-trainer --help` must not load diffusers.
@@ -78,15 +84,17 @@ def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
 
 
 def _fetch_s3_folder(
-    uri: str, cache_dir: Path, connection: Connection, version: str | None, field: str
+    uri: str, cache_dir: Path, connection: Connection, version: str | None, field: str,
+    marker: str = MODEL_INDEX, kind: str = "a diffusers pipeline folder",
 ) -> Path:
+    """Download the s3:// folder `uri` once into the cache (`marker`: the file that must be in it)."""
     store = open_store(uri, connection)
     keys = [k for k in store.list("") if not k.endswith("/")]
-    if MODEL_INDEX not in keys:
-        raise BadSpecError(f"{field}: {uri} has no {MODEL_INDEX} (found {len(keys)} objects); "
-                           "upload a diffusers pipeline folder there")
+    if marker not in keys:
+        raise BadSpecError(f"{field}: {uri} has no {marker} (found {len(keys)} objects); "
+                           f"upload {kind} there")
     target = cache_dir / compute_cache_key(uri, version or "\n".join(keys))
-    if (target / MODEL_INDEX).is_file():
+    if (target / marker).is_file():
         log.info("model %s: using cache %s", uri, target)
         return target
     tmp = cache_dir / f".tmp-{uuid.uuid4().hex}"

@@ -106,7 +106,7 @@ def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_w
 
 
 # Always in the summary besides the first SUMMARY_METRICS others, so the operator's status gets them.
-HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust")
+HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust", "eval_")
 
 
 def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, manifest_uri: str) -> PhaseSummary:
