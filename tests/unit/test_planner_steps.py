@@ -59,8 +59,8 @@ def test_the_cursor_is_read_from_status_and_absent_before_start_and_after_the_en
 
 
 def test_an_iterations_history_order_follows_its_phases():
-    assert compute_phase_order(0) == {"mixup": 0, "train": 1}
-    assert compute_phase_order(3) == {"generate": 0, "annotate": 1, "mixup": 2, "train": 3}
+    assert compute_phase_order(0) == {"mixup": 0, "train": 1, "evaluate": 2}
+    assert compute_phase_order(3) == {"generate": 0, "annotate": 1, "mixup": 2, "train": 3, "evaluate": 4}
 
 
 def test_only_sampling_phases_are_sharded_and_only_train_spans_nodes():

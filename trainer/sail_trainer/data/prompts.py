@@ -110,10 +110,10 @@ def _iter_parquet(path: str, column: str, reader: ByteReader) -> Iterator[str | 
     with reader.local_copy(path) as local:
         try:
             pf = pq.ParquetFile(local)
-        except (pa.ArrowException, OSError) as exc:
+            columns = list(pf.schema_arrow.names)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a flipped byte in a column name: utf-8
             raise DataError(f"not a readable Parquet file ({exc})", source=path,
                             hint="check the file, or set prompts.format") from exc
-        columns = list(pf.schema_arrow.names)
         if column not in columns:
             raise DataError(f"missing column {column!r}; found columns {columns}", source=path, field=column,
                             hint="set prompts.column to the column that holds the prompt")

@@ -159,10 +159,10 @@ def _iter_parquet(path: str, fmt: str, reader: ByteReader) -> Iterator[SeedPair]
     with reader.local_copy(path) as local:
         try:
             pf = pq.ParquetFile(local)
-        except (pa.ArrowException, OSError) as exc:
+            columns = list(pf.schema_arrow.names)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a flipped byte in a column name: utf-8
             raise DataError(f"not a readable Parquet file ({exc})", source=path,
                             hint="check the file, or set seedPairs.format") from exc
-        columns = list(pf.schema_arrow.names)
         schema = _parquet_schema(path, fmt, columns)
         wanted = list(PICKAPIC_COLUMNS if schema == "pickapic" else GENERIC_COLUMNS)
         row0 = 0
