@@ -225,7 +225,8 @@ def _dashboard_queries(prom: Prometheus) -> dict[str, str]:
     namespaces = sorted(v for v in prom.api("label/namespace/values", **{"match[]": "sail_run_info"}))
     runs = sorted(prom.api("label/run/values", **{"match[]": f'sail_run_info{{namespace=~"{"|".join(namespaces)}"}}'}))
     assert "$namespace" in variables["run"]["query"]["query"]
-    substitutions = {**MACROS, "$namespace": "|".join(namespaces), "$run": "|".join(runs)}
+    scorers = sorted(prom.api("label/scorer/values", **{"match[]": "sail_run_eval_score"}))
+    substitutions = {**MACROS, "$namespace": "|".join(namespaces), "$run": "|".join(runs), "$scorer": "|".join(scorers)}
     queries = {}
     for title, expr in panel_queries(load_dashboard()).items():
         for macro, value in sorted(substitutions.items(), key=lambda item: -len(item[0])):
@@ -249,7 +250,10 @@ def test_alerts_and_dashboard_on_a_real_prometheus_scraping_the_operator(
     try:
         wait_for(lambda: prom.value('count(up == 1)') == 2.0, 60, "both targets scraped")
         # The first scrape happened before any run event: increase() can see every event.
-        kube_cluster.create_run(build_run("ok", rounds=1, namespace="team-a"))  # a round: judge trust
+        # A round (judge trust) and an evaluate phase per iteration (the per-scorer panels).
+        kube_cluster.create_run(build_run("ok", rounds=1, namespace="team-a",
+                                          evaluation={"scorers": [{"name": "toy", "callable": "toy_scorers:size"}],
+                                                      "count": 4}))
         kube_cluster.create_run(build_run("flaky", rounds=0, namespace="team-a"))
         kube_cluster.create_run(build_run("doomed", rounds=0, namespace="team-b",
                                           failurePolicy={"appRetries": 3}))

@@ -460,6 +460,9 @@ class PodResult:
 _INSTANT_METRICS: dict[Phase, dict[str, float]] = {
     Phase.TRAIN: {"loss": 0.5, "implicit_accuracy": 0.75, "heldout_accuracy": 0.6, "heldout_accuracy_vs_base": 0.65},
     Phase.ANNOTATE: {"items": 4.0, "judge_trust": 0.7},
+    # An evaluate phase (spec.evaluation) with one scorer named `toy`.
+    Phase.EVALUATE: {"eval_toy_mean_base": 0.4, "eval_toy_mean_previous": 0.45, "eval_toy_mean_current": 0.5,
+                     "eval_toy_win_vs_base": 0.7, "eval_toy_win_vs_previous": 0.6},
 }
 
 
