@@ -280,14 +280,15 @@ def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[
 
     import torch
 
+    from sail_api.storage import open_store
     from sail_trainer.errors import MissingInputError
     from sail_trainer.phases import artifacts as art
-    from sail_trainer.storage import find_committed_shards, open_run_store, read_committed_bytes
+    from sail_trainer.storage import find_committed_shards, read_committed_bytes
     from sail_trainer.toy.pipeline import load_pipeline
 
     oracle = oracles.load_oracle(ctx.oracle_name)
     vae = load_pipeline(ctx.model).vae
-    store = open_run_store(str(root))
+    store = open_store(str(root))
     layout = store_layout(root)
     files = art.LatentFiles(store, Path(tempfile.mkdtemp(prefix="bench-latents-")))
     out = {}
@@ -318,9 +319,9 @@ def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[
 
 def store_layout(root: Path) -> Any:
     from sail_api.layout import RunLayout
-    from sail_trainer.storage import open_run_store
+    from sail_api.storage import open_store
 
-    return RunLayout(open_run_store(str(root)).uri(""))
+    return RunLayout(open_store(str(root)).uri(""))
 
 
 def save_grid(images: Any, per_row: int, path: Path) -> None:

@@ -600,7 +600,7 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
     from sail_trainer.models.components import load_unet
     from sail_trainer.models.sampling import build_scheduler
     from sail_trainer.models.text import TextEmbeddings, build_unet_kwargs
-    from sail_trainer.phases.train_data import draw_pair
+    from sail_trainer.phases.train_data import DrawSettings, draw_pair
     from sail_trainer.phases.train_phase import DpoStepModels, build_optimizer, dpo_micro_step
 
     shape, dev, comp, text = ctx.shape, ctx.dev, ctx.components, ctx.text
@@ -618,7 +618,7 @@ def bench_train(ctx: BenchContext) -> list[dict[str, Any]]:
         """`train_data.build_batch` on an in-memory pool (the phase reads memory-mapped latents)."""
         xw, xl, ts, noise, ps = [], [], [], [], []
         for pos in range(step * pairs, (step + 1) * pairs):
-            d = draw_pair(SEED, 1, pos, latent_shape, comp.num_train_timesteps, 0.0, False, False)
+            d = draw_pair(DrawSettings(SEED, 1, comp.num_train_timesteps, 0.0, False), pos, latent_shape, False)
             i = pos % pool_size
             xw.append(pool_w[i])
             xl.append(pool_l[i])

@@ -139,8 +139,8 @@ def read_phase_records(state_file: Path) -> list[dict[str, Any]]:
     attempts = {(a.iteration, a.phase.value): a for a in state.attempts.values()}
     for row in rows:
         attempt = attempts.get((row["iteration"], row["phase"]))
-        if attempt is not None and attempt.started_at and attempt.finished_at and row["wall_s"] is None:
-            row["wall_s"] = (attempt.finished_at - attempt.started_at).total_seconds()
+        if attempt is not None and attempt.duration_seconds is not None and row["wall_s"] is None:
+            row["wall_s"] = attempt.duration_seconds
         if attempt is not None:
             for summary in attempt.summaries:
                 row["metrics"].update({k: v for k, v in summary.metrics.items() if k.endswith("per_second")})

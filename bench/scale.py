@@ -289,14 +289,14 @@ def run_config(backend: str, shards: int, size: int, seed_pairs: int, args: argp
 def measure_commit(backend: str, files: int, args: argparse.Namespace, s3: tuple[str, CountingApp] | None) -> dict:
     """Write `files` 1 KiB files into one folder and commit it: the commit's time, requests, manifest size,
     and a read of the manifest back (what every reader of a phase does first)."""
-    from sail_api.storage import LocalStore, S3Store
+    from sail_api.storage import LocalStore, S3Connection, S3Store
 
     if backend == "s3":
         import boto3
 
         bucket = f"commit-{uuid.uuid4().hex[:10]}"
         boto3.client("s3", endpoint_url=s3[0], region_name=REGION).create_bucket(Bucket=bucket)
-        store = S3Store(f"s3://{bucket}/run", endpoint=s3[0], region=REGION)
+        store = S3Store(f"s3://{bucket}/run", S3Connection(endpoint=s3[0], region=REGION))
     else:
         store = LocalStore(str(args.work / f"commit-{uuid.uuid4().hex[:6]}"))
     names = [f"parts/part-{i:06d}/data.bin" for i in range(files)]

@@ -225,6 +225,11 @@ def _add_cel_rules(root: dict[str, Any]) -> None:
             "fieldPath": ".uri",
         }
     ]
+    scorer = spec["properties"]["evaluation"]["properties"]["scorers"]["items"]
+    scorer["x-kubernetes-validations"] = [{
+        "rule": "has(self.callable) != has(self.clip)",
+        "message": "spec.evaluation.scorers[]: set exactly one of callable and clip",
+    }]
     sail = spec["properties"]["sail"]["properties"]
     sail["rewardTimesteps"]["x-kubernetes-validations"] = [_ordered_fields_rule(
         RewardTimestepsSpec, "min_fraction", "<", "max_fraction",

@@ -163,6 +163,97 @@ def check_model_folder(uri: str) -> None:
         raise InputProblem(f"spec.model.uri: {path} has no model_index.json; point at a diffusers pipeline folder")
 
 
+CLIP_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                     "pytorch_model.bin.index.json")
+CLIP_TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+
+
+def find_clip_layout_problem(folder: Path, field: str) -> str | None:
+    """What is wrong with a CLIP scorer folder (transformers CLIPModel + CLIPProcessor), or None.
+
+    Shared by `sail validate` (local folders) and the trainer (after downloading an s3:// folder).
+    """
+    if not folder.is_dir():
+        return f"{field}: {folder} is not a folder; give a transformers CLIP folder (local path or s3:// URI)"
+    config = folder / "config.json"
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return f"{field}: {config} is missing or not JSON; save the model with CLIPModel.save_pretrained"
+    missing = []
+    if model_type != "clip":
+        missing.append(f"config.json model_type 'clip' (found {model_type!r})")
+    if not any((folder / name).is_file() for name in CLIP_WEIGHT_FILES):
+        missing.append(f"weights ({' or '.join(CLIP_WEIGHT_FILES[:2])})")
+    if not (folder / "preprocessor_config.json").is_file():
+        missing.append("preprocessor_config.json (CLIPProcessor.save_pretrained)")
+    if not any(all((folder / name).is_file() for name in group) for group in CLIP_TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
+    if missing:
+        return (f"{field}: {folder} is not a CLIPModel + CLIPProcessor folder (PickScore layout): missing "
+                f"{'; '.join(missing)}; save both model and processor into one folder")
+    return None
+
+
+def check_evaluation_inputs(spec: SAILRunSpec) -> list[str]:
+    """Local CLIP scorer folders and a local evaluation prompt file."""
+    evaluation = spec.evaluation
+    if evaluation is None:
+        return []
+    problems = []
+    for k, scorer in enumerate(evaluation.scorers):
+        if scorer.clip is not None and is_local(scorer.clip.uri):
+            problem = find_clip_layout_problem(Path(scorer.clip.uri), f"spec.evaluation.scorers[{k}].clip.uri")
+            if problem:
+                problems.append(problem)
+    prompts = evaluation.prompts
+    if prompts is not None and is_local(prompts.uri):
+        try:
+            if count_prompts(prompts.uri, prompts.format, prompts.column) == 0:
+                problems.append(f"spec.evaluation.prompts.uri: {prompts.uri} holds no non-blank prompt; write one "
+                                "prompt per line (or check spec.evaluation.prompts.column)")
+        except InputProblem as exc:
+            problems.append(str(exc).replace("spec.prompts", "spec.evaluation.prompts"))
+    return problems
+
+
+_IMPORT_PROBE = """
+import importlib, json, sys
+failures = {}
+for path in sys.argv[1:]:
+    module, _, name = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except Exception as exc:
+        failures[path] = f"cannot import module {module!r} ({type(exc).__name__}: {exc})"
+        continue
+    if not callable(found):
+        failures[path] = f"module {module!r} has no callable {name!r}"
+print(json.dumps(failures))
+"""
+
+
+def check_scorer_imports(spec: SAILRunSpec, python: str | None = None, timeout: float = 300.0) -> list[str]:
+    """For `sail run` (the trainer runs in this environment): each `module:function` scorer must import.
+
+    Imported in a child Python (`python`, default this one): user code never runs in the CLI process.
+    """
+    import subprocess
+    import sys
+
+    scorers = [(k, s) for k, s in enumerate(spec.evaluation.scorers if spec.evaluation else []) if s.callable]
+    if not scorers:
+        return []
+    args = [python or sys.executable, "-c", _IMPORT_PROBE, *[s.callable for _, s in scorers]]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        failures = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        return [f"spec.evaluation.scorers: could not check the callables ({type(exc).__name__}: {exc})"]
+    return [f"spec.evaluation.scorers[{k}] ({s.name}).callable: {failures[s.callable]}; install it where "
+            "the trainer runs or fix the name" for k, s in scorers if s.callable in failures]
+
+
 def check_prompt_pool(spec: SAILRunSpec, pool: int, source: str) -> str | None:
     """The pool must cover every round with fresh prompts; the problem and both ways out, or None."""
     rounds, per_round = spec.sail.rounds, spec.sail.prompts_per_round
@@ -217,4 +308,4 @@ def check_local_inputs(spec: SAILRunSpec) -> list[str]:
                 problem = check_prompt_pool(spec, pool, spec.prompts.uri)
                 if problem:
                     problems.append(problem)
-    return problems
+    return problems + check_evaluation_inputs(spec)

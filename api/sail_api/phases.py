@@ -21,16 +21,19 @@ class Phase(StrEnum):
     ANNOTATE = "annotate"
     MIXUP = "mixup"
     TRAIN = "train"
+    EVALUATE = "evaluate"
 
 
 STEP0_PHASES: tuple[Phase, ...] = (Phase.MIXUP, Phase.TRAIN)
 ROUND_PHASES: tuple[Phase, ...] = (Phase.GENERATE, Phase.ANNOTATE, Phase.MIXUP, Phase.TRAIN)
-SHARDED_PHASES = frozenset({Phase.GENERATE, Phase.ANNOTATE})
+SHARDED_PHASES = frozenset({Phase.GENERATE, Phase.ANNOTATE, Phase.EVALUATE})
 
 
-def phases_of_iteration(iteration: int) -> tuple[Phase, ...]:
-    """Step 0 encodes the seed pairs (mixup) and trains; every round runs all four phases."""
-    return STEP0_PHASES if iteration == 0 else ROUND_PHASES
+def phases_of_iteration(iteration: int, evaluate: bool = False) -> tuple[Phase, ...]:
+    """Step 0 encodes the seed pairs (mixup) and trains; every round runs all four phases. With
+    `evaluate` (spec.evaluation set) every iteration ends with the evaluate phase."""
+    phases = STEP0_PHASES if iteration == 0 else ROUND_PHASES
+    return (*phases, Phase.EVALUATE) if evaluate else phases
 
 
 class ExitCode(IntEnum):

@@ -16,6 +16,9 @@ from sail_api.spec import AlgorithmSpec, ApiModel, PerformanceSpec, SAILRun
 
 
 class StorageConnection(ApiModel):
+    """The run root and how to reach it, carried once: every phase opens its stores with
+    `sail_api.storage.open_store(uri, <this>)` (it is a `sail_api.storage.Connection`)."""
+
     uri: str = Field(description="Run root URI.")
     endpoint: str | None = Field(None, description="S3 endpoint URL.")
     region: str | None = Field(None, description="S3 region.")
@@ -69,6 +72,8 @@ ALLOWED_EDITS = (
 def _digest_body(algorithm: AlgorithmSpec) -> dict:
     body = algorithm.model_dump(mode="json", by_alias=True)
     defaults = type(algorithm.sail)().model_dump(mode="json", by_alias=True)
+    if body.get("evaluation") is None:  # opt-in, added after runs existed: absent keeps their digest
+        body.pop("evaluation", None)
     body["sail"] = {k: v for k, v in body["sail"].items() if k not in DIGEST_EXCLUDED_SAIL_FIELDS
                     and not (k in DIGEST_OMITTED_AT_DEFAULT_SAIL_FIELDS and v == defaults[k])}
     return body

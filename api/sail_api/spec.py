@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from sail_api.uris import UriKind, classify_uri
+
 API_GROUP = "sail.dev"
 API_VERSION = "v1alpha1"
 KIND = "SAILRun"
@@ -242,6 +244,81 @@ class SAILSpec(ApiModel):
         return self
 
 
+_SCORER_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_CALLABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ClipScorerSpec(ApiModel):
+    uri: str = Field(
+        min_length=1,
+        description="A transformers folder (local path or s3:// URI) holding a CLIPModel (config.json, weights) "
+        "and its processor/tokenizer (preprocessor_config.json, tokenizer files), as PickScore is published; "
+        "score = logit_scale x cosine(image embedding, text embedding).",
+    )
+
+
+class ScorerSpec(ApiModel):
+    """One scorer of the evaluate phase: exactly one of `callable` and `clip`."""
+
+    name: str = Field(
+        min_length=1, max_length=40, json_schema_extra={"pattern": _SCORER_NAME.pattern},
+        description="Name in status, metrics (label `scorer`) and the report: lower-case letters, digits and '-'.",
+    )
+    callable: str | None = Field(
+        None, json_schema_extra={"pattern": _CALLABLE.pattern},
+        description="`module:function` importable in the trainer image, called as "
+        "function(images: list[PIL.Image], captions: list[str]) -> one float per image (higher is better).",
+    )
+    clip: ClipScorerSpec | None = Field(None, description="A CLIP-family preference model (PickScore layout).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SCORER_NAME.match(value):
+            raise ValueError(f"scorer name {value!r}: use lower-case letters, digits and '-' (e.g. pickscore)")
+        return value
+
+    @field_validator("callable")
+    @classmethod
+    def _callable(cls, value: str | None) -> str | None:
+        if value is not None and not _CALLABLE.match(value):
+            raise ValueError(f"{value!r} is not `module:function` (e.g. my_scorers.aesthetic:score)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScorerSpec:
+        if (self.callable is None) == (self.clip is None):
+            raise ValueError(f"scorer {self.name!r}: set exactly one of callable and clip")
+        return self
+
+
+class EvaluationSpec(ApiModel):
+    """The evaluate phase (opt-in): fixed-seed samples of the base, theta_{i-1} and theta_i on held-out
+    prompts, scored by every scorer after every train phase."""
+
+    scorers: list[ScorerSpec] = Field(
+        min_length=1, description="Scorers; each image is scored by every one (names unique).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    prompts: PromptsSpec | None = Field(
+        None, description="Evaluation prompts; unset uses the held-out validation pairs' captions (sail.validation).",
+    )
+    count: int = Field(
+        64, ge=1, le=100000, description="Samples per model: (prompt, seed) pairs, prompts taken in turn (choice: 64).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the evaluation samples: the same (prompt, seed) pairs every round.")
+    shards: int = Field(1, ge=1, le=1024, description="Shards (Indexed Job completions) of the evaluate phase.")
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique(cls, value: list[ScorerSpec]) -> list[ScorerSpec]:
+        names = [s.name for s in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"scorer names must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+
 class AlgorithmSpec(ApiModel):
     """The part of the spec the trainer reads; fixed for the life of a run (run.json)."""
 
@@ -249,6 +326,10 @@ class AlgorithmSpec(ApiModel):
     seed_pairs: SeedPairsSpec = Field(description="Human-labelled seed pairs: step 0 trains on them, every mixup reuses them.")
     prompts: PromptsSpec = Field(description="Prompt pool; each round draws fresh prompts from it, disjoint from earlier rounds.")
     sail: SAILSpec = Field(default_factory=SAILSpec, description="SAIL algorithm settings (defaults: docs/method.md).")
+    evaluation: EvaluationSpec | None = Field(
+        None, description="Opt-in evaluate phase after every train phase: external scorers on held-out prompts "
+        "(docs/trainer.md); unset runs no evaluate phase.",
+    )
 
 
 # ---------------------------------------------------------------- execution part
@@ -276,7 +357,7 @@ class StorageSpec(ApiModel):
     @field_validator("uri")
     @classmethod
     def _uri_scheme(cls, value: str | None) -> str | None:
-        if value is not None and "://" in value and not value.startswith(("s3://", "file://")):
+        if value is not None and classify_uri(value) is UriKind.UNSUPPORTED:
             raise ValueError(f"storage.uri {value!r}: only s3:// URIs or local paths are supported")
         return value
 
@@ -327,6 +408,7 @@ class PhaseResources(ApiModel):
     annotate: ResourceRequirements = Field(default_factory=ResourceRequirements, description="annotate pods.")
     mixup: ResourceRequirements = Field(default_factory=ResourceRequirements, description="mixup pods.")
     train: ResourceRequirements = Field(default_factory=ResourceRequirements, description="train pods.")
+    evaluate: ResourceRequirements = Field(default_factory=ResourceRequirements, description="evaluate pods.")
 
 
 class ParallelismSpec(ApiModel):
@@ -386,6 +468,15 @@ class RoundGateSpec(ApiModel):
         "stop", description="stop: end the run at once, its best checkpoint in status.bestCheckpoint; continue: "
         "record the regression (condition RoundAccepted=False, Warning event) and go on.",
     )
+    scorers: list[str] = Field(
+        default_factory=list, description="spec.evaluation scorers also guarded: after round i's evaluate phase, "
+        "the round regresses when theta_i's mean score of any of them falls more than scorerTolerance below "
+        "theta_{i-1}'s on the same samples. Empty (default): the evaluate phase is not gated.",
+    )
+    scorer_tolerance: float = Field(
+        0.0, ge=0.0, description="Allowed drop of a guarded scorer's mean score from theta_{i-1} to theta_i "
+        "(in the scorer's units).",
+    )
 
 
 class SAILRunSpec(AlgorithmSpec):
@@ -411,7 +502,8 @@ class SAILRunSpec(AlgorithmSpec):
     )
 
     def algorithm(self) -> AlgorithmSpec:
-        return AlgorithmSpec(model=self.model, seed_pairs=self.seed_pairs, prompts=self.prompts, sail=self.sail)
+        return AlgorithmSpec(model=self.model, seed_pairs=self.seed_pairs, prompts=self.prompts, sail=self.sail,
+                             evaluation=self.evaluation)
 
 
 class ObjectMeta(BaseModel):

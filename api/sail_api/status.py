@@ -112,7 +112,7 @@ PhaseResult = Literal["Succeeded", "Failed", "Running", "Skipped"]
 
 
 class PhaseRecord(ApiModel):
-    phase: str = Field(description="generate, annotate, mixup or train.")
+    phase: str = Field(description="generate, annotate, mixup, train or evaluate.")
     result: PhaseResult = Field(description="Outcome of the phase.")
     attempts: int = Field(1, ge=1, description="Attempts used.")
     started_at: str | None = Field(None, description="Start of the first attempt.")

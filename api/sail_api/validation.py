@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from sail_api.spec import API_GROUP, API_VERSION, KIND, ResourceRequirements, SAILRun
+from sail_api.uris import UriKind, classify_uri, is_s3_uri, s3_bucket
 
 EXAMPLE_HINT = "see examples/sd15.yaml and docs/api-reference.md"
 _EXPECTED_API_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -374,10 +375,12 @@ def check_semantics(run: SAILRun) -> list[str]:
     """Real problems the schema cannot express, each `spec.path: problem; fix`. Empty when fine."""
     spec = run.spec
     problems = _check_batch(run) + _check_gpus(run)
-    for phase in ("generate", "annotate", "mixup", "train"):
+    for phase in ("generate", "annotate", "mixup", "train", "evaluate"):
         problems += _check_pod_resources(f"spec.resources.{phase}", getattr(spec.resources, phase))
     problems += _check_storage(run) + _check_template(run) + _check_execution(run) + _check_validation(run)
-    if spec.model.revision is not None and spec.model.uri.startswith(("s3://", "file://", "/", ".")):
+    problems += _check_evaluation(run)
+    if spec.model.revision is not None and (classify_uri(spec.model.uri) in (UriKind.S3, UriKind.FILE)
+                                            or spec.model.uri.startswith(("/", "."))):
         problems.append(
             "spec.model.revision: only applies to hub ids, but spec.model.uri is a path or s3:// URI; "
             "remove revision or point uri at the exact folder"
@@ -464,8 +467,8 @@ def _check_storage(run: SAILRun) -> list[str]:
     storage = run.spec.storage
     uri = storage.uri or ""
     problems = []
-    if uri.startswith("s3://"):
-        bucket = uri[len("s3://"):].split("/", 1)[0]
+    if is_s3_uri(uri):
+        bucket = s3_bucket(uri)
         if not _BUCKET.match(bucket):
             problems.append(
                 f"spec.storage.uri: {uri!r} has no valid bucket name ({bucket!r}); write s3://BUCKET/PREFIX "
@@ -549,4 +552,25 @@ def _check_validation(run: SAILRun) -> list[str]:
         f"spec.sail.validation.fraction: {validation.fraction} of seedPairs.limit = {limit} pairs holds out "
         f"{held}, leaving no seed pair to train on; lower the fraction, set it to 0, or give separate held-out "
         "pairs in sail.validation.uri"
+    ]
+
+
+def _check_evaluation(run: SAILRun) -> list[str]:
+    """Evaluation prompts default to the held-out pairs' captions: there must be some; a gated scorer must exist."""
+    evaluation, gate = run.spec.evaluation, run.spec.round_gate
+    known = {s.name for s in evaluation.scorers} if evaluation else set()
+    problems = [f"spec.roundGate.scorers[{k}]: {name!r} is not a scorer of spec.evaluation.scorers "
+                f"({', '.join(sorted(known)) or 'none: spec.evaluation is unset'}); name one of them"
+                for k, name in enumerate(gate.scorers if gate else []) if name not in known]
+    return problems + _check_evaluation_prompts(run)
+
+
+def _check_evaluation_prompts(run: SAILRun) -> list[str]:
+    evaluation, validation = run.spec.evaluation, run.spec.sail.validation
+    if evaluation is None or evaluation.prompts is not None or validation.uri or validation.fraction > 0:
+        return []
+    return [
+        "spec.evaluation.prompts: unset, so evaluation uses the held-out pairs' captions, but "
+        "spec.sail.validation.fraction is 0 and validation.uri is unset (no held-out pairs); give "
+        "spec.evaluation.prompts.uri or hold out pairs (sail.validation)"
     ]

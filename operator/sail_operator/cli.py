@@ -23,10 +23,13 @@ import logging
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sail_api.logsafety import quiet_credential_loggers
 
+# Imports inside the command functions are deliberate: `sail --help`, `sail validate` and `sail status`
+# must not load the executors, the report, kopf or boto3; each command loads only what it runs.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -182,6 +185,16 @@ def _check_inputs(run, file: Path) -> bool:  # run: SAILRun with URIs resolved; 
     return not problems
 
 
+def _check_scorers(run, file: Path) -> bool:
+    """`sail run` only (its trainer runs in this environment): every `module:function` scorer imports."""
+    from sail_api.inputs import check_scorer_imports
+
+    problems = check_scorer_imports(run.spec)
+    if problems:
+        _report_problems(file, problems)
+    return not problems
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from sail_operator.local.paths import build_local_run
 
@@ -213,6 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(f"note: spec.model.uri {model_uri!r} is not a folder next to {args.file} "
              f"({args.file.resolve().parent / model_uri} does not exist): using it as a hub id")
     if not _check_inputs(local_run, args.file):
+        return EXIT_BAD_INPUT
+    if not _check_scorers(local_run, args.file):
         return EXIT_BAD_INPUT
     code = _check_storage(local_run, paths)
     if code is not None:
@@ -333,12 +348,12 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sail_api.storage import StorageError, open_store
+    from sail_api.storage import S3Connection, StorageError, open_store
     from sail_operator.export import ExportError, export_model
     from sail_operator.local.paths import is_remote
 
     if is_remote(args.run):
-        store = open_store(args.run, endpoint=args.endpoint)
+        store = open_store(args.run, S3Connection(endpoint=args.endpoint))
     else:
         store = _open_local_run_store(Path(args.run), args.endpoint)
         if store is None:
@@ -360,6 +375,7 @@ def _open_local_run_store(path: Path, endpoint: str | None):  # -> Store | None 
     from sail_api.layout import RUN_FILE
     from sail_api.storage import LocalStore, open_store
     from sail_operator.local.state import load_state
+    from sail_operator.report.artifacts import state_connection
 
     if path.is_dir() and (path / RUN_FILE).is_file():
         return LocalStore(str(path))
@@ -368,8 +384,8 @@ def _open_local_run_store(path: Path, endpoint: str | None):  # -> Store | None 
         return None
     state = load_state(state_file)
     assert state is not None
-    storage = (state.spec or {}).get("storage") or {}
-    return open_store(state.storage_uri, endpoint=endpoint or storage.get("endpoint"), region=storage.get("region"))
+    connection = state_connection(state)
+    return open_store(state.storage_uri, replace(connection, endpoint=endpoint or connection.endpoint))
 
 
 def run_operator(argv: list[str]) -> int:

@@ -188,9 +188,10 @@ def compute_estimate(spec: SAILRunSpec, facts: ModelFacts | None = None, card: s
         raise ValueError(f"card {card!r}: no measured throughput anchor (known: {known})")
     facts = facts or LAYOUT_FACTS[layout]
     c = _Counter(spec, facts, ANCHORS[(card, layout)])
-    phases = [c.step0_mixup(), c.train(0)]
+    phases = [c.step0_mixup(), c.train(0), *c.evaluate(0)]
     for iteration in range(1, spec.sail.rounds + 1):
-        phases += [c.generate(iteration), c.annotate(iteration), c.mixup(iteration), c.train(iteration)]
+        phases += [c.generate(iteration), c.annotate(iteration), c.mixup(iteration), c.train(iteration),
+                   *c.evaluate(iteration)]
     notes = [n for n in (card_note, *c.notes) if n]
     return CostEstimate(card=card, layout=layout, phases=tuple(phases), notes=tuple(dict.fromkeys(notes)))
 
@@ -258,6 +259,21 @@ class _Counter:
                          storage_bytes=size, storage_objects=objects,
                          detail=f"{prompts} prompts x {n} candidates x {s.sampler.steps} steps"
                          + (" x 2 (CFG)" if self.cfg == 2 else ""))
+
+    def evaluate(self, iteration: int) -> list[PhaseCost]:
+        """spec.evaluation: `count` samples of 3 models (2 at step 0) with the run's sampler; scorers not counted."""
+        evaluation = self.spec.evaluation
+        if evaluation is None:
+            return []
+        models = 2 if iteration == 0 else 3
+        passes = self._sampler_passes(evaluation.count * models)
+        gpu, wall = self._hours(passes / self._generate_rate(), min(evaluation.shards, evaluation.count))
+        files = evaluation.shards * (models + 2)  # scores per model, scores.json and summary.json per shard
+        size = evaluation.count * models * 64 * (1 + len(evaluation.scorers)) + files * (MANIFEST_BYTES + 2 * MANIFEST_BYTES_PER_FILE)
+        return [PhaseCost(iteration, "evaluate", unet_forwards=passes, gpu_hours=gpu, wall_hours=wall,
+                          storage_bytes=size, storage_objects=2 * files,
+                          detail=f"{evaluation.count} samples x {models} models x {self.s.sampler.steps} steps"
+                          + (" x 2 (CFG)" if self.cfg == 2 else "") + "; scorers not counted")]
 
     def annotate(self, iteration: int) -> PhaseCost:
         s, shards = self.s, self.spec.parallelism.annotate_shards

@@ -25,10 +25,10 @@ standard `process_*` metrics (CPU, memory, open files, start time) are on the sa
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import (
@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from sail_api.phases import Phase
 from sail_api.status import RunState
+from sail_operator.planner.timefmt import parse_time
 
 PHASES = tuple(phase.value for phase in Phase)
 RESULTS = ("succeeded", "failed")
@@ -77,6 +78,8 @@ RUN_GAUGES = (
     "sail_run_restarts",
     "sail_run_heldout_accuracy",
     "sail_run_judge_trust",
+    "sail_run_eval_score",
+    "sail_run_eval_win_rate",
 )
 METRIC_NAMES: tuple[str, ...] = COUNTERS + HISTOGRAMS + GAUGES + RUN_GAUGES
 
@@ -121,6 +124,8 @@ class RunSnapshot:
     restarts: Mapping[str, int] = field(default_factory=dict)
     heldout_accuracy: Mapping[str, float] = field(default_factory=dict)  # against: base | reference
     judge_trust: float | None = None
+    eval_scores: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (scorer, model) -> mean score
+    eval_win_rates: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (scorer, against) -> win rate
 
 
 HELDOUT_AGAINST = {"base": "heldout_accuracy_vs_base", "reference": "heldout_accuracy"}
@@ -145,13 +150,51 @@ def compute_latest_quality(status: Mapping[str, Any]) -> tuple[dict[str, float],
     return accuracy, trust
 
 
+MAX_SCORERS = 8  # scorer label values per run (spec.evaluation names them; more are left out of the gauges)
+_EVAL_METRIC = re.compile(r"^eval_([a-z0-9-]+)_(mean_base|mean_previous|mean_current|win_vs_base|win_vs_previous)$")
+
+
+def compute_latest_evaluation(status: Mapping[str, Any]) -> dict[str, dict[tuple[str, str], float]]:
+    """The latest succeeded evaluate phase's scorer means and win rates in a status (spec.evaluation)."""
+    latest: Mapping[str, Any] = {}
+    iterations = status.get("iterations") if isinstance(status.get("iterations"), list) else []
+    for record in sorted((r for r in iterations if isinstance(r, Mapping) and isinstance(r.get("iteration"), int)),
+                         key=lambda r: r["iteration"]):
+        for phase in record.get("phases") or []:
+            if (isinstance(phase, Mapping) and phase.get("phase") == "evaluate" and phase.get("result") == "Succeeded"
+                    and isinstance(phase.get("metrics"), Mapping)):
+                latest = phase["metrics"]
+    scores: dict[tuple[str, str], float] = {}
+    wins: dict[tuple[str, str], float] = {}
+    found = [(m.groups(), value) for key, value in sorted(latest.items())
+             if (m := _EVAL_METRIC.match(str(key))) and isinstance(value, int | float)]
+    kept = sorted({scorer for (scorer, _), _ in found})[:MAX_SCORERS]
+    for (scorer, kind), value in found:
+        if scorer not in kept:
+            continue
+        target, which = (scores, kind[len("mean_"):]) if kind.startswith("mean_") else (wins, kind[len("win_vs_"):])
+        target[(scorer, which)] = float(value)
+    return {"eval_scores": scores, "eval_win_rates": wins}
+
+
+def build_evaluation_families(runs: list[RunSnapshot], key: list[str]) -> tuple[Metric, Metric]:
+    score = GaugeMetricFamily("sail_run_eval_score", "Latest evaluate phase's mean score per scorer (spec.evaluation) "
+                              "of the base, theta_{i-1} (previous) and theta_i (current) on the same held-out prompts "
+                              "and seeds.", labels=key + ["scorer", "model"])
+    win = GaugeMetricFamily("sail_run_eval_win_rate", "Latest evaluate phase's share of samples on which theta_i "
+                            "scores above the base or theta_{i-1} (same prompt and seed; ties half).",
+                            labels=key + ["scorer", "against"])
+    for run in runs:
+        for (scorer, model), value in run.eval_scores.items():
+            score.add_metric([run.namespace, run.name, scorer, model], value)
+        for (scorer, against), value in run.eval_win_rates.items():
+            win.add_metric([run.namespace, run.name, scorer, against], value)
+    return score, win
+
+
 def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    moment = parse_time(value)
+    return None if moment is None else moment.timestamp()
 
 
 def build_run_snapshot(raw: Mapping[str, Any]) -> RunSnapshot:
@@ -186,6 +229,7 @@ def build_run_snapshot(raw: Mapping[str, Any]) -> RunSnapshot:
         restarts={cause: int(restarts.get(cause) or 0) for cause in RESTART_CAUSES},
         heldout_accuracy=heldout,
         judge_trust=trust,
+        **compute_latest_evaluation(status),
     )
 
 
@@ -270,7 +314,8 @@ class RunCollector(Collector):
                 heldout.add_metric(labels + [against], accuracy)
             if run.judge_trust is not None:
                 trust.add_metric(labels, run.judge_trust)
-        yield from (info, state, iteration, target, ratio, checkpoint, phase_started, restarts, heldout, trust)
+        yield from (info, state, iteration, target, ratio, checkpoint, phase_started, restarts, heldout, trust,
+                    *build_evaluation_families(runs, key))
 
 
 class OperatorMetrics:
@@ -347,7 +392,6 @@ def build_registry() -> CollectorRegistry:
 
 
 METRICS = build_metrics()  # the operator process's own metrics
-REGISTRY = METRICS.registry
 
 
 def start_metrics_server(port: int, metrics: OperatorMetrics = METRICS, addr: str = "127.0.0.1") -> Any:

@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from sail_api.spec import SAILRun
+from sail_api.uris import is_local_uri, strip_file_scheme
+from sail_operator.budget import compute_budget_violations
 from sail_operator.estimate import (
     LAYOUT_FACTS,
     CostEstimate,
@@ -35,9 +37,9 @@ def count_safetensors_parameters(path: Path) -> int:
 
 
 def _local_folder(uri: str, base: Path) -> Path | None:
-    if "://" in uri and not uri.startswith("file://"):
+    if not is_local_uri(uri):
         return None
-    path = Path(uri.removeprefix("file://")).expanduser()
+    path = Path(strip_file_scheme(uri)).expanduser()
     path = path if path.is_absolute() else base / path
     return path if path.exists() else None
 
@@ -80,8 +82,6 @@ def check_budget_file(run: SAILRun, policy_file: Path) -> list[str]:
     """The operator's budget verdict for `run` from a policy.json (chart keys); unreadable file: one problem.
 
     Uses the layout defaults, as the operator does (it never reads the model or the data)."""
-    from sail_operator.budget import compute_budget_violations
-
     try:
         policy = json.loads(policy_file.read_text())
     except (OSError, ValueError) as exc:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sail_api.spec import SAILRunSpec
+from sail_api.uris import is_s3_uri, strip_file_scheme, uri_path
 from sail_api.validation import parse_quantity
 from sail_operator.budget import compute_budget_violations
 
@@ -169,13 +170,13 @@ def _listed(patterns: tuple[str, ...]) -> str:
 
 
 def _has_dot_segments(uri: str) -> bool:
-    path = uri.split("://", 1)[1] if "://" in uri else uri
+    path = uri_path(uri)
     return any(part in ("..", ".") for part in path.split("/"))
 
 
 def _data_path(uri: str) -> str:
     """What data patterns are matched against: file:// URIs as their path."""
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return strip_file_scheme(uri)
 
 
 def check_endpoint(endpoint: str, policy: OperatorPolicy) -> list[str]:
@@ -202,7 +203,7 @@ def check_storage(spec: SAILRunSpec, policy: OperatorPolicy, namespace: str) -> 
     """The run root: s3:// on a cluster, no dot segments, under the namespace's prefix when one is set."""
     problems: list[str] = []
     uri = spec.storage.uri
-    if policy.require_s3_storage and not (uri or "").startswith("s3://"):
+    if policy.require_s3_storage and not is_s3_uri(uri or ""):
         problems.append(
             f"spec.storage.uri {uri!r} must be an s3:// URI on a cluster (phase pods share nothing else); "
             "local folders are for `sail run` on one machine"
@@ -227,17 +228,28 @@ def check_data_uris(spec: SAILRunSpec, policy: OperatorPolicy, namespace: str) -
     problems: list[str] = []
     patterns = _for_namespace(policy.allowed_data_uris, namespace)
     for path, uri in (("spec.model.uri", spec.model.uri), ("spec.seedPairs.uri", spec.seed_pairs.uri),
-                      ("spec.prompts.uri", spec.prompts.uri)):
+                      ("spec.prompts.uri", spec.prompts.uri), *evaluation_uris(spec)):
         if _has_dot_segments(uri):
             problems.append(f"{path} {uri!r} has a '.' or '..' path segment; name the data plainly")
         elif not _matches(_data_path(uri), patterns):
-            kind = "a local path (or hub id)" if not uri.startswith("s3://") else "this location"
+            kind = "a local path (or hub id)" if not is_s3_uri(uri) else "this location"
             problems.append(
                 f"{path} {uri!r} is not allowed on a cluster (policy.allowedDataUris: {_listed(patterns)}): "
                 f"{kind} would be read by the phase pod and copied into the run's storage; copy the data to "
                 "S3, or ask the cluster admin to add a pattern to policy.allowedDataUris"
             )
     return problems
+
+
+def evaluation_uris(spec: SAILRunSpec) -> list[tuple[str, str]]:
+    """(field, uri) of the evaluate phase's inputs: CLIP scorer folders and the evaluation prompts."""
+    evaluation = spec.evaluation
+    if evaluation is None:
+        return []
+    found = [(f"spec.evaluation.scorers[{k}].clip.uri", s.clip.uri) for k, s in enumerate(evaluation.scorers) if s.clip]
+    if evaluation.prompts is not None:
+        found.append(("spec.evaluation.prompts.uri", evaluation.prompts.uri))
+    return found
 
 
 def check_env(spec: SAILRunSpec, policy: OperatorPolicy) -> list[str]:
@@ -348,6 +360,8 @@ def compute_policy_violations(spec: SAILRunSpec, policy: OperatorPolicy, namespa
         if shards > policy.max_shards:
             camel = "generateShards" if name.startswith("generate") else "annotateShards"
             problems.append(f"spec.parallelism.{camel} {shards} exceeds the policy maximum {policy.max_shards}")
+    if spec.evaluation is not None and spec.evaluation.shards > policy.max_shards:
+        problems.append(f"spec.evaluation.shards {spec.evaluation.shards} exceeds the policy maximum {policy.max_shards}")
     problems += compute_budget_violations(spec, max_round_gpu_hours=policy.max_round_gpu_hours,
                                           max_round_storage_bytes=policy.max_round_storage_bytes)
     return problems

@@ -50,6 +50,8 @@ OPERATOR_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "sail_run_restarts": ("gauge", frozenset({"namespace", "run", "cause"})),
     "sail_run_heldout_accuracy": ("gauge", frozenset({"namespace", "run", "against"})),
     "sail_run_judge_trust": ("gauge", frozenset({"namespace", "run"})),
+    "sail_run_eval_score": ("gauge", frozenset({"namespace", "run", "scorer", "model"})),
+    "sail_run_eval_win_rate": ("gauge", frozenset({"namespace", "run", "scorer", "against"})),
 }
 # Series Prometheus adds itself for every target (not exported by the operator).
 PROMETHEUS_SYNTHETIC = {"up"}
@@ -188,7 +190,8 @@ def _scraped_families(metrics: Any) -> dict[str, tuple[str, frozenset[str]]]:
         namespace="ml", name="sd15", model="s3://models/sd15", state="Running", current_iteration=1,
         target_iterations=3, progress_ratio=0.25, last_checkpoint_timestamp=1.0e9,
         phase_started={"generate": 1.0e9}, restarts={"app": 1, "infra": 0},
-        heldout_accuracy={"base": 0.7, "reference": 0.6}, judge_trust=0.65))
+        heldout_accuracy={"base": 0.7, "reference": 0.6}, judge_trust=0.65,
+        eval_scores={("pickscore", "current"): 21.5}, eval_win_rates={("pickscore", "base"): 0.6}))
     operator.runs_created.inc()
     operator.record_attempt("ml", "generate", "succeeded", None, 60.0, 5.0, 1.0)
     operator.record_run_finished("failed")
@@ -219,7 +222,10 @@ def test_documented_metrics_match_a_scrape_of_the_operators_registry() -> None:
 def test_dashboard_has_its_variables_and_panels() -> None:
     dashboard = load_dashboard()
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(variables) == {"datasource", "namespace", "run"}
+    assert set(variables) == {"datasource", "namespace", "run", "scorer"}
+    assert "$run" in variables["scorer"]["query"]["query"], "scorer choices follow the run choice"
+    [per_scorer] = [p for p in dashboard["panels"] if p.get("repeat") == "scorer"]
+    assert {"sail_run_eval_score", "sail_run_eval_win_rate"} <= {t["expr"].split("{")[0] for t in per_scorer["targets"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     assert "$namespace" in variables["run"]["query"]["query"], "run choices follow the namespace choice"
     titles = {p["title"] for p in dashboard["panels"]}

@@ -29,7 +29,7 @@ import yaml
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase, phases_of_iteration
-from sail_api.storage import StorageError, open_store
+from sail_api.storage import S3Connection, StorageError, open_store
 from tests.builders.tiny_pipeline import (
     build_tiny_algorithm,
     build_tiny_prompts,
@@ -85,7 +85,7 @@ def _summaries_from_pods(controller: Any) -> list[dict[str, Any]]:
 def test_operator_and_sail_run_on_one_run_root_commit_each_phase_once(
         tmp_path: Path, moto_s3, s3_bucket: str, kube_cluster, job_controller, operator_process) -> None:
     endpoint = moto_s3.endpoint
-    bucket = open_store(f"s3://{s3_bucket}", endpoint=endpoint)
+    bucket = open_store(f"s3://{s3_bucket}", S3Connection(endpoint=endpoint))
     _upload(bucket, build_tiny_sd15(tmp_path / "model"), "models/tiny")
     _upload(bucket, build_tiny_seed_pairs(tmp_path / "seed", 4).parent, "data/seed")
     bucket.upload_file("data/prompts.txt", build_tiny_prompts(tmp_path / "prompts.txt", 8))
@@ -101,7 +101,7 @@ def test_operator_and_sail_run_on_one_run_root_commit_each_phase_once(
     run_file = tmp_path / "run.yaml"
     run_file.write_text(yaml.safe_dump(body, sort_keys=False))
 
-    store = open_store(run_uri, endpoint=endpoint)
+    store = open_store(run_uri, S3Connection(endpoint=endpoint))
     layout = RunLayout(run_uri)
     folders = _folders(layout)
     stop, problems = threading.Event(), []

@@ -9,7 +9,7 @@ import pytest
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase, phases_of_iteration
-from sail_api.storage import open_store
+from sail_api.storage import S3Connection, open_store
 from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_pipeline import (
     build_tiny_prompts,
@@ -30,7 +30,7 @@ def _upload_folder(store, local: Path, prefix: str) -> None:
 
 def test_step0_and_one_round_on_s3(tmp_path: Path, moto_s3, s3_bucket: str) -> None:
     endpoint = moto_s3.endpoint
-    bucket_store = open_store(f"s3://{s3_bucket}", endpoint=endpoint)
+    bucket_store = open_store(f"s3://{s3_bucket}", S3Connection(endpoint=endpoint))
     _upload_folder(bucket_store, build_tiny_sd15(tmp_path / "model"), "models/tiny-sd15")
     _upload_folder(bucket_store, build_tiny_seed_pairs(tmp_path / "seed", 8).parent, "data/seed")
     bucket_store.upload_file("data/prompts.txt", build_tiny_prompts(tmp_path / "prompts.txt", 16))
@@ -49,7 +49,7 @@ def test_step0_and_one_round_on_s3(tmp_path: Path, moto_s3, s3_bucket: str) -> N
             assert result.summary["outcome"] == "committed"
             assert result.summary["manifestUri"].startswith(f"{run_uri}/iter-00{iteration}/")
 
-    store = open_store(run_uri, endpoint=endpoint)
+    store = open_store(run_uri, S3Connection(endpoint=endpoint))
     layout = RunLayout(run_uri)
     manifest = store.read_manifest(layout.phase_dir(1, Phase.TRAIN), verify=True)
     model_dir = resolve_committed(store, layout.phase_dir(1, Phase.TRAIN), "model", is_folder=True)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from bench import quickstart
+from tests.builders.sailrun_spec import build_sailrun_dict
 from tests.builders.tiny_pipeline import (
     build_tiny_algorithm,
     build_tiny_prompts,
@@ -29,8 +30,7 @@ def test_quickstart_bench_measures_each_phase_of_a_tiny_run(tmp_path):
         str(build_tiny_sd15(tmp_path / "model")), str(build_tiny_seed_pairs(tmp_path / "seed", 4)),
         str(build_tiny_prompts(tmp_path / "prompts.txt", 8)), rounds=0, train={"step0Steps": 1})
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-                                      "metadata": {"name": "bench-tiny"}, "spec": algorithm}))
+    config.write_text(yaml.safe_dump(build_sailrun_dict("bench-tiny", algorithm)))
     out = tmp_path / "quickstart.json"
 
     code = quickstart.main(["--config", str(config), "--storage", str(tmp_path / "run"), "--poll", "0.05",

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sail_api.storage import open_store
+from sail_api.storage import S3Connection, open_store
 from sail_trainer.data.errors import DataError
 from sail_trainer.data.images import decode_image
 from sail_trainer.data.prompts import read_prompts
@@ -48,7 +48,7 @@ def s3(moto_s3: Any, s3_bucket: str) -> dict[str, Any]:
 
     def opener(root: str) -> Any:
         opened.append(root)
-        return open_store(root, endpoint=moto_s3.endpoint, region=REGION, retries=FAST_RETRIES)
+        return open_store(root, S3Connection(endpoint=moto_s3.endpoint, region=REGION), retries=FAST_RETRIES)
 
     return {"put": put, "bucket": s3_bucket, "open_store": opener, "opened": opened}
 

@@ -19,6 +19,7 @@ from sail_api.spec import SAILRun
 from sail_operator.estimate import compute_estimate
 from sail_operator.plan_cli import fetch_model_facts
 from sail_trainer.cli import main
+from tests.builders.sailrun_spec import build_sailrun_dict
 from tests.builders.tiny_pipeline import build_tiny_algorithm
 from tests.builders.tiny_run import create_tiny_run, phase_args
 
@@ -73,11 +74,8 @@ def test_estimate_counts_match_a_tiny_run(tmp_path: Path, monkeypatch: pytest.Mo
         handle.remove()
 
     algorithm = build_tiny_algorithm(str(run.model), str(run.seed_pairs), str(run.prompts), **sail)
-    sailrun = SAILRun.model_validate({
-        "apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "tiny"},
-        "spec": {**algorithm, "storage": {"uri": run.run_uri},
-                 "parallelism": {"generateShards": SHARDS, "annotateShards": SHARDS}},
-    })
+    sailrun = SAILRun.model_validate(build_sailrun_dict("tiny", {
+        **algorithm, "storage": {"uri": run.run_uri}, "parallelism": {"generateShards": SHARDS, "annotateShards": SHARDS}}))
     facts = fetch_model_facts(sailrun, tmp_path / "run.yaml")
     assert facts.seed_pairs == 6 and facts.prompt_pool == 12 and facts.latent_factor == 2
     estimate = compute_estimate(sailrun.spec, facts)

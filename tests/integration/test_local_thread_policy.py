@@ -18,6 +18,7 @@ import yaml
 from sail_api.spec import SAILRun
 from sail_operator.local.executor import EXIT_COMPLETE, LocalExecutor
 from sail_operator.local.paths import build_local_run
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 RECORDING_PHASE = r'''
 import json, os, sys
@@ -33,10 +34,9 @@ open(os.environ["SAIL_TERMINATION_LOG"], "w").write(json.dumps(
 
 def run_and_read_policies(tmp: Path) -> list[str | None]:
     """Runs a one-round SAILRun with the recording phase program; the policy each phase process saw."""
-    body = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "threads"},
-            "spec": {"model": {"uri": "model"}, "seedPairs": {"uri": "seed/pairs.jsonl"}, "prompts": {"uri": "p.txt"},
-                     "sail": {"rounds": 1, "train": {"effectiveBatch": 4, "microBatch": 2}},
-                     "parallelism": {"gpusPerNode": 0}}}
+    body = build_sailrun_dict("threads", build_spec_body(
+        model="model", seed_pairs="seed/pairs.jsonl", prompts="p.txt", storage=None,
+        sail={"rounds": 1, "train": {"effectiveBatch": 4, "microBatch": 2}}, parallelism={"gpusPerNode": 0}))
     (tmp / "model").mkdir()
     file = tmp / "run.yaml"
     file.write_text(yaml.safe_dump(body))

@@ -17,8 +17,9 @@ import pytest
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase, phases_of_iteration
-from sail_api.storage import open_store
+from sail_api.storage import S3Connection, open_store
 from sail_operator.planner.model import build_job_name
+from tests.builders.sailrun_spec import build_sailrun_dict
 from tests.builders.tiny_pipeline import (
     build_tiny_algorithm,
     build_tiny_prompts,
@@ -39,7 +40,7 @@ def _upload_folder(store, local: Path, prefix: str) -> None:
 
 def test_step0_and_two_rounds_with_the_real_trainer(
         tmp_path, moto_s3, s3_bucket, kube_cluster, job_controller, operator_process):
-    bucket = open_store(f"s3://{s3_bucket}", endpoint=moto_s3.endpoint)
+    bucket = open_store(f"s3://{s3_bucket}", S3Connection(endpoint=moto_s3.endpoint))
     _upload_folder(bucket, build_tiny_sd15(tmp_path / "model"), "models/tiny-sd15")
     _upload_folder(bucket, build_tiny_seed_pairs(tmp_path / "seed", 8).parent, "data/seed")
     bucket.upload_file("data/prompts.txt", build_tiny_prompts(tmp_path / "prompts.txt", 16))
@@ -58,8 +59,7 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     policy = tmp_path / "policy.json"  # moto is the site's S3 store: the admin allows its endpoint
     policy.write_text(json.dumps({"allowedEndpoints": [moto_s3.endpoint]}))
     op = operator_process("--policy-file", str(policy)).start()
-    kube_cluster.create_run({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-                             "metadata": {"name": "real", "namespace": NS}, "spec": spec})
+    kube_cluster.create_run(build_sailrun_dict("real", spec, namespace=NS))
 
     try:
         wait_for(lambda: kube_cluster.run_state(NS, "real") in ("Succeeded", "Failed"), 420, "the run to finish",
@@ -75,7 +75,7 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     assert kube_cluster.job_creations() == planned, Counter(kube_cluster.job_creations()).most_common(3)
     # results came from the trainer's own termination messages, and storage agrees with status
     layout = RunLayout(run_uri)
-    store = open_store(run_uri, endpoint=moto_s3.endpoint)
+    store = open_store(run_uri, S3Connection(endpoint=moto_s3.endpoint))
     train = run["status"]["iterations"][2]["phases"][-1]
     assert train["manifestUri"] == layout.manifest_uri(2, Phase.TRAIN)
     assert "loss" in train["metrics"]

@@ -28,7 +28,7 @@ import pytest
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
-from sail_api.storage import open_store
+from sail_api.storage import S3Connection, open_store
 from tests.builders.tiny_run import REPO_ROOT, TinyRun, create_tiny_run, phase_args
 
 
@@ -84,7 +84,7 @@ def test_two_trainers_on_the_same_s3_phase_commit_once(tmp_path: Path, moto_s3, 
     run_uri = f"s3://{s3_bucket}/runs/race"
     run = create_tiny_run(tmp_path / "in", run_uri, endpoint=moto_s3.endpoint, num_pairs=4)
     results = _race(run, Phase.MIXUP, tmp_path, _env({"SAIL_CACHE_DIR": str(tmp_path / "cache")}), 0.0)
-    store = open_store(run_uri, endpoint=moto_s3.endpoint)
+    store = open_store(run_uri, S3Connection(endpoint=moto_s3.endpoint))
     folder = RunLayout(run_uri).phase_dir(0, Phase.MIXUP)
     _check_one_commit(results, store, folder, tmp_path)
     marker_puts = [r for r in moto_s3.requests if r.startswith("PUT ") and r.endswith("/iter-000/mixup/_SUCCESS.json")]
@@ -113,7 +113,7 @@ _RACING_DRIVER = textwrap.dedent("""
                 subprocess.run(winner, check=True, stdout=subprocess.DEVNULL)
             return answer
 
-    runner.open_run_store = lambda uri, endpoint=None, region=None: RacingStore(uri)
+    runner.open_store = lambda uri, connection=None, **_: RacingStore(uri)
     from sail_trainer.cli import main
     sys.exit(main(ours))
 """)
@@ -163,7 +163,7 @@ _WRITING_DRIVER = textwrap.dedent("""
             self._winner_first(key)
             return super().upload_file(key, path)
 
-    runner.open_run_store = lambda uri, endpoint=None, region=None: LateStore(uri)
+    runner.open_store = lambda uri, connection=None, **_: LateStore(uri)
     from sail_trainer.cli import main
     sys.exit(main(ours))
 """)

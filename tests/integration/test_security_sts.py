@@ -26,11 +26,11 @@ import pytest
 
 from sail_api.phases import Phase
 from sail_api.resolved import ResolvedRun
-from sail_api.storage import RetryPolicy
-from sail_api.storage.s3 import S3Store
-from sail_operator.kube.jobs import SPEC_FILE_KEY, build_phase_job, build_spec_configmap
+from sail_api.storage import RetryPolicy, open_store
+from sail_operator.kube.jobs import SPEC_FILE_KEY, build_phase_job, build_spec_configmap, coerce_run
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 TOKEN = "CANARY-web-identity-token-7c1e"
 ROLE = "arn:aws:iam::123456789012:role/sail-workload"
@@ -96,19 +96,16 @@ class _Raw:
 
 
 def _run(endpoint: str) -> dict[str, Any]:
-    spec = {"model": {"uri": "s3://b/base"}, "seedPairs": {"uri": "s3://b/seed.jsonl"},
-            "prompts": {"uri": "s3://b/prompts.txt"}, "sail": {"rounds": 1},
-            "storage": {"uri": "s3://tenant-runs/team-a/r1", "endpoint": endpoint, "region": "us-east-1"}}
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-            "metadata": {"name": "r1", "namespace": "team-a", "uid": "0b3a2c1d-0000-4000-8000-0000000000aa"},
-            "spec": spec}
+    spec = build_spec_body(prompts="s3://b/prompts.txt", sail={"rounds": 1},
+                           storage={"uri": "s3://tenant-runs/team-a/r1", "endpoint": endpoint, "region": "us-east-1"})
+    return build_sailrun_dict("r1", spec, namespace="team-a", uid="0b3a2c1d-0000-4000-8000-0000000000aa")
 
 
 def _pod_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run: dict[str, Any]) -> None:
     """os.environ as the phase pod sees it: the Job's literal env plus what the IRSA webhook injects."""
     action = CreatePhaseJob(name=build_job_name("r1", 1, Phase.GENERATE, 1), iteration=1, phase=Phase.GENERATE,
                             attempt=1, shards=1, nodes=1)
-    job = build_phase_job(run, action, OperatorSettings())
+    job = build_phase_job(coerce_run(run), action, OperatorSettings())
     import os
 
     for name in list(os.environ):
@@ -149,10 +146,10 @@ def test_a_hostile_storage_endpoint_never_receives_the_web_identity_token(
     run = _run(sink.url)
     _pod_environment(monkeypatch, tmp_path, run)
     real_sts = _answer_real_sts(monkeypatch)
-    resolved = ResolvedRun.model_validate_json(build_spec_configmap(run)["data"][SPEC_FILE_KEY])
+    resolved = ResolvedRun.model_validate_json(build_spec_configmap(coerce_run(run))["data"][SPEC_FILE_KEY])
     # What the trainer does with the run file: an S3 store on the run root with the spec's endpoint.
-    store = S3Store(resolved.storage.uri, endpoint=resolved.storage.endpoint, region=resolved.storage.region,
-                    retries=RetryPolicy(attempts=1, base_delay=0.0, max_delay=0.0))
+    store = open_store(resolved.storage.uri, resolved.storage,
+                       retries=RetryPolicy(attempts=1, base_delay=0.0, max_delay=0.0))
     try:
         store.exists("iter-001/generate/manifest.json")
     except Exception:  # noqa: BLE001  (the sink answers nonsense; only what it received matters)

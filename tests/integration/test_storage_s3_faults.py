@@ -15,6 +15,7 @@ import pytest
 from sail_api.storage import (
     BucketNotFound,
     RetryPolicy,
+    S3Connection,
     S3Store,
     StorageNotFound,
     StoragePermissionDenied,
@@ -45,7 +46,7 @@ def is_put_of(suffix: str):  # type: ignore[no-untyped-def]
 
 def test_missing_bucket_is_a_clear_not_found_and_not_retried(moto_s3: MotoPeer, aws_env: None) -> None:
     moto_s3.reset()
-    store = S3Store(f"s3://absent-{uuid.uuid4().hex[:8]}/run", endpoint=moto_s3.endpoint, retries=FAST_RETRIES)
+    store = S3Store(f"s3://absent-{uuid.uuid4().hex[:8]}/run", S3Connection(endpoint=moto_s3.endpoint), retries=FAST_RETRIES)
     with pytest.raises(BucketNotFound, match=r"bucket absent-\w+ does not exist.*create it or fix storage.uri"):
         store.write_bytes("a.bin", b"x")
     assert [line for line in moto_s3.requests if line.startswith("PUT")] == [f"PUT /{store.bucket}/run/a.bin"]
@@ -74,7 +75,7 @@ def test_unknown_access_key_is_permission_denied_naming_what_to_check(
     s3_store: S3Store, moto_s3: MotoPeer, moto_auth: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sEcReT-never-in-messages")
-    store = S3Store(s3_store.root, endpoint=moto_s3.endpoint, retries=FAST_RETRIES)
+    store = S3Store(s3_store.root, S3Connection(endpoint=moto_s3.endpoint), retries=FAST_RETRIES)
     moto_s3.requests.clear()
     with pytest.raises(StoragePermissionDenied, match="InvalidAccessKeyId") as caught:
         store.write_bytes("a.bin", b"x")
@@ -88,14 +89,14 @@ def test_unknown_access_key_is_permission_denied_naming_what_to_check(
 def test_no_credentials_at_all_is_permission_denied(s3_store: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    store = S3Store(s3_store.root, endpoint=s3_store.endpoint, retries=FAST_RETRIES)
+    store = S3Store(s3_store.root, S3Connection(endpoint=s3_store.endpoint), retries=FAST_RETRIES)
     with pytest.raises(StoragePermissionDenied, match="NoCredentialsError.*AWS_ACCESS_KEY_ID"):
         store.read_bytes("a.bin")
 
 
 def test_unreachable_endpoint_is_unavailable_naming_it(aws_env: None) -> None:
     endpoint = f"http://127.0.0.1:{closed_loopback_port()}"
-    store = S3Store("s3://bucket/run", endpoint=endpoint, retries=RetryPolicy(attempts=2, base_delay=0.01))
+    store = S3Store("s3://bucket/run", S3Connection(endpoint=endpoint), retries=RetryPolicy(attempts=2, base_delay=0.01))
     with pytest.raises(StorageUnavailable, match=rf"{endpoint}.*failed 2 time") as caught:
         store.write_bytes("a.bin", b"x")
     assert caught.value.__cause__ is not None
@@ -119,7 +120,7 @@ def test_throttling_beyond_the_budget_is_unavailable(s3_store: S3Store, moto_s3:
 def test_server_stopped_mid_upload_then_back_the_retried_upload_succeeds(
     s3_store: S3Store, moto_s3: MotoPeer, tmp_path: Path,
 ) -> None:
-    store = S3Store(s3_store.root, endpoint=moto_s3.endpoint, retries=PATIENT, part_size=5 * MiB, max_concurrency=1)
+    store = S3Store(s3_store.root, S3Connection(endpoint=moto_s3.endpoint), retries=PATIENT, part_size=5 * MiB, max_concurrency=1)
     source = tmp_path / "unet.bin"
     expected = write_file(source, 12 * MiB)  # three parts
     moto_s3.inject(Fault(is_upload_part, "outage", down_for=0.3))
@@ -137,7 +138,7 @@ def test_server_stopped_mid_upload_then_back_the_retried_upload_succeeds(
 def test_server_gone_for_good_mid_upload_is_unavailable_and_nothing_is_committed(
     s3_store: S3Store, moto_s3: MotoPeer, tmp_path: Path,
 ) -> None:
-    store = S3Store(s3_store.root, endpoint=moto_s3.endpoint, retries=FAST_RETRIES,
+    store = S3Store(s3_store.root, S3Connection(endpoint=moto_s3.endpoint), retries=FAST_RETRIES,
                     part_size=5 * MiB, max_concurrency=1)
     source = tmp_path / "unet.bin"
     write_file(source, 12 * MiB)
@@ -171,7 +172,7 @@ def test_commit_whose_response_was_lost_is_recognised_as_our_own(s3_store: S3Sto
 def test_multipart_completion_whose_response_was_lost_still_succeeds(
     s3_store: S3Store, moto_s3: MotoPeer, tmp_path: Path,
 ) -> None:
-    store = S3Store(s3_store.root, endpoint=moto_s3.endpoint, retries=FAST_RETRIES, part_size=5 * MiB)
+    store = S3Store(s3_store.root, S3Connection(endpoint=moto_s3.endpoint), retries=FAST_RETRIES, part_size=5 * MiB)
     source = tmp_path / "unet.bin"
     expected = write_file(source, 11 * MiB)
 
@@ -186,7 +187,7 @@ def test_multipart_completion_whose_response_was_lost_still_succeeds(
 
 def test_download_retries_through_a_restart(s3_store: S3Store, moto_s3: MotoPeer, tmp_path: Path) -> None:
     s3_store.write_bytes("a.bin", b"0123456789" * 1000)
-    store = S3Store(s3_store.root, endpoint=moto_s3.endpoint, retries=PATIENT)
+    store = S3Store(s3_store.root, S3Connection(endpoint=moto_s3.endpoint), retries=PATIENT)
     moto_s3.inject(Fault(lambda environ: environ["REQUEST_METHOD"] in ("GET", "HEAD"), "outage", down_for=0.3))
     store.download_file("a.bin", tmp_path / "a.bin")
     assert (tmp_path / "a.bin").read_bytes() == b"0123456789" * 1000

@@ -122,9 +122,9 @@ def test_a_failing_grid_keeps_the_model_and_a_failed_commit_resumes_without_trai
     assert manifest.metadata["samples"] == []
     assert [h["step"] for h in _history(run, 0)] == [1.0, 2.0]
     # the committed model is usable; generate's previews are optional too
-    import sail_trainer.models.sampling as sampling
+    import sail_trainer.phases.generate_phase as generate_phase
 
-    monkeypatch.setattr(sampling, "decode_latents", broken_grid)
+    monkeypatch.setattr(generate_phase, "decode_latents", broken_grid)  # where the previews call it
     assert main(phase_args(run, "generate", 1)) == 0
     generate = store.read_manifest(layout.shard_dir(1, Phase.GENERATE, 0, 1))
     assert set(generate.metadata["failed_outputs"]) == {"previews"}

@@ -12,6 +12,7 @@ from sail_api.storage import LocalStore
 from sail_trainer.phases import train_phase
 from sail_trainer.phases.context import PhaseContext
 from sail_trainer.phases.runner import read_resolved_spec
+from sail_trainer.phases.train_phase import TrainState
 from tests.builders.tiny_pipeline import build_tiny_run_spec
 
 
@@ -39,10 +40,10 @@ def test_step_checkpoint_restores_the_grad_scaler(tmp_path: Path) -> None:
     scaler.scale(policy(torch.ones(1, 3)).sum()).backward()
     scaler.step(optimizer)
     scaler.update(new_scale=256.0)  # a backoff happened during training
-    train_phase.save_checkpoint(ctx, 2, policy, optimizer, scheduler, [{"loss": 0.5}], scaler)
+    train_phase.save_checkpoint(ctx, 2, TrainState(policy, optimizer, scheduler, scaler), [{"loss": 0.5}])
     fresh = _objects(65536.0)
-    step, history = train_phase.restore_checkpoint(ctx, train_phase.find_latest_checkpoint(ctx), *fresh[:3],
-                                                   torch.device("cpu"), fresh[3])
+    step, history = train_phase.restore_checkpoint(ctx, train_phase.find_latest_checkpoint(ctx), TrainState(*fresh),
+                                                   torch.device("cpu"))
     assert (step, history) == (2, [{"loss": 0.5}])
     assert fresh[3].get_scale() == 256.0
     assert fresh[1].state_dict()["state"], "optimizer state restored"
@@ -53,10 +54,11 @@ def test_final_checkpoint_has_no_optimizer_and_restores_the_weights(tmp_path: Pa
     policy, optimizer, scheduler, scaler = _objects(1.0)
     with torch.no_grad():
         policy.weight.add_(1.0)
-    train_phase.save_checkpoint(ctx, 5, policy, optimizer, scheduler, [{"loss": 0.1}] * 5, scaler, final=True)
+    train_phase.save_checkpoint(ctx, 5, TrainState(policy, optimizer, scheduler, scaler), [{"loss": 0.1}] * 5,
+                                final=True)
     folder = train_phase.find_latest_checkpoint(ctx)
     assert sorted(e.path.rsplit("/", 1)[-1] for e in ctx.store.read_manifest(folder).files) == \
         sorted([train_phase.CHECKPOINT_UNET, train_phase.CHECKPOINT_STATE])
     fresh = _objects(1.0)
-    step, _ = train_phase.restore_checkpoint(ctx, folder, *fresh[:3], torch.device("cpu"), fresh[3])
+    step, _ = train_phase.restore_checkpoint(ctx, folder, TrainState(*fresh), torch.device("cpu"))
     assert step == 5 and torch.equal(fresh[0].weight, policy.weight)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import pytest
 
-from sail_api.storage import LocalStore, MemoryStore, RetryPolicy, S3Store
+from sail_api.storage import LocalStore, MemoryStore, RetryPolicy, S3Connection, S3Store
 
 REGION = "us-east-1"
 FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
@@ -284,7 +284,7 @@ def s3_bucket(moto_s3: MotoPeer, aws_env: None) -> Iterator[str]:
 
 @pytest.fixture
 def s3_store(moto_s3: MotoPeer, s3_bucket: str) -> S3Store:
-    return S3Store(f"s3://{s3_bucket}/run", endpoint=moto_s3.endpoint, retries=FAST_RETRIES)
+    return S3Store(f"s3://{s3_bucket}/run", S3Connection(endpoint=moto_s3.endpoint), retries=FAST_RETRIES)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase, build_phase_args, phases_of_iteration
 from sail_api.resolved import build_resolved_run
 from sail_api.spec import SAILRun
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 
 def make_run(**spec_overrides) -> dict:
-    spec = {"model": {"uri": "s3://b/base"}, "seedPairs": {"uri": "s3://b/seed.jsonl"}, "prompts": {"uri": "p.txt"}}
-    spec.update(spec_overrides)
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "demo"}, "spec": spec}
+    spec = build_spec_body(prompts="p.txt", storage=None)
+    return build_sailrun_dict("demo", {**spec, **spec_overrides})
 
 
 def test_defaults_follow_the_method_document():

@@ -17,6 +17,7 @@ from sail_operator.estimate import compute_estimate
 from sail_operator.kube.observe import validate_run
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.policy import OperatorPolicy, compute_policy_violations
+from tests.builders.sailrun_spec import build_sailrun_dict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -101,8 +102,7 @@ def test_policy_refuses_an_over_budget_run_before_any_job() -> None:
     policy = OperatorPolicy(max_round_gpu_hours=5.0)
     spec = _spec("sd15.yaml")
     assert any("spec.sail.promptsPerRound" in p for p in compute_policy_violations(spec, policy))
-    raw = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "x"},
-           "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    raw = build_sailrun_dict("x", spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     accepted, message = validate_run(raw, OperatorSettings(policy=policy))
     assert accepted is None and "maxRoundGpuHours" in message
     accepted, message = validate_run(raw, OperatorSettings())

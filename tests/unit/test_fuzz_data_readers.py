@@ -252,3 +252,14 @@ def test_tiny_and_odd_images_decode(size: tuple[int, int]) -> None:
     buf = io.BytesIO()
     Image.new("RGBA", size).save(buf, format="PNG")
     assert decode_image(buf.getvalue(), source="x").size == size
+
+
+def test_a_parquet_file_whose_column_name_is_not_utf8_is_a_data_error() -> None:
+    # Found by the fuzzer above (byte 397 flipped): pyarrow raised UnicodeDecodeError reading the schema.
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"prompt": [f"prompt {i}" for i in range(50)]}), buf)
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "prompts.parquet"
+        file.write_bytes(_flip(buf.getvalue(), [397], None))
+        with pytest.raises(DataError, match="not a readable Parquet file"):
+            read_prompts(str(file), column="prompt")

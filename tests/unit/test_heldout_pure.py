@@ -23,13 +23,12 @@ from sail_trainer.data.heldout_split import (
 from sail_trainer.math.mixup import build_mixup_plan
 from sail_trainer.phases.heldout import compute_agreement, compute_pair_rewards
 from sail_trainer.phases.runner import PhaseRequest, summarize
+from tests.builders.sailrun_spec import build_sailrun
 
 
 def make_run(limit: int | None = None, **sail) -> SAILRun:
     seed = {"uri": "s3://b/seed.jsonl", **({"limit": limit} if limit else {})}
-    spec = {"model": {"uri": "s3://b/base"}, "seedPairs": seed, "prompts": {"uri": "p.txt"}, "sail": sail}
-    return SAILRun.model_validate({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-                                   "metadata": {"name": "demo"}, "spec": spec})
+    return build_sailrun("demo", prompts="p.txt", storage=None, seedPairs=seed, sail=sail)
 
 
 # ------------------------------------------------------------------ split

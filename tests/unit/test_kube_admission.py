@@ -11,11 +11,11 @@ from sail_api.validation import check_run, validate_run_document
 from sail_operator.kube.observe import admit_run, validate_run
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.policy import OperatorPolicy
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
-RUN = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "r1", "namespace": "ns"},
-       "spec": {"model": {"uri": "s3://bkt/m"}, "seedPairs": {"uri": "s3://bkt/s.jsonl"},
-                "prompts": {"uri": "s3://bkt/p.txt"}, "storage": {"uri": "s3://bkt/runs/r1"},
-                "template": {"image": "ghcr.io/sail-dev/sail-trainer:1.0"}}}
+RUN = build_sailrun_dict("r1", build_spec_body(
+    model="s3://bkt/m", seed_pairs="s3://bkt/s.jsonl", prompts="s3://bkt/p.txt", storage="s3://bkt/runs/r1",
+    template={"image": "ghcr.io/sail-dev/sail-trainer:1.0"}), namespace="ns")
 
 SPEC_EDITS = {
     "queueName": ({"queueName": "team a!"}, "spec.queueName"),

@@ -7,30 +7,32 @@ from typing import Any
 import pytest
 
 from sail_api.phases import SPEC_MOUNT_PATH, Phase
+from sail_api.spec import SAILRun
 from sail_operator.kube.jobs import (
     build_headless_service,
     build_phase_job,
     build_spec_configmap,
+    coerce_run,
     compute_gpus_per_pod,
 )
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 UID = "7f0c5a4e-0000-4000-8000-000000000001"
 SETTINGS = OperatorSettings()
 
 
-def build_run(**spec_overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"uri": "s3://b/base"},
-        "seedPairs": {"uri": "s3://b/seed.jsonl"},
-        "prompts": {"uri": "s3://b/prompts.txt"},
-        "storage": {"uri": "s3://b/runs/r1", "endpoint": "http://minio:9000", "region": "eu-west-1",
-                    "credentialsSecretRef": {"name": "s3-creds"}},
-    }
-    spec.update(spec_overrides)
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-            "metadata": {"name": "r1", "namespace": "team-a", "uid": UID}, "spec": spec}
+def build_raw(**spec_overrides: Any) -> dict[str, Any]:
+    spec = build_spec_body(prompts="s3://b/prompts.txt", storage={
+        "uri": "s3://b/runs/r1", "endpoint": "http://minio:9000", "region": "eu-west-1",
+        "credentialsSecretRef": {"name": "s3-creds"}})
+    return build_sailrun_dict("r1", {**spec, **spec_overrides}, namespace="team-a", uid=UID)
+
+
+def build_run(**spec_overrides: Any) -> SAILRun:
+    """The parsed run the builders take (act.py parses the API object once per reconcile)."""
+    return coerce_run(build_raw(**spec_overrides))
 
 
 def action(phase: Phase, iteration: int = 1, attempt: int = 1, shards: int | None = None,
@@ -177,12 +179,25 @@ def test_spec_configmap_holds_the_resolved_run_and_is_owned():
 
 
 def test_a_run_without_uid_cannot_own_children():
-    run = build_run()
+    run = build_raw()
     del run["metadata"]["uid"]
     with pytest.raises(ValueError, match="metadata.uid"):
-        build_phase_job(run, action(Phase.MIXUP), SETTINGS)
+        build_phase_job(coerce_run(run), action(Phase.MIXUP), SETTINGS)
 
 
 def test_a_run_without_storage_uri_names_the_field():
     with pytest.raises(ValueError, match="spec.storage.uri"):
         build_phase_job(build_run(storage={}), action(Phase.MIXUP), SETTINGS)
+
+
+@pytest.mark.parametrize("act", [action(Phase.MIXUP, iteration=0), action(Phase.GENERATE, shards=4),
+                                 action(Phase.TRAIN, nodes=2)])
+def test_job_and_local_executor_run_the_same_phase_command_line(act: CreatePhaseJob) -> None:
+    """Both executors hand the trainer the run root and the resolved run the same way."""
+    from pathlib import Path
+
+    from sail_operator.local.executor import build_trainer_command
+
+    command = container(build_phase_job(build_run(), act, SETTINGS))["command"]
+    program = list(SETTINGS.trainer_command)
+    assert command == build_trainer_command(program, act, "s3://b/runs/r1", Path(SPEC_MOUNT_PATH))

@@ -11,6 +11,7 @@ from sail_api.phases import Phase
 from sail_operator.kube.observe import build_attempt, build_observed, parse_termination_message
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import AttemptState, FailureCause
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 UID = "run-uid-1"
 SUMMARY = {"phase": "train", "iteration": 1, "outcome": "committed", "manifestUri": "s3://b/r/iter-001/train/_SUCCESS.json",
@@ -141,13 +142,10 @@ def test_jobs_with_broken_labels_are_skipped():
 
 
 def run_object(spec: dict[str, Any], status: Any = None) -> dict[str, Any]:
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-            "metadata": {"name": "r1", "namespace": "ns", "uid": UID, "generation": 3},
-            "spec": spec, "status": status}
+    return {**build_sailrun_dict("r1", spec, namespace="ns", uid=UID, generation=3), "status": status}
 
 
-GOOD_SPEC = {"model": {"uri": "s3://b/m"}, "seedPairs": {"uri": "s3://b/s.jsonl"}, "prompts": {"uri": "s3://b/p.txt"},
-             "storage": {"uri": "s3://bkt/runs/r1"}}
+GOOD_SPEC = build_spec_body(storage="s3://bkt/runs/r1")
 
 
 def test_observed_filters_children_by_labels_client_side():

@@ -8,7 +8,7 @@ refuse the names and label values a real API server refuses.
 from __future__ import annotations
 
 from sail_api.phases import Phase
-from sail_operator.kube.jobs import build_phase_job
+from sail_operator.kube.jobs import build_phase_job, coerce_run
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
 from tests.builders.sailrun_objects import build_sailrun_object
@@ -19,7 +19,7 @@ RUN = {**build_sailrun_object("r1"), "metadata": {"name": "r1", "namespace": "ns
 
 def operator_job() -> dict:
     action = CreatePhaseJob(name=build_job_name("r1", 0, Phase.MIXUP, 1), iteration=0, phase=Phase.MIXUP, attempt=1)
-    job = build_phase_job(RUN, action, OperatorSettings())
+    job = build_phase_job(coerce_run(RUN), action, OperatorSettings())
     job["metadata"]["namespace"] = "ns"
     return job
 

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sail_api.phases import PhaseSummary
-from sail_api.spec import SAILRunSpec
 from sail_api.status import SAILRunStatus
 from sail_operator.kube.wakeups import (
     compute_job_signal,
@@ -34,6 +33,7 @@ from sail_operator.planner.model import (
     FailureCause,
     Observed,
 )
+from tests.builders.sailrun_spec import build_spec
 
 
 def job(*, conditions: list[dict] | None = None, active: int = 0, start: bool = False,
@@ -103,11 +103,10 @@ def test_the_run_version_comes_from_the_watched_object():
 # ------------------------------------------------------------------ skipping the echo is safe
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-SPEC = SAILRunSpec.model_validate({
-    "model": {"uri": "s3://b/m"}, "seedPairs": {"uri": "s3://b/s.jsonl"}, "prompts": {"uri": "s3://b/p.txt"},
-    "storage": {"uri": "s3://b/run"}, "sail": {"rounds": 2}, "parallelism": {"generateShards": 2},
-    "failurePolicy": {"appRetries": 3, "infraRetries": 4, "backoff": {"initialSeconds": 5, "maxSeconds": 60}},
-})
+SPEC = build_spec(
+    sail={"rounds": 2}, parallelism={"generateShards": 2},
+    failurePolicy={"appRetries": 3, "infraRetries": 4, "backoff": {"initialSeconds": 5, "maxSeconds": 60}},
+)
 
 
 def observe(status: SAILRunStatus, jobs: dict[str, AttemptObservation]) -> Observed:

@@ -30,12 +30,12 @@ from sail_operator.local.executor import (
     EXIT_SUSPENDED,
     LocalExecutor,
     build_trainer_program,
-    map_exit_code,
     parse_gpu_list,
 )
 from sail_operator.local.paths import build_local_run
 from sail_operator.local.state import load_state
-from sail_operator.planner.model import FailureCause
+from sail_operator.planner.model import FailureCause, compute_failure_cause
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 FAKE_TRAINER = r'''
 import json, os, sys, time
@@ -73,13 +73,13 @@ sys.exit(code)
 
 
 def write_run(folder: Path, **spec) -> Path:
-    body = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "fake"},
-            "spec": {"model": {"uri": "model"}, "seedPairs": {"uri": "seed/pairs.jsonl"}, "prompts": {"uri": "p.txt"},
-                     "sail": {"rounds": 1, "train": {"effectiveBatch": 4, "microBatch": 2}},
-                     "parallelism": {"generateShards": 2, "annotateShards": 3, "gpusPerNode": 0},
-                     "failurePolicy": {"appRetries": 1, "infraRetries": 1,
-                                       "backoff": {"initialSeconds": 0, "maxSeconds": 0}},
-                     **spec}}
+    defaults = build_spec_body(
+        model="model", seed_pairs="seed/pairs.jsonl", prompts="p.txt", storage=None,
+        sail={"rounds": 1, "train": {"effectiveBatch": 4, "microBatch": 2}},
+        parallelism={"generateShards": 2, "annotateShards": 3, "gpusPerNode": 0},
+        failurePolicy={"appRetries": 1, "infraRetries": 1, "backoff": {"initialSeconds": 0, "maxSeconds": 0}},
+    )
+    body = build_sailrun_dict("fake", {**defaults, **spec})
     (folder / "model").mkdir(parents=True, exist_ok=True)
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(body))
@@ -129,7 +129,7 @@ class Harness:
     ],
 )
 def test_exit_codes_map_to_failure_causes(code, cause):
-    assert map_exit_code(code) is cause
+    assert compute_failure_cause(code) is cause
 
 
 def test_trainer_program_is_python_dash_m_sail_trainer():

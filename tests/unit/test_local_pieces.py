@@ -16,14 +16,13 @@ from sail_operator.local.progress import (
     parse_progress_line,
 )
 from sail_operator.local.state import (
-    AttemptRecord,
     LocalState,
     build_resumed_state,
     build_retry_of_failed,
     load_state,
     save_state,
 )
-from sail_operator.planner.model import AttemptState
+from sail_operator.planner.model import AttemptObservation, AttemptState
 from sail_operator.report.artifacts import parse_metric_history
 from sail_operator.report.plots import Series, compute_ticks, render_line_plot
 from sail_operator.report.table import (
@@ -32,14 +31,13 @@ from sail_operator.report.table import (
     format_phase_numbers,
     render_status_text,
 )
+from tests.builders.sailrun_spec import build_sailrun
 
 
 def make_run(**spec) -> SAILRun:
-    return SAILRun.model_validate({
-        "apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "demo"},
-        "spec": {"model": {"uri": "models/base"}, "seedPairs": {"uri": "data/seed.jsonl"},
-                 "prompts": {"uri": "s3://bucket/prompts.txt"}, **spec},
-    })
+    storage = spec.pop("storage", None)  # none: the local executor's default beside the run file
+    return build_sailrun("demo", model="models/base", seed_pairs="data/seed.jsonl",
+                         prompts="s3://bucket/prompts.txt", storage=storage, **spec)
 
 
 # ------------------------------------------------------------------ paths
@@ -144,8 +142,8 @@ def test_plain_progress_output_is_throttled_and_names_the_phase():
 # ------------------------------------------------------------------ state
 
 
-def _attempt(name: str, state: AttemptState, iteration=0, phase="mixup") -> AttemptRecord:
-    return AttemptRecord(name=name, iteration=iteration, phase=phase, attempt=1, state=state)
+def _attempt(name: str, state: AttemptState, iteration=0, phase="mixup") -> AttemptObservation:
+    return AttemptObservation(name=name, iteration=iteration, phase=phase, attempt=1, state=state)
 
 
 def test_resumed_state_forgets_attempts_that_were_running_and_keeps_finished_ones():

@@ -12,16 +12,13 @@ import pytest
 from sail_api.inputs import InputProblem, check_prompt_pool, count_prompts
 from sail_api.phases import ExitCode
 from sail_api.resolved import compute_algorithm_differences
-from sail_api.spec import SAILRun
 from sail_api.storage import BucketNotFound, StoragePermissionDenied
 from sail_api.storage.retry import PROBE_POLICY, RetryPolicy, run_with_retries
+from tests.builders.sailrun_spec import build_sailrun
 
 
 def make_spec(**sail):
-    return SAILRun.model_validate({
-        "apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "x"},
-        "spec": {"model": {"uri": "m"}, "seedPairs": {"uri": "s.jsonl"}, "prompts": {"uri": "p.txt"}, "sail": sail},
-    }).spec
+    return build_sailrun("x", model="m", seed_pairs="s.jsonl", prompts="p.txt", storage=None, sail=sail).spec
 
 
 def test_prompts_are_counted_as_the_trainer_reads_them(tmp_path):
@@ -96,9 +93,7 @@ def test_the_trainers_digest_refusal_names_the_changed_field_and_the_allowed_edi
     from sail_trainer.phases.runner import ensure_run_file
 
     def resolved(**sail):
-        run = SAILRun.model_validate({"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "x"},
-                                      "spec": {"model": {"uri": "m"}, "seedPairs": {"uri": "s.jsonl"},
-                                               "prompts": {"uri": "p.txt"}, "sail": sail}})
+        run = build_sailrun("x", model="m", seed_pairs="s.jsonl", prompts="p.txt", storage=None, sail=sail)
         return build_resolved_run(run, "mem://run")
 
     store = MemoryStore()

@@ -14,14 +14,7 @@ import pytest
 from sail_api.phases import Phase, PhaseSummary
 from sail_api.spec import SAILRunSpec
 from sail_api.status import MAX_ITERATION_HISTORY, RunState, SAILRunStatus
-from sail_operator.planner.decide import (
-    Step,
-    build_plan,
-    compute_backoff_seconds,
-    compute_jitter_fraction,
-    decide,
-    format_time,
-)
+from sail_operator.planner.decide import decide
 from sail_operator.planner.model import (
     AttemptObservation,
     AttemptState,
@@ -34,6 +27,9 @@ from sail_operator.planner.model import (
     RequeueAfter,
     build_job_name,
 )
+from sail_operator.planner.steps import build_plan
+from sail_operator.planner.timefmt import format_time
+from tests.builders.sailrun_spec import build_spec_body, merge_spec
 
 T0 = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 RUN = "demo"
@@ -41,18 +37,12 @@ ROOT = "s3://bucket/runs/demo"
 
 
 def make_spec(**overrides) -> SAILRunSpec:
-    body = {
-        "model": {"uri": "s3://b/base"}, "seedPairs": {"uri": "s3://b/seed.jsonl"}, "prompts": {"uri": "s3://b/p.txt"},
-        "storage": {"uri": ROOT}, "sail": {"rounds": 1},
-        "failurePolicy": {"appRetries": 1, "infraRetries": 2,
-                          "backoff": {"initialSeconds": 10, "maxSeconds": 600, "factor": 2, "jitter": 0.2}},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(body.get(key), dict):
-            body[key] = {**body[key], **value}
-        else:
-            body[key] = value
-    return SAILRunSpec.model_validate(body)
+    body = build_spec_body(
+        storage=ROOT, sail={"rounds": 1},
+        failurePolicy={"appRetries": 1, "infraRetries": 2,
+                       "backoff": {"initialSeconds": 10, "maxSeconds": 600, "factor": 2, "jitter": 0.2}},
+    )
+    return SAILRunSpec.model_validate(merge_spec(body, **overrides))
 
 
 def observe(spec=None, status=None, attempts=(), generation=1, spec_error=None) -> Observed:
@@ -310,16 +300,6 @@ def test_backoff_expired_creates_the_next_attempt():
     assert later.status.iterations[0].phases[0].attempts == 2
 
 
-def test_backoff_grows_exponentially_is_capped_and_jitter_is_deterministic():
-    policy = make_spec().failure_policy.backoff
-    assert compute_backoff_seconds(policy, 1, "k") == compute_backoff_seconds(policy, 1, "k")
-    assert 8 <= compute_backoff_seconds(policy, 1, "k") <= 12
-    assert 32 <= compute_backoff_seconds(policy, 3, "k") <= 48
-    assert compute_backoff_seconds(policy, 30, "k") == 600
-    fractions = {round(compute_jitter_fraction(f"uid:{n}"), 6) for n in range(50)}
-    assert len(fractions) == 50 and all(-1 <= f < 1 for f in fractions)
-
-
 def test_job_with_our_name_but_another_owner_is_never_adopted():
     foreign = replace(attempt(0, Phase.MIXUP), owned=False)
     decision = decide(observe(status=started(), attempts=[foreign]), T0)
@@ -496,9 +476,3 @@ def test_rewind_deletes_the_jobs_of_the_iterations_it_drops_and_continues_attemp
     assert deleted == {build_job_name(RUN, 2, Phase.ANNOTATE, 1), build_job_name(RUN, 2, Phase.GENERATE, 1)}
     assert [(c.iteration, c.phase, c.attempt) for c in decision.creates] == [(2, Phase.GENERATE, 2)]
 
-
-def test_steps_are_ordered_by_the_plan_not_by_phase_name():
-    plan = build_plan(2)
-    assert sorted(reversed(plan)) == list(plan)
-    assert Step(1, Phase.GENERATE) < Step(1, Phase.ANNOTATE) < Step(1, Phase.MIXUP) < Step(2, Phase.GENERATE)
-    assert Step(0, Phase.TRAIN) >= Step(0, Phase.MIXUP)

@@ -19,6 +19,7 @@ from sail_operator.planner.model import (
     EmitEvent,
     Observed,
 )
+from tests.builders.sailrun_spec import build_spec
 
 T0 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
 ROOT = "s3://bucket/runs/demo"
@@ -26,11 +27,7 @@ METRIC = "heldout_accuracy_vs_base"
 
 
 def make_spec(rounds: int = 3, gate: dict | None = None) -> SAILRunSpec:
-    body = {"model": {"uri": "s3://b/base"}, "seedPairs": {"uri": "s3://b/seed.jsonl"},
-            "prompts": {"uri": "s3://b/p.txt"}, "storage": {"uri": ROOT}, "sail": {"rounds": rounds}}
-    if gate is not None:
-        body["roundGate"] = gate
-    return SAILRunSpec.model_validate(body)
+    return build_spec(storage=ROOT, sail={"rounds": rounds}, roundGate=gate)
 
 
 def play(spec: SAILRunSpec, accuracy: dict[int, float | None]) -> tuple[SAILRunStatus, list[str], list[EmitEvent]]:

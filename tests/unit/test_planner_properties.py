@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sail_api.phases import PhaseSummary
-from sail_api.spec import SAILRunSpec
 from sail_api.status import RunState, SAILRunStatus
 from sail_operator.planner.decide import build_plan, decide
 from sail_operator.planner.model import (
@@ -27,13 +26,13 @@ from sail_operator.planner.model import (
     FailureCause,
     Observed,
 )
+from tests.builders.sailrun_spec import build_spec
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-SPEC = SAILRunSpec.model_validate({
-    "model": {"uri": "s3://b/m"}, "seedPairs": {"uri": "s3://b/s.jsonl"}, "prompts": {"uri": "s3://b/p.txt"},
-    "storage": {"uri": "s3://b/run"}, "sail": {"rounds": 2}, "parallelism": {"generateShards": 2},
-    "failurePolicy": {"appRetries": 3, "infraRetries": 4, "backoff": {"initialSeconds": 5, "maxSeconds": 60}},
-})
+SPEC = build_spec(
+    sail={"rounds": 2}, parallelism={"generateShards": 2},
+    failurePolicy={"appRetries": 3, "infraRetries": 4, "backoff": {"initialSeconds": 5, "maxSeconds": 60}},
+)
 CAUSES = [FailureCause.APP, FailureCause.INFRA, FailureCause.DEADLINE]
 
 

@@ -4,19 +4,13 @@ import pytest
 
 from sail_api.spec import SAILRunSpec
 from sail_operator.policy import OperatorPolicy, compute_policy_violations
+from tests.builders.sailrun_spec import build_spec_body, merge_spec
 
 
 def build_spec(**overrides) -> SAILRunSpec:
-    body = {
-        "model": {"uri": "s3://b/base"},
-        "seedPairs": {"uri": "s3://b/seed.jsonl"},
-        "prompts": {"uri": "s3://b/prompts.txt"},
-        "storage": {"uri": "s3://b/runs/x"},
-        "template": {"image": "ghcr.io/sail-dev/sail-trainer:0.1.0"},
-    }
-    for key, value in overrides.items():
-        body[key] = {**body.get(key, {}), **value}
-    return SAILRunSpec.model_validate(body)
+    body = build_spec_body(prompts="s3://b/prompts.txt", storage="s3://b/runs/x",
+                           template={"image": "ghcr.io/sail-dev/sail-trainer:0.1.0"})
+    return SAILRunSpec.model_validate(merge_spec(body, **overrides))
 
 
 def test_default_spec_passes_the_default_policy():

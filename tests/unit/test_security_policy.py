@@ -13,23 +13,20 @@ import pytest
 from sail_api.phases import Phase
 from sail_api.spec import SAILRunSpec
 from sail_operator.kube.entry import load_policy
-from sail_operator.kube.jobs import build_phase_job
+from sail_operator.kube.jobs import build_phase_job, coerce_run
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
 from sail_operator.policy import OperatorPolicy, compute_policy_violations, parse_policy
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body, merge_spec
 
 UID = "0b3a2c1d-0000-4000-8000-00000000beef"
 
 
 def spec(**overrides: Any) -> SAILRunSpec:
-    body: dict[str, Any] = {
-        "model": {"uri": "s3://models/base"}, "seedPairs": {"uri": "s3://data/seed.jsonl"},
-        "prompts": {"uri": "s3://data/prompts.txt"}, "storage": {"uri": "s3://runs/team-a/r1"},
-        "template": {"image": "ghcr.io/sail-dev/sail-trainer:0.1.0"},
-    }
-    for key, value in overrides.items():
-        body[key] = {**body.get(key, {}), **value}
-    return SAILRunSpec.model_validate(body)
+    body = build_spec_body(model="s3://models/base", seed_pairs="s3://data/seed.jsonl",
+                           prompts="s3://data/prompts.txt", storage="s3://runs/team-a/r1",
+                           template={"image": "ghcr.io/sail-dev/sail-trainer:0.1.0"})
+    return SAILRunSpec.model_validate(merge_spec(body, **overrides))
 
 
 def violations(overrides: dict[str, Any], policy: OperatorPolicy | None = None, namespace: str = "team-a") -> list[str]:
@@ -103,10 +100,10 @@ def test_the_run_root_must_lie_under_the_namespaces_prefix_when_the_admin_sets_o
 
 def _job(policy: OperatorPolicy, labels: dict[str, str] | None = None, phase: Phase = Phase.TRAIN) -> dict[str, Any]:
     body = spec().model_dump(by_alias=True, exclude_none=True)
-    run = {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-           "metadata": {"name": "r1", "namespace": "team-a", "uid": UID, "labels": labels or {}}, "spec": body}
+    run = build_sailrun_dict("r1", body, namespace="team-a", uid=UID)
+    run["metadata"]["labels"] = labels or {}
     action = CreatePhaseJob(name=build_job_name("r1", 1, phase, 1), iteration=1, phase=phase, attempt=1)
-    return build_phase_job(run, action, OperatorSettings(policy=policy))
+    return build_phase_job(coerce_run(run), action, OperatorSettings(policy=policy))
 
 
 def _env(job: dict[str, Any]) -> dict[str, Any]:

@@ -26,10 +26,11 @@ import pytest
 
 from sail_api.phases import Phase
 from sail_api.spec import SAILRunSpec
-from sail_operator.kube.jobs import build_headless_service, build_phase_job, build_spec_configmap
+from sail_operator.kube.jobs import build_headless_service, build_phase_job, build_spec_configmap, coerce_run
 from sail_operator.kube.settings import OperatorSettings
 from sail_operator.planner.model import CreatePhaseJob, build_job_name
 from sail_operator.policy import OperatorPolicy, compute_policy_violations
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = [REPO / "api", REPO / "trainer", REPO / "operator"]
@@ -121,18 +122,15 @@ UID = "0b3a2c1d-0000-4000-8000-00000000abcd"
 
 
 def build_run(**spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": {"uri": "s3://b/base"}, "seedPairs": {"uri": "s3://b/seed.jsonl"},
-        "prompts": {"uri": "s3://b/prompts.txt"}, "sail": {"rounds": 1},
-        "storage": {"uri": "s3://b/runs/sec", "endpoint": "http://minio:9000", "region": "eu-west-1",
-                    "credentialsSecretRef": {"name": "team-s3"}},
-        "template": {"env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "NOTE", "value": SECRET_CANARY}],
-                     "nodeSelector": {"gpu": "h100"}, "runAsUser": 1000},
-        "parallelism": {"generateShards": 3, "annotateShards": 2, "trainNodes": 2, "gpusPerNode": 2},
-    }
-    body.update(spec)
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun",
-            "metadata": {"name": "sec", "namespace": "team-a", "uid": UID}, "spec": body}
+    body = build_spec_body(
+        prompts="s3://b/prompts.txt", sail={"rounds": 1},
+        storage={"uri": "s3://b/runs/sec", "endpoint": "http://minio:9000", "region": "eu-west-1",
+                 "credentialsSecretRef": {"name": "team-s3"}},
+        template={"env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "NOTE", "value": SECRET_CANARY}],
+                  "nodeSelector": {"gpu": "h100"}, "runAsUser": 1000},
+        parallelism={"generateShards": 3, "annotateShards": 2, "trainNodes": 2, "gpusPerNode": 2},
+    )
+    return build_sailrun_dict("sec", {**body, **spec}, namespace="team-a", uid=UID)
 
 
 def _all_actions() -> list[CreatePhaseJob]:
@@ -164,7 +162,7 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
 
 @pytest.mark.parametrize("action", ACTIONS, ids=[a.name for a in ACTIONS])
 def test_every_phase_job_is_hardened(action: CreatePhaseJob) -> None:
-    job = build_phase_job(build_run(), action, OperatorSettings())
+    job = build_phase_job(coerce_run(build_run()), action, OperatorSettings())
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -185,7 +183,7 @@ def test_every_phase_job_is_hardened(action: CreatePhaseJob) -> None:
 
 @pytest.mark.parametrize("action", ACTIONS, ids=[a.name for a in ACTIONS])
 def test_credentials_appear_only_as_secret_key_refs_to_the_runs_secret(action: CreatePhaseJob) -> None:
-    job = build_phase_job(build_run(), action, OperatorSettings())
+    job = build_phase_job(coerce_run(build_run()), action, OperatorSettings())
     env = {item["name"]: item for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env[name] == {"name": name, "valueFrom": {"secretKeyRef": {"name": "team-s3", "key": name}}}
@@ -200,7 +198,7 @@ def test_credentials_appear_only_as_secret_key_refs_to_the_runs_secret(action: C
 @pytest.mark.parametrize("action", ACTIONS, ids=[a.name for a in ACTIONS])
 def test_the_endpoint_never_becomes_the_global_aws_override(action: CreatePhaseJob) -> None:
     """AWS_ENDPOINT_URL would redirect STS too (the pod's web-identity token to the user's URL)."""
-    job = build_phase_job(build_run(), action, OperatorSettings())
+    job = build_phase_job(coerce_run(build_run()), action, OperatorSettings())
     env = {item["name"]: item.get("value") for item in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert not [name for name in env if name.startswith("AWS_ENDPOINT_URL") and name != "AWS_ENDPOINT_URL_S3"]
     assert env["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
@@ -208,7 +206,7 @@ def test_the_endpoint_never_becomes_the_global_aws_override(action: CreatePhaseJ
 
 
 def test_the_spec_configmap_and_service_hold_no_credentials() -> None:
-    run = build_run()
+    run = coerce_run(build_run())
     rendered = json.dumps([build_spec_configmap(run), build_headless_service(run, ACTIONS[-1])])
     assert "team-s3" not in rendered and "secretKeyRef" not in rendered
 

@@ -15,7 +15,7 @@ from botocore.exceptions import (
 )
 
 from sail_api.manifest import FileEntry
-from sail_api.storage import ChecksumMismatch, RetryPolicy, is_s3_uri, open_store, split_uri
+from sail_api.storage import ChecksumMismatch, RetryPolicy, S3Connection, is_s3_uri, open_store, split_uri
 from sail_api.storage.local import LocalStore
 from sail_api.storage.manifests import check_entry, select_commit_files
 from sail_api.storage.retry import build_retry_policy, compute_backoff, run_with_retries
@@ -203,10 +203,10 @@ def test_open_store_picks_the_backend_without_importing_boto3_for_local(aws_env:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["LocalStore", "False"]
-    assert isinstance(open_store("s3://bucket/run", endpoint="http://127.0.0.1:1", region="us-east-1"), S3Store)
+    assert isinstance(open_store("s3://bucket/run", S3Connection(endpoint="http://127.0.0.1:1", region="us-east-1")), S3Store)
     assert isinstance(open_store("file:///tmp/run"), LocalStore)
 
 
 def test_s3_part_size_below_the_s3_minimum_is_refused(aws_env: None) -> None:
     with pytest.raises(ValueError, match="5 MiB"):
-        S3Store("s3://bucket/run", endpoint="http://127.0.0.1:1", region="us-east-1", part_size=1024)
+        S3Store("s3://bucket/run", S3Connection(endpoint="http://127.0.0.1:1", region="us-east-1"), part_size=1024)

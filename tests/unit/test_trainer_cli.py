@@ -92,3 +92,30 @@ def test_toy_subcommand_is_delegated_with_its_arguments(capsys: pytest.CaptureFi
         main(["toy", "--help"])
     assert exit_info.value.code == 0
     assert "toy" in capsys.readouterr().out
+
+
+def test_run_flag_naming_another_root_than_the_spec_is_bad_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spec's storage.uri is the run root; `--run` only cross-checks it. A mismatch used to be a
+    warning (and --run won), so a phase could write to a root its run.json does not describe."""
+    from sail_trainer.cli import main
+    from tests.builders.tiny_pipeline import build_tiny_run_spec
+
+    monkeypatch.setenv("SAIL_TERMINATION_LOG", str(tmp_path / "termination"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(build_tiny_run_spec(str(tmp_path / "run-a"), "m", "p.jsonl", "q.jsonl"))
+    code = main(["mixup", "--run", str(tmp_path / "run-b"), "--iteration", "0", "--spec", str(spec)])
+    assert code == ExitCode.BAD_SPEC
+    assert "differs from storage.uri" in capsys.readouterr().out
+    assert not (tmp_path / "run-a").exists() and not (tmp_path / "run-b").exists()
+
+
+def test_run_flag_written_another_way_for_the_same_root_is_accepted() -> None:
+    from sail_api.resolved import ResolvedRun
+    from sail_trainer.phases.runner import PhaseRequest, check_run_root
+    from tests.builders.tiny_pipeline import build_tiny_run_spec
+
+    resolved = ResolvedRun.model_validate_json(build_tiny_run_spec("/tmp/runs/a", "m", "p.jsonl", "q.jsonl"))
+    check_run_root(PhaseRequest(Phase.MIXUP, "file:///tmp/runs/a/", 0, "spec.json"), resolved)
+    with pytest.raises(BadSpecError, match="--run s3://b/a differs"):
+        check_run_root(PhaseRequest(Phase.MIXUP, "s3://b/a", 0, "spec.json"), resolved)

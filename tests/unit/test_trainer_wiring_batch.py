@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sail_trainer.phases.train_data import build_batch, draw_pair
+from sail_trainer.phases.train_data import DrawSettings, build_batch, draw_pair
 
 SHAPE = (2, 3, 4)
 
@@ -33,13 +33,13 @@ class _Pairs:
 
 
 def _draws(data, positions, empty, flip):
-    return [draw_pair(7, 1, p, SHAPE, 1000, empty, flip, data.real[p % len(data)]) for p in positions]
+    return [draw_pair(DrawSettings(7, 1, 1000, empty, flip), p, SHAPE, data.real[p % len(data)]) for p in positions]
 
 
 def test_winner_and_loser_are_flipped_together_and_only_real_pairs_flip() -> None:
     data = _Pairs([f"p{i}" for i in range(6)], [True, True, True, False, False, False])
     positions = list(range(6)) + list(range(6, 12))
-    batch = build_batch(data, positions, 7, 1, 1000, 0.0, True)
+    batch = build_batch(data, positions, DrawSettings(7, 1, 1000, 0.0, True))
     draws = _draws(data, positions, 0.0, True)
     assert any(d.flip for d in draws) and not all(d.flip for d in draws[:3] + draws[6:9])
     for row, (pos, d) in enumerate(zip(positions, draws, strict=True)):
@@ -53,7 +53,7 @@ def test_winner_and_loser_are_flipped_together_and_only_real_pairs_flip() -> Non
 def test_blank_prompts_timesteps_and_noise_follow_the_pair_draw() -> None:
     data = _Pairs([f"p{i}" for i in range(4)], [True] * 4)
     positions = [5, 2, 9, 0]
-    batch = build_batch(data, positions, 7, 1, 1000, 0.5, False)
+    batch = build_batch(data, positions, DrawSettings(7, 1, 1000, 0.5, False))
     draws = _draws(data, positions, 0.5, False)
     assert {d.blank for d in draws} == {True, False}
     assert batch["prompts"] == ["" if d.blank else data.prompts[p % 4] for p, d in zip(positions, draws, strict=True)]

@@ -17,14 +17,14 @@ from sail_api.validation import (
     parse_quantity,
     parse_run,
 )
+from tests.builders.sailrun_spec import build_sailrun_dict, build_spec_body
 
 
 def run_body(**spec: Any) -> dict[str, Any]:
     """A minimal valid SAILRun; keyword arguments replace top-level spec fields."""
-    body = {"model": {"uri": "s3://models/sd15"}, "seedPairs": {"uri": "s3://data/seed.jsonl"},
-            "prompts": {"uri": "s3://data/prompts.txt"}}
-    body.update(spec)
-    return {"apiVersion": "sail.dev/v1alpha1", "kind": "SAILRun", "metadata": {"name": "demo"}, "spec": body}
+    body = build_spec_body(model="s3://models/sd15", seed_pairs="s3://data/seed.jsonl",
+                           prompts="s3://data/prompts.txt", storage=None)
+    return build_sailrun_dict("demo", {**body, **spec})
 
 
 def write_run(tmp_path, body: dict[str, Any] | str, name: str = "run.yaml"):

@@ -21,6 +21,7 @@ from pathlib import Path
 from sail_api.phases import (
     DEFAULT_TERMINATION_LOG,
     SHARD_INDEX_ENV,
+    SHARDED_PHASES,
     TERMINATION_LOG_ENV,
     TERMINATION_MESSAGE_LIMIT,
     ExitCode,
@@ -29,6 +30,9 @@ from sail_api.phases import (
 )
 
 log = logging.getLogger("sail_trainer.cli")
+# The imports inside functions below are deliberate: `sail-trainer --help`, a bad flag and the
+# torchrun launcher must not pay for the runner, storage and (through the phases) torch; each
+# module loads only on the path that uses it (tests/integration/test_trainer_cli_light.py).
 
 
 class UsageError(Exception):
@@ -68,9 +72,9 @@ def parse_shard(phase: Phase, shards: int | None, shard: str | None, env: dict[s
         except ValueError as exc:
             raise UsageError(f"${SHARD_INDEX_ENV}={raw!r} is not an integer") from exc
     else:
-        k, s = (0, 1) if phase in (Phase.GENERATE, Phase.ANNOTATE) else (None, None)
+        k, s = (0, 1) if phase in SHARDED_PHASES else (None, None)
         return k, s
-    if phase not in (Phase.GENERATE, Phase.ANNOTATE):
+    if phase not in SHARDED_PHASES:
         raise UsageError(f"{phase.value} is not sharded: drop --shard/--shards")
     if s < 1 or not 0 <= k < s:
         raise UsageError(f"shard {k}/{s}: need S >= 1 and 0 <= K < S")

@@ -9,6 +9,8 @@ happens once, at the CLI boundary (`classify_exit_code`); library code raises.
 from __future__ import annotations
 
 from sail_api.phases import ExitCode
+from sail_api.storage import BucketNotFound, StoragePermissionDenied, StorageUnavailable
+from sail_trainer.data.errors import DataError
 
 
 class TrainerError(Exception):
@@ -39,14 +41,8 @@ def classify_exit_code(exc: BaseException) -> ExitCode:
     """Exit code for an exception that escaped a phase (see the module docstring)."""
     if isinstance(exc, TrainerError):
         return exc.exit_code
-    try:
-        from sail_trainer.data.errors import DataError
-    except ImportError:  # data package absent: nothing to classify as bad data here
-        DataError = ()  # type: ignore[assignment]  # noqa: N806
-    if DataError and isinstance(exc, DataError):
+    if isinstance(exc, DataError):
         return ExitCode.BAD_DATA
-    from sail_api.storage import BucketNotFound, StoragePermissionDenied, StorageUnavailable
-
     if isinstance(exc, StorageUnavailable):
         return ExitCode.TRANSIENT
     if isinstance(exc, BucketNotFound | StoragePermissionDenied):

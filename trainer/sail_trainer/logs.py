@@ -64,7 +64,7 @@ class Progress:
         self._enabled = enabled
         self._bar: Any = None
         if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # only on a TTY: the CLI and the runner import this module and stay light
 
             self._bar = tqdm(total=total, desc=phase, file=sys.stderr, dynamic_ncols=True)
 

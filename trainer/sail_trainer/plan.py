@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
+
 
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from a hash of the parts (e.g. run seed, iteration, prompt index, k, purpose)."""
@@ -18,8 +20,6 @@ def derive_seed(*parts: object) -> int:
 
 def build_prompt_permutation(pool_size: int, run_seed: int) -> list[int]:
     """A seeded permutation of the prompt pool (rounds take consecutive slices of it)."""
-    import numpy as np
-
     return np.random.default_rng(derive_seed(run_seed, "prompt-permutation")).permutation(pool_size).tolist()
 
 

@@ -1,4 +1,4 @@
-"""How the trainer opens stores and reads committed folders (thin layer over `sail_api.storage`).
+"""How the trainer reads committed folders (thin layer over `sail_api.storage`, which opens stores).
 
 Only committed folders are trusted: `list_committed_shards` finds the complete set of
 committed shards of a sharded phase, `resolve_committed` maps a logical name to the key the
@@ -17,13 +17,6 @@ from sail_api.storage.resolve import resolve_file, resolve_folder
 from sail_trainer.errors import MissingInputError
 
 _SHARD_RE = re.compile(r"shard-(\d{5})-of-(\d{5})/" + re.escape(COMMIT_MARKER) + "$")
-
-
-def open_run_store(uri: str, endpoint: str | None = None, region: str | None = None) -> Store:
-    """Open the store rooted at `uri` (local path, file:// or s3://)."""
-    from sail_api.storage import open_store
-
-    return open_store(uri, endpoint=endpoint, region=region)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """One storage interface over local paths and s3:// URIs, with an atomic commit marker.
 
-Usage: `store = open_store(uri, endpoint=..., region=...)`; every method takes URIs under
-that root or paths relative to it. Nothing else in the code base knows which backend
+Usage: `store = open_store(uri, connection)` (the connection: the resolved run's `storage`, a
+SAILRun's `spec.storage` or an `S3Connection`; see connection.py); every method takes URIs under
+that root or paths relative to it. This is the one way to open a store, for the trainer, the
+operator, the CLI and the benches. Nothing else in the code base knows which backend
 it is on. boto3 is imported lazily by the S3 backend only. The contract is in docs/storage.md.
 """
 
@@ -17,6 +19,7 @@ from sail_api.storage.base import (
     StorageUnavailable,
     Store,
 )
+from sail_api.storage.connection import DEFAULT_CONNECTION, Connection, S3Connection
 from sail_api.storage.local import LocalStore
 from sail_api.storage.memory import MemoryStore
 from sail_api.storage.retry import RetryPolicy
@@ -26,19 +29,18 @@ from sail_api.storage.uris import is_s3_uri, split_uri
 
 def open_store(
     uri: str,
+    connection: Connection = DEFAULT_CONNECTION,
     *,
-    endpoint: str | None = None,
-    region: str | None = None,
     retries: RetryPolicy | int | None = None,
 ) -> Store:
-    """The store for a run root: S3Store for `s3://bucket/prefix`, LocalStore for a path or `file://`.
+    """The store rooted at `uri`: S3Store for `s3://bucket/prefix`, LocalStore for a path or `file://`.
 
-    endpoint/region: for S3 (spec.storage.endpoint / .region); unset means the AWS environment.
+    connection: the S3 endpoint and region (the default: both from the AWS environment).
     retries: attempts per operation, or a RetryPolicy (default: 5 attempts, 0.5 s base backoff).
-    Local stores ignore endpoint, region and retries.
+    Local stores ignore the connection and retries.
     """
     if is_s3_uri(uri):
-        return S3Store(uri, endpoint=endpoint, region=region, retries=retries)
+        return S3Store(uri, connection, retries=retries)
     return LocalStore(uri)
 
 
@@ -46,10 +48,12 @@ __all__ = [
     "AlreadyCommitted",
     "BucketNotFound",
     "ChecksumMismatch",
+    "Connection",
     "LocalStore",
     "MemoryStore",
     "NotCommitted",
     "RetryPolicy",
+    "S3Connection",
     "S3Store",
     "Store",
     "StorageError",

@@ -11,13 +11,14 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from sail_api.layout import COMMIT_MARKER
 from sail_api.manifest import FileEntry, PhaseManifest
 from sail_api.storage.base import AlreadyCommitted, ChecksumMismatch, StorageError
-from sail_api.storage.uris import build_folder_relative
+from sail_api.storage.uris import build_commit_key, build_folder_relative
 
 CHUNK = 1024 * 1024
 
@@ -85,8 +86,6 @@ def build_commit_manifest(
     Raises AlreadyCommitted at once when the folder is committed already, so a loser does not hash
     (or, on S3, HEAD) every file first; the backend's exclusive marker write still decides races.
     """
-    from sail_api.storage.uris import build_commit_key
-
     if store.is_committed(folder_key):
         winner = store.read_manifest(folder_key)
         raise AlreadyCommitted(f"{store.uri(folder_key)} is already committed by {winner.writer}", winner)
@@ -108,7 +107,6 @@ def fetch_entries(entry_for: Callable[[str, str], FileEntry], folder_key: str, n
     """
     if len(names) < 4:
         return [entry_for(folder_key, name) for name in names]
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(COMMIT_WORKERS, len(names)), thread_name_prefix="sail-commit") as pool:
         return list(pool.map(lambda name: entry_for(folder_key, name), names))

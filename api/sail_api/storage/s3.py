@@ -3,9 +3,9 @@
 - boto3/botocore are imported inside this module's functions only, so `import sail_api` stays
   light (the operator image and `--help` never pay for it).
 - Credentials come from the standard AWS chain (env vars, profile, web identity, instance
-  role); the endpoint and region from the explicit arguments, else the AWS environment. With an
-  explicit endpoint, path-style addressing is used (MinIO/Ceph/moto need it). Secrets are never
-  logged: log lines carry URIs, operations and error class names only.
+  role); the endpoint and region from the connection (`S3Store(root, connection)`), else the
+  AWS environment. With an explicit endpoint, path-style addressing is used (MinIO/Ceph/moto
+  need it). Secrets are never logged: log lines carry URIs, operations and error class names only.
 - Retries: botocore's own retries are switched off so that one bounded, configurable policy
   (`RetryPolicy`: exponential backoff + full jitter) covers every operation. Transient errors
   (unreachable endpoint, connection reset, timeouts, 5xx, throttling) are retried, then raised as
@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +41,7 @@ from sail_api.storage.base import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
+from sail_api.storage.connection import DEFAULT_CONNECTION, Connection
 from sail_api.storage.manifests import (
     build_commit_manifest,
     check_entry,
@@ -145,14 +147,15 @@ def is_transient_s3_error(exc: BaseException) -> bool:
 
 
 class S3Store:
-    """The Store protocol on `s3://bucket/prefix`; `root` is that URI without a trailing slash."""
+    """The Store protocol on `s3://bucket/prefix`; `root` is that URI without a trailing slash.
+
+    `connection`: the endpoint and region (sail_api.storage.connection); unset, the AWS environment's."""
 
     def __init__(
         self,
         root: str,
+        connection: Connection = DEFAULT_CONNECTION,
         *,
-        endpoint: str | None = None,
-        region: str | None = None,
         retries: RetryPolicy | int | None = None,
         part_size: int = 16 * MiB,
         max_concurrency: int = 4,
@@ -166,7 +169,9 @@ class S3Store:
             raise ValueError(f"part_size {part_size} is below S3's 5 MiB minimum multipart part size")
         self.part_size = part_size
         self.max_concurrency = max_concurrency
-        self._client = _create_client(endpoint, region, max_concurrency, connect_timeout, read_timeout, self.root)
+        endpoint = connection.endpoint
+        self._client = _create_client(endpoint, connection.region, max_concurrency, connect_timeout, read_timeout,
+                                      self.root)
         self.endpoint = endpoint or str(self._client.meta.endpoint_url)
         self._bucket_seen = False
 
@@ -290,8 +295,6 @@ class S3Store:
     def _upload_parts(
         self, source: Path, uri: str, object_key: str, upload_id: str, parts: list[tuple[int, int, int]],
     ) -> list[str]:
-        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
         def upload_part(number: int, offset: int, length: int) -> str:
             with open(source, "rb") as stream:
                 stream.seek(offset)

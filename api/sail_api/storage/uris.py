@@ -1,4 +1,6 @@
-"""Pure helpers for storage URIs and keys: which backend a URI names, and how a key maps under a root.
+"""Pure helpers for storage URIs and keys: how an s3:// URI splits, and how a key maps under a root.
+
+Which kind of place a URI names (s3://, file://, a path) is decided by `sail_api.uris` only.
 
 Both backends accept either a key relative to the store's root ("iter-001/train/model") or an
 absolute URI/path under that root (what `sail_api.layout.RunLayout` builds), so callers can pass
@@ -10,13 +12,7 @@ from __future__ import annotations
 
 import os
 
-S3_SCHEME = "s3://"
-FILE_SCHEME = "file://"
-
-
-def is_s3_uri(uri: str) -> bool:
-    """True for `s3://bucket[/prefix]` URIs."""
-    return uri.startswith(S3_SCHEME)
+from sail_api.uris import FILE_SCHEME, S3_SCHEME, is_local_uri, is_s3_uri, strip_file_scheme
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -34,10 +30,9 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 def local_root_path(uri: str) -> str:
     """Absolute local path of a local root given as a path or a `file://` URI."""
-    if uri.startswith(FILE_SCHEME):
-        uri = uri[len(FILE_SCHEME):]
-    elif "://" in uri:
+    if not is_local_uri(uri):
         raise ValueError(f"storage uri {uri!r}: only s3:// URIs or local paths are supported")
+    uri = strip_file_scheme(uri)
     if not uri:
         raise ValueError("storage uri is empty: give a local folder or s3://bucket/prefix")
     return os.path.abspath(os.path.expanduser(uri))
@@ -50,7 +45,7 @@ def build_relative_key(root: str, key: str) -> str:
     """
     root = root.rstrip("/")
     if key.startswith(FILE_SCHEME) and not root.startswith(FILE_SCHEME):
-        key = key[len(FILE_SCHEME):]
+        key = strip_file_scheme(key)
     if key == root:
         return ""
     if key.startswith(root + "/"):

@@ -24,7 +24,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -38,22 +38,24 @@ from sail_operator.kube.jobs import (
     build_headless_service,
     build_phase_job,
     build_spec_configmap,
+    coerce_run,
     compute_gpus_per_pod,
     spec_configmap_name,
 )
-from sail_operator.kube.observe import build_observed, is_owned_by, parse_time, read_pinned_run
+from sail_operator.kube.observe import build_observed, is_owned_by, read_pinned_run
 from sail_operator.kube.settings import MANAGED_BY, OperatorSettings
 from sail_operator.metrics import OperatorMetrics, build_run_snapshot
+from sail_operator.planner import timefmt
 from sail_operator.planner.model import (
     AttemptObservation,
     AttemptState,
     CreatePhaseJob,
     Decision,
-    DeletePhaseJob,
     EmitEvent,
     Observed,
-    RequeueAfter,
 )
+from sail_operator.planner.port import apply
+from sail_operator.planner.timefmt import format_time
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,7 @@ def run_selector(run_name: str) -> str:
 def build_event(raw_run: Mapping[str, Any], event: EmitEvent, now: datetime) -> dict[str, Any]:
     """A core/v1 Event about the SAILRun (kubectl describe shows it)."""
     meta = raw_run.get("metadata") or {}
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_time(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -317,22 +319,18 @@ def fetch_spec_configmap(api: KubeApi, namespace: str, run_name: str) -> dict[st
 def _record_attempts(metrics: OperatorMetrics, memory: MetricsMemory, namespace: str,
                      attempts: Iterable[AttemptObservation], jobs_by_name: Mapping[str, Mapping]) -> None:
     for attempt in attempts:
-        if attempt.state not in (AttemptState.SUCCEEDED, AttemptState.FAILED):
+        if not attempt.finished:
             continue
         key = f"{namespace}/{attempt.name}"
         if key in memory.counted_attempts:
             continue
         memory.counted_attempts.add(key)
-        duration = queue_wait = None
-        if attempt.started_at and attempt.finished_at:
-            duration = (attempt.finished_at - attempt.started_at).total_seconds()
-        if attempt.created_at and attempt.started_at:
-            queue_wait = (attempt.started_at - attempt.created_at).total_seconds()
         job = jobs_by_name.get(attempt.name) or {}
         pods = int((job.get("spec") or {}).get("completions") or 1)
         result = "succeeded" if attempt.state is AttemptState.SUCCEEDED else "failed"
         cause = attempt.cause.value if attempt.cause else None
-        metrics.record_attempt(namespace, attempt.phase.value, result, cause, duration, queue_wait,
+        metrics.record_attempt(namespace, attempt.phase.value, result, cause, attempt.duration_seconds,
+                               attempt.queue_wait_seconds,
                                compute_gpus_per_pod(job) * pods)
 
 
@@ -370,7 +368,7 @@ def ensure_spec_configmap(api: KubeApi, raw: Mapping[str, Any], observed: Observ
     and its whole content is rewritten.
     """
     namespace, uid = raw["metadata"]["namespace"], raw["metadata"].get("uid")
-    body = build_spec_configmap(dict(raw))
+    body = build_spec_configmap(coerce_run(raw))
     path = core_path(namespace, "configmaps")
     pinned = read_pinned_run(existing) if existing is not None and is_owned_by(existing, uid) else None
     if pinned is not None and observed.pinned_changes:  # execution edits go through, pinned fields stay
@@ -412,12 +410,12 @@ def _create_phase(api: KubeApi, raw: Mapping[str, Any], observed: Observed, acti
     namespace = raw["metadata"]["namespace"]
     uid = raw["metadata"].get("uid")
     conflict = ensure_spec_configmap(api, raw, observed, configmap)
-    pinned = pin_run(raw, configmap)
+    pinned = coerce_run(pin_run(raw, configmap))  # parsed once for the Service and the Job
     children = []
-    service = build_headless_service(dict(pinned), action, settings.master_port)
+    service = build_headless_service(pinned, action, settings.master_port)
     if service is not None:
         children.append((core_path(namespace, "services"), service))
-    children.append((job_path(namespace), build_phase_job(dict(pinned), action, settings)))
+    children.append((job_path(namespace), build_phase_job(pinned, action, settings)))
     for path, body in [] if conflict else children:
         outcome = create_owned(api, path, body, uid)
         if outcome.refused:
@@ -463,35 +461,58 @@ def apply_decision(api: KubeApi, raw: Mapping[str, Any], observed: Observed, dec
         written = patch_status(api, namespace, name, patch, version)
         result.status_written = True
         result.written_version = (written.get("metadata") or {}).get("resourceVersion") or None
-    for action in decision.actions:
-        if isinstance(action, CreatePhaseJob):
-            try:
-                created = _create_phase(api, raw, observed, action, settings, result, configmap)
-            except _Refused as refusal:
-                if decide is None:
-                    raise ApiError(422, "Invalid", str(refusal)) from refusal
-                log.warning("run %s/%s: the API server refused %s", namespace, name, refusal)
-                refused = replace(observed, status=decision.status, create_refusal=str(refusal))
-                stored = {**raw, "status": decision.status.model_dump(mode="json", by_alias=True),
-                          "metadata": {**raw["metadata"], "resourceVersion": result.written_version or version}}
-                second = apply_decision(api, stored, refused, decide(refused, now), settings, now, jobs, configmap)
-                second.created = result.created + second.created
-                second.events = result.events + second.events
-                return second
-            if not created:
-                break  # a name conflict: its events belong to the reconcile that does create it
-        elif isinstance(action, DeletePhaseJob):
-            if settings.delete_finished_jobs:
-                delete_job(api, namespace, action.name)
-                _delete_service_of(api, namespace, (jobs or {}).get(action.name))
-                result.deleted.append(action.name)
-        elif isinstance(action, EmitEvent):
-            post_event(api, raw, action, now)
-            result.events.append(action.reason)
-        elif isinstance(action, RequeueAfter):
-            seconds = max(settings.requeue_floor_seconds, float(action.seconds))
-            result.requeue_after = seconds if result.requeue_after is None else min(result.requeue_after, seconds)
+    port = KubePort(api, raw, observed, settings, now, jobs or {}, configmap, result)
+    try:
+        apply(decision, port)
+    except _Refused as refusal:
+        if decide is None:
+            raise ApiError(422, "Invalid", str(refusal)) from refusal
+        log.warning("run %s/%s: the API server refused %s", namespace, name, refusal)
+        refused = replace(observed, status=decision.status, create_refusal=str(refusal))
+        stored = {**raw, "status": decision.status.model_dump(mode="json", by_alias=True),
+                  "metadata": {**raw["metadata"], "resourceVersion": result.written_version or version}}
+        second = apply_decision(api, stored, refused, decide(refused, now), settings, now, jobs, configmap)
+        second.created = result.created + second.created
+        second.events = result.events + second.events
+        return second
     return result
+
+
+@dataclass
+class KubePort:
+    """The executor port on a cluster (`planner.port.ExecutorPort`): Jobs, Services, Events.
+
+    `create` raises `_Refused` when the API server refuses a child; `apply_decision` turns that
+    into an observed fact and decides again.
+    """
+
+    api: KubeApi
+    raw: Mapping[str, Any]
+    observed: Observed
+    settings: OperatorSettings
+    now: datetime
+    jobs: Mapping[str, Mapping]
+    configmap: Mapping[str, Any] | None
+    result: ReconcileResult
+
+    def create(self, action: CreatePhaseJob) -> bool:
+        return _create_phase(self.api, self.raw, self.observed, action, self.settings, self.result, self.configmap)
+
+    def delete(self, name: str) -> None:
+        if self.settings.delete_finished_jobs:
+            namespace = self.raw["metadata"]["namespace"]
+            delete_job(self.api, namespace, name)
+            _delete_service_of(self.api, namespace, self.jobs.get(name))
+            self.result.deleted.append(name)
+
+    def emit(self, event: EmitEvent) -> None:
+        post_event(self.api, self.raw, event, self.now)
+        self.result.events.append(event.reason)
+
+    def requeue(self, seconds: float) -> None:
+        seconds = max(self.settings.requeue_floor_seconds, seconds)
+        current = self.result.requeue_after
+        self.result.requeue_after = seconds if current is None else min(current, seconds)
 
 
 def _delete_service_of(api: KubeApi, namespace: str, job: Mapping[str, Any] | None) -> None:
@@ -529,7 +550,7 @@ def reconcile_run(
     jobs, pods = fetch_children(api, namespace, name)
     configmap = fetch_spec_configmap(api, namespace, name)
     observed = build_observed(raw, jobs, pods, settings, configmap)
-    moment = now or datetime.now(UTC)
+    moment = now or timefmt.now()
     decision = decide(observed, moment)
     jobs_by_name = {str((job.get("metadata") or {}).get("name")): job for job in jobs}
     result = apply_decision(api, raw, observed, decision, settings, moment, jobs_by_name, configmap, decide)
@@ -549,6 +570,6 @@ def list_runs(api: KubeApi, namespaces: Iterable[str] = ()) -> list[dict[str, An
 
 __all__ = [
     "ApiError", "KubeApi", "MetricsMemory", "ReconcileResult", "apply_decision", "build_event",
-    "build_kube_api", "build_status_patch", "create_owned", "delete_job", "list_runs", "parse_time",
+    "build_kube_api", "build_status_patch", "create_owned", "delete_job", "list_runs",
     "reconcile_run",
 ]

@@ -33,9 +33,10 @@ import socket
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp.web
@@ -63,6 +64,7 @@ from sail_operator.kube.wakeups import (
     run_wakeup_is_own_echo,
 )
 from sail_operator.metrics import OperatorMetrics
+from sail_operator.planner import timefmt
 from sail_operator.planner.decide import decide
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,8 @@ class Controller:
     _tasks: set[asyncio.Task] = field(default_factory=set)
     elector: LeaderElector | None = None  # None: standalone (no leader election)
     ports: dict[str, int] = field(default_factory=dict)  # what the metrics/liveness servers bound
+    # The planner's clock; in-process tests tie it to a fake event-loop clock (tests/integration).
+    clock: Callable[[], datetime] = timefmt.now
 
     def ensure_api(self) -> KubeApi:
         if self.api is None:
@@ -142,7 +146,7 @@ class Controller:
             try:
                 result = await asyncio.to_thread(
                     reconcile_run, self.ensure_api(), namespace, name, self.settings, self.metrics, decide,
-                    self.memory,
+                    self.memory, self.clock(),
                 )
             except ApiError as error:
                 self.metrics.handler_errors.labels(handler).inc()

@@ -1,8 +1,10 @@
 """Build the Kubernetes objects of one phase attempt: the Job, its spec ConfigMap, its Service.
 
-Pure functions from (SAILRun, CreatePhaseJob, settings) to plain API dicts, exactly as
+Pure functions from (parsed SAILRun, CreatePhaseJob, settings) to plain API dicts, exactly as
 docs/operating.md ("What it does") describes. No I/O and no kubernetes client here: `act.py` sends what
-this module builds, and the tests compare the dicts directly.
+this module builds, and the tests compare the dicts directly. The builders take the parsed
+`SAILRun`: the caller parses the API object once per reconcile (`coerce_run`), instead of
+every builder validating the whole object again.
 
 Deliberate choices:
 - `backoffLimit: 0`: retries belong to the planner (two budgets, backoff with jitter); the Job
@@ -15,6 +17,7 @@ Deliberate choices:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sail_api.phases import (
@@ -44,8 +47,8 @@ SPEC_MOUNT_DIR = SPEC_MOUNT_PATH.rsplit("/", 1)[0]
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
-def coerce_run(run: dict[str, Any] | SAILRun) -> SAILRun:
-    """Accept the raw API object or the parsed model; the status is not needed to build Jobs."""
+def coerce_run(run: Mapping[str, Any] | SAILRun) -> SAILRun:
+    """The parsed model of a raw API object (done once by the caller); the status is not needed to build Jobs."""
     if isinstance(run, SAILRun):
         return run
     body = {key: run[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in run}
@@ -62,14 +65,13 @@ def _run_uid(run: SAILRun) -> str:
     return str(uid)
 
 
-def build_owner_reference(run: dict[str, Any] | SAILRun) -> dict[str, Any]:
+def build_owner_reference(run: SAILRun) -> dict[str, Any]:
     """Controller reference: garbage collection deletes children with the run; we adopt by UID."""
-    parsed = coerce_run(run)
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
-        "name": parsed.metadata.name,
-        "uid": _run_uid(parsed),
+        "name": run.metadata.name,
+        "uid": _run_uid(run),
         "controller": True,
         "blockOwnerDeletion": True,
     }
@@ -109,39 +111,35 @@ def resolve_run_uri(run: SAILRun) -> str:
     return uri
 
 
-def build_spec_configmap(run: dict[str, Any] | SAILRun) -> dict[str, Any]:
+def build_spec_configmap(run: SAILRun) -> dict[str, Any]:
     """The resolved run file (`--spec`), owned by the run, mounted read-only into every phase pod."""
-    parsed = coerce_run(run)
-    resolved = build_resolved_run(parsed, resolve_run_uri(parsed))
+    resolved = build_resolved_run(run, resolve_run_uri(run))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": spec_configmap_name(parsed.metadata.name),
-            "namespace": parsed.metadata.namespace,
-            "labels": build_run_labels(parsed.metadata.name),
-            "ownerReferences": [build_owner_reference(parsed)],
+            "name": spec_configmap_name(run.metadata.name),
+            "namespace": run.metadata.namespace,
+            "labels": build_run_labels(run.metadata.name),
+            "ownerReferences": [build_owner_reference(run)],
         },
         "data": {SPEC_FILE_KEY: resolved.to_json()},
     }
 
 
-def build_headless_service(
-    run: dict[str, Any] | SAILRun, action: CreatePhaseJob, port: int = 29500
-) -> dict[str, Any] | None:
+def build_headless_service(run: SAILRun, action: CreatePhaseJob, port: int = 29500) -> dict[str, Any] | None:
     """Stable DNS for the pods of a multi-node train (`{job}-{index}.{service}`); None otherwise."""
     if action.nodes <= 1:
         return None
-    parsed = coerce_run(run)
-    labels = build_labels(parsed.metadata.name, action.iteration, action.phase, action.attempt)
+    labels = build_labels(run.metadata.name, action.iteration, action.phase, action.attempt)
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": service_name(action.name),
-            "namespace": parsed.metadata.namespace,
+            "namespace": run.metadata.namespace,
             "labels": labels,
-            "ownerReferences": [build_owner_reference(parsed)],
+            "ownerReferences": [build_owner_reference(run)],
         },
         "spec": {
             "clusterIP": "None",
@@ -372,11 +370,8 @@ def _job_spec(parsed: SAILRun, action: CreatePhaseJob, settings: OperatorSetting
     return job_spec
 
 
-def build_phase_job(
-    run: dict[str, Any] | SAILRun, action: CreatePhaseJob, settings: OperatorSettings
-) -> dict[str, Any]:
+def build_phase_job(parsed: SAILRun, action: CreatePhaseJob, settings: OperatorSettings) -> dict[str, Any]:
     """The batch/v1 Job of one phase attempt (docs/operating.md, "What it does")."""
-    parsed = coerce_run(run)
     # Admin-allowed SAILRun labels (Kueue priority class, cost labels) first: ours win on a clash.
     labels = {**build_job_labels(parsed.metadata.labels, settings.policy),
               **build_labels(parsed.metadata.name, action.iteration, action.phase, action.attempt)}

@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from sail_api.phases import NON_RETRYABLE_EXIT_CODES, ExitCode, Phase, PhaseSummary
+from sail_api.phases import Phase, PhaseSummary
 from sail_api.resolved import DIGEST_EXCLUDED_SAIL_FIELDS, ResolvedRun
 from sail_api.spec import SAILRun, SAILRunSpec
 from sail_api.status import SAILRunStatus
@@ -37,7 +37,14 @@ from sail_operator.kube.jobs import (
     SPEC_FILE_KEY,
 )
 from sail_operator.kube.settings import MANAGED_BY, OperatorSettings
-from sail_operator.planner.model import AttemptObservation, AttemptState, FailureCause, Observed
+from sail_operator.planner.model import (
+    AttemptObservation,
+    AttemptState,
+    FailureCause,
+    Observed,
+    compute_failure_cause,
+)
+from sail_operator.planner.timefmt import parse_time
 from sail_operator.policy import OperatorPolicy, compute_policy_violations
 
 log = logging.getLogger(__name__)
@@ -50,17 +57,6 @@ INFRA_CONDITION_REASONS = frozenset({"PreemptionByScheduler", "DeletionByTaintMa
                                      "DeletionByPodGC", "TerminationByKubelet"})
 # A Job that Kueue suspended (evicted, preempted) before it failed: its failure is the cluster's.
 KUEUE_EVICTION_MARKERS = ("Evict", "Preempt", "Kueue", "Workload")
-
-
-def parse_time(value: Any) -> datetime | None:
-    """RFC 3339 from the API ('2026-11-25T10:00:00Z'); None for anything unparsable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -187,14 +183,17 @@ def _classify_failure(job: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> 
     codes = _exit_codes(pods)
     if reason == "DeadlineExceeded":
         return FailureCause.DEADLINE, message or "the Job passed activeDeadlineSeconds"
-    non_retryable = sorted(code for code in codes if code in {int(c) for c in NON_RETRYABLE_EXIT_CODES})
+    by_cause: dict[FailureCause | None, list[int]] = {}
+    for code in sorted(codes):  # the exit-code table the local executor uses too
+        by_cause.setdefault(compute_failure_cause(code), []).append(code)
+    non_retryable = by_cause.get(FailureCause.NON_RETRYABLE, [])
     if non_retryable or (reason == "PodFailurePolicy" and "FailJob" in message):
         code = non_retryable[0] if non_retryable else None
         return FailureCause.NON_RETRYABLE, message or f"trainer exited with non-retryable code {code}"
     if any(_pod_was_disrupted(pod) for pod in pods):
         return FailureCause.INFRA, message or "a pod was disrupted (preemption, eviction or node loss)"
-    if int(ExitCode.TRANSIENT) in codes:
-        return FailureCause.INFRA, message or f"trainer exited with TRANSIENT code {int(ExitCode.TRANSIENT)}"
+    if FailureCause.INFRA in by_cause:
+        return FailureCause.INFRA, message or f"trainer exited with TRANSIENT code {by_cause[FailureCause.INFRA][0]}"
     if reason in INFRA_CONDITION_REASONS or _was_evicted_by_kueue(job):
         return FailureCause.INFRA, message or reason or "the Job was evicted by Kueue"
     return FailureCause.APP, message or (f"trainer exited with code {sorted(codes)}" if codes else reason)

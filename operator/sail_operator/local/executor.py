@@ -1,8 +1,10 @@
 """The local executor: `decide` (the operator's planner) driving `sail-trainer` processes.
 
-observe: the state file (status + finished attempts) and the processes this executor runs.
+observe: the state file (status + finished attempts) and the processes the supervisor runs
+         (`observe.build_local_observed`, pure).
 decide:  `sail_operator.planner.decide.decide`, unchanged.
-act:     write the status (state file) first, then start / stop phase processes.
+act:     write the status (state file) first, then `planner.port.apply` the actions to this
+         executor's port: start / stop phase processes (`supervisor.ProcessSupervisor`), print events.
 
 A phase attempt is the same command line a Job runs (`sail_api.phases.build_phase_args`),
 started as `[python, -m, sail_trainer, ...]`, one process per shard (JOB_COMPLETION_INDEX
@@ -19,52 +21,42 @@ leaves no phase running behind.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sail_api.phases import (
-    SHARD_INDEX_ENV,
-    TERMINATION_LOG_ENV,
-    ExitCode,
-    PhaseSummary,
-    build_phase_args,
-)
+from sail_api.phases import build_phase_args
 from sail_api.resolved import build_resolved_run
 from sail_api.spec import SAILRun
 from sail_api.status import TERMINAL_STATES, RunState
+from sail_operator.local.observe import build_local_observed, record_finished
 from sail_operator.local.paths import RunPaths
-from sail_operator.local.progress import ProgressDisplay, ProgressLine, combine_shards, parse_progress_line
+from sail_operator.local.progress import ProgressDisplay, ProgressLine
 from sail_operator.local.state import (
-    AttemptRecord,
     LocalState,
     build_resumed_state,
     build_retry_of_failed,
     load_state,
     save_state,
 )
+from sail_operator.local.supervisor import ProcessSupervisor, SpawnFn, spawn_phase_process
+from sail_operator.planner import timefmt
 from sail_operator.planner.decide import decide
 from sail_operator.planner.model import (
+    AttemptObservation,
     AttemptState,
     CreatePhaseJob,
     Decision,
-    DeletePhaseJob,
     EmitEvent,
-    FailureCause,
     Observed,
-    RequeueAfter,
 )
+from sail_operator.planner.port import apply, requeue_seconds
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +65,7 @@ EXIT_FAILED = 1
 EXIT_SUSPENDED = 3
 EXIT_INTERRUPTED = 130
 POLL_SECONDS = 0.05
-TERMINATE_GRACE_SECONDS = 10.0
 TRAINER_MODULE = "sail_trainer"
-
-
-def map_exit_code(code: int) -> FailureCause | None:
-    """Exit code of a phase process -> planner failure cause (None: success)."""
-    if code == ExitCode.OK:
-        return None
-    if code in (ExitCode.BAD_SPEC, ExitCode.BAD_DATA):
-        return FailureCause.NON_RETRYABLE
-    if code == ExitCode.TRANSIENT:
-        return FailureCause.INFRA
-    return FailureCause.APP
 
 
 def build_trainer_program(python: str | None = None) -> list[str]:
@@ -117,39 +97,6 @@ def detect_gpus() -> list[str]:
     return parse_gpu_list(listing, None)
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-@dataclass
-class ShardProcess:
-    index: int
-    process: subprocess.Popen[str]
-    summary_path: Path
-    log_path: Path
-    reader: threading.Thread
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-    progress: ProgressLine | None = None
-    gpu: str | None = None
-
-
-@dataclass
-class RunningAttempt:
-    """An attempt whose shards are queued or running in this process."""
-
-    record: AttemptRecord
-    command: list[str]
-    pending: deque[int]
-    running: dict[int, ShardProcess] = field(default_factory=dict)
-    summaries: dict[int, PhaseSummary] = field(default_factory=dict)
-    failure: tuple[FailureCause, str] | None = None
-    progress: dict[int, ProgressLine] = field(default_factory=dict)  # latest line of each shard, finished too
-
-
 class Interrupted(Exception):
     """SIGINT/SIGTERM while running: stop cleanly, exit 130."""
 
@@ -160,16 +107,18 @@ class LocalExecutor:
     def __init__(self, run: SAILRun, paths: RunPaths, *, out: TextIO, workers: int = 1,
                  program: list[str] | None = None, use_bars: bool | None = None,
                  extra_env: dict[str, str] | None = None, gpus: list[str] | None = None,
-                 source_file: Path | None = None) -> None:
+                 source_file: Path | None = None, spawn: SpawnFn = spawn_phase_process) -> None:
         self.run_obj = run
         self.paths = paths
         self.out = out
         self.gpus = list(detect_gpus() if gpus is None else gpus)
-        self.workers = max(1, workers)
         self.program = list(program or build_trainer_program())  # tests may pass a stand-in phase program
-        self.extra_env = dict(extra_env or {})
         self.display = ProgressDisplay(out, use_bars=use_bars)
-        self.running: dict[str, RunningAttempt] = {}
+        self.supervisor = ProcessSupervisor(
+            paths.attempt_dir, workers=workers, gpus=self.gpus, extra_env=extra_env,
+            deadline_seconds=run.spec.active_deadline_seconds, on_progress=self._show_phase,
+            spawn=spawn,  # tests pass stand-in processes: the whole loop runs in-process
+        )
         self.state = self._load_state()
         if source_file is not None:
             self.state.source_file = str(source_file.resolve())
@@ -215,7 +164,7 @@ class LocalExecutor:
         except (Interrupted, KeyboardInterrupt):
             for sig in previous:  # a second Ctrl-C must not cut the clean-up short
                 signal.signal(sig, signal.SIG_IGN)
-            self._stop_all(forget=True)
+            self._stop_all()
             self._save()
             self.display.close()
             self.display.message(f"interrupted: state saved in {self.paths.state_file}; run `sail run` again to resume")
@@ -230,59 +179,45 @@ class LocalExecutor:
 
     def _loop(self) -> int:
         while True:
-            decision = decide(self._observe(), datetime.now(UTC))
+            decision = decide(self._observe(), timefmt.now())
             self.state.status = decision.status
             self._save()  # status first: the attempt is recorded before its process exists
-            self._act(decision)
+            apply(decision, LocalPort(self))
             self._save()  # and again after acting: started and deleted attempts
             self._show_overall()
             status = self.state.status
-            if status.state in TERMINAL_STATES and not self.running:
+            if status.state in TERMINAL_STATES and not self.supervisor:
                 return self._finish()
-            if status.state == RunState.SUSPENDED and not self.running:
+            if status.state == RunState.SUSPENDED and not self.supervisor:
                 self.display.message("suspended (spec.suspend): set it to false and run `sail run` again")
                 return EXIT_SUSPENDED
             self._wait(decision)
 
     def _observe(self) -> Observed:
-        self._poll()
-        attempts = tuple(a.to_observation() for a in self.state.attempts.values())
-        return Observed(
-            name=self.state.name, namespace=None, uid=self.state.uid, generation=self.state.generation,
-            spec=self.run_obj.spec, spec_error=None, status=self.state.status, attempts=attempts,
-        )
+        self._reap()
+        return build_local_observed(self.state, self.run_obj.spec, self.supervisor.records())
 
-    def _act(self, decision: Decision) -> None:
-        # The decision that fails the run says why in its status message, which _finish prints once:
-        # its Warning events (the phase failure, the exhausted budget) would repeat it.
-        failing = decision.status.state == RunState.FAILED
-        for action in decision.actions:
-            if isinstance(action, CreatePhaseJob):
-                self._create(action)
-            elif isinstance(action, DeletePhaseJob):
-                self._delete(action.name)
-            elif isinstance(action, EmitEvent):
-                log.info("run=%s event %s %s: %s", self.state.name, action.type, action.reason, action.message)
-                if failing and action.type == "Warning":
-                    continue
-                prefix = "warning: " if action.type == "Warning" else ""
-                self.display.message(f"{prefix}{action.reason}: {action.message}")
-            elif isinstance(action, RequeueAfter):
-                pass  # handled by _wait
+    def _reap(self) -> bool:
+        """Record the attempts the supervisor saw finish (saved at once); True when one did."""
+        if record_finished(self.state, self.supervisor.poll()):
+            self._save()
+            return True
+        return False
 
     def _wait(self, decision: Decision) -> None:
-        requeue = [a.seconds for a in decision.actions if isinstance(a, RequeueAfter)]
-        if requeue and not self.running and self.state.status.backoff_until:
+        requeue = requeue_seconds(decision)
+        running = bool(self.supervisor)
+        if requeue is not None and not running and self.state.status.backoff_until:
             self.display.message(f"backing off: next attempt at {self.state.status.backoff_until} "
-                                 f"(in {min(requeue):.0f} s)")
-        deadline = time.monotonic() + (min(requeue) if requeue else 3600.0)
-        if not self.running and not requeue and not decision.actions:
+                                 f"(in {requeue:.0f} s)")
+        if not running and requeue is None and not decision.actions:
             raise RuntimeError(f"the planner made no progress in state {self.state.status.state}: "
                                f"{self.state.status.message}")
+        deadline = time.monotonic() + (3600.0 if requeue is None else requeue)
         while time.monotonic() < deadline:
-            if self._poll():
+            if self._reap():
                 return
-            if not self.running and not requeue:
+            if not self.supervisor and requeue is None:
                 return
             time.sleep(POLL_SECONDS)
 
@@ -300,7 +235,30 @@ class LocalExecutor:
                              "retry budgets, committed phases are kept")
         return EXIT_FAILED
 
+    # -------------------------------------------------------------- attempts
+
+    def create(self, action: CreatePhaseJob) -> None:
+        if action.name in self.supervisor.running:
+            return  # already running here (a planner re-create of an attempt we run)
+        record = AttemptObservation(name=action.name, iteration=action.iteration, phase=action.phase,
+                                    attempt=action.attempt, shards=action.shards, state=AttemptState.PENDING,
+                                    created_at=timefmt.now())
+        command = build_trainer_command(self.program, action, self.paths.storage_uri, self.paths.spec_file)
+        self.state.attempts[action.name] = record
+        self.supervisor.start(record, command)
+        self._sync_live()
+
+    def delete(self, name: str) -> None:
+        self.supervisor.stop(name)
+        self.state.attempts.pop(name, None)
+
+    def _sync_live(self) -> None:
+        """The state file shows the attempts under way as the supervisor has them (started or not)."""
+        for record in self.supervisor.records():
+            self.state.attempts[record.name] = record
+
     def _save(self) -> None:
+        self._sync_live()
         save_state(self.paths.state_file, self.state)
 
     def _show_overall(self) -> None:
@@ -310,187 +268,40 @@ class LocalExecutor:
                  if status.current_phase else status.state.value)
         self.display.overall(status.progress.completed_phases, status.progress.total_phases, label)
 
-    # -------------------------------------------------------------- attempts
+    def _show_phase(self, name: str, shards: int, line: ProgressLine | None) -> None:
+        self.display.phase((name, shards), line)
 
-    def _create(self, action: CreatePhaseJob) -> None:
-        if action.name in self.running:
-            return  # already running here (a planner re-create of an attempt we run)
-        folder = self.paths.attempt_dir(action.name)
-        folder.mkdir(parents=True, exist_ok=True)
-        now = datetime.now(UTC)
-        record = AttemptRecord(name=action.name, iteration=action.iteration, phase=action.phase,
-                               attempt=action.attempt, shards=action.shards, state=AttemptState.PENDING,
-                               created_at=now)
-        command = build_trainer_command(self.program, action, self.paths.storage_uri, self.paths.spec_file)
-        self.running[action.name] = RunningAttempt(record=record, command=command,
-                                                   pending=deque(range(action.shards or 1)))
-        self.state.attempts[action.name] = record
-        self._start_shards(self.running[action.name])
+    def _stop_all(self) -> None:
+        for name in self.supervisor.stop_all():
+            self.state.attempts.pop(name, None)  # forgotten: the next `sail run` re-creates it
 
-    def _start_shards(self, attempt: RunningAttempt) -> None:
-        while attempt.pending and len(attempt.running) < self.workers and attempt.failure is None:
-            index = attempt.pending.popleft()
-            attempt.running[index] = self._spawn(attempt, index)
-            if attempt.record.started_at is None:
-                attempt.record.started_at = datetime.now(UTC)
-                attempt.record.state = AttemptState.RUNNING
 
-    def _spawn(self, attempt: RunningAttempt, index: int) -> ShardProcess:
-        folder = self.paths.attempt_dir(attempt.record.name)
-        summary_path = folder / f"shard-{index}.summary.json"
-        log_path = folder / f"shard-{index}.log"
-        summary_path.unlink(missing_ok=True)
-        # OMP_WAIT_POLICY=PASSIVE unless set: idle torch threads sleep, not spin (docs/dev/threads.md).
-        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.extra_env, TERMINATION_LOG_ENV: str(summary_path),
-               "PYTHONUNBUFFERED": "1"}
-        if attempt.record.shards is not None:
-            env[SHARD_INDEX_ENV] = str(index)
-            if self.gpus:  # one GPU per shard process, like one GPU per pod of an Indexed Job
-                busy = {s.gpu for s in attempt.running.values()}
-                env["CUDA_VISIBLE_DEVICES"] = next((g for g in self.gpus if g not in busy), self.gpus[index % len(self.gpus)])
-        rec = attempt.record
-        log.info("run=%s iteration=%d phase=%s attempt=%d shard=%d: starting %s", self.state.name, rec.iteration,
-                 rec.phase.value, rec.attempt, index, attempt.command)
-        process = subprocess.Popen(  # noqa: S603 - a list of arguments, no shell
-            attempt.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, bufsize=1, env=env, start_new_session=True,
-            preexec_fn=_set_parent_death_signal if sys.platform.startswith("linux") else None,  # noqa: PLW1509
-        )
-        shard = ShardProcess(index=index, process=process, summary_path=summary_path, log_path=log_path,
-                             reader=threading.Thread(target=lambda: None), gpu=env.get("CUDA_VISIBLE_DEVICES"))
-        shard.reader = threading.Thread(target=self._read_output, args=(shard,), daemon=True)
-        shard.reader.start()
-        return shard
+class LocalPort:
+    """The executor port of `sail run` (`planner.port.ExecutorPort`): processes and the terminal."""
 
-    @staticmethod
-    def _read_output(shard: ShardProcess) -> None:
-        """Copy a phase's output to its log file, keep its tail and latest progress line."""
-        assert shard.process.stdout is not None
-        with shard.log_path.open("a") as sink:
-            for line in shard.process.stdout:
-                sink.write(line)
-                sink.flush()
-                parsed = parse_progress_line(line)
-                if parsed is not None:
-                    shard.progress = parsed
-                elif line.strip():
-                    shard.tail.append(line.rstrip())
+    def __init__(self, executor: LocalExecutor) -> None:
+        self.executor = executor
+        # The decision that fails the run says why in its status message, which _finish prints once:
+        # its Warning events (the phase failure, the exhausted budget) would repeat it.
+        self.failing = executor.state.status.state == RunState.FAILED
 
-    def _poll(self) -> bool:
-        """Reap finished shard processes, start queued ones; True when an attempt finished."""
-        finished_any = False
-        for name, attempt in list(self.running.items()):
-            for index, shard in list(attempt.running.items()):
-                code = shard.process.poll()
-                if code is None:
-                    continue
-                shard.reader.join(timeout=5)
-                if shard.progress is not None:
-                    attempt.progress[index] = shard.progress
-                del attempt.running[index]
-                self._collect(attempt, shard, code)
-            self._check_deadline(attempt)
-            self._start_shards(attempt)
-            self._show_phase(attempt)
-            if not attempt.running and (not attempt.pending or attempt.failure is not None):
-                self._conclude(attempt)
-                del self.running[name]
-                finished_any = True
-        return finished_any
+    def create(self, action: CreatePhaseJob) -> bool:
+        self.executor.create(action)
+        return True
 
-    def _collect(self, attempt: RunningAttempt, shard: ShardProcess, code: int) -> None:
-        summary = _read_summary(shard.summary_path)
-        cause = map_exit_code(code)
-        if cause is None and summary is None:
-            cause, message = FailureCause.APP, f"exited 0 but wrote no summary to {shard.summary_path}"
-        elif cause is not None:
-            detail = (summary.error if summary and summary.error else None) or (shard.tail[-1] if shard.tail else "")
-            message = f"shard {shard.index} exit code {code}: {detail} (log: {shard.log_path})"
-        if cause is None and summary is not None:
-            attempt.summaries[shard.index] = summary
-        elif attempt.failure is None:
-            attempt.failure = (cause, message)
-            self._terminate(attempt)
+    def delete(self, name: str) -> None:
+        self.executor.delete(name)
 
-    def _check_deadline(self, attempt: RunningAttempt) -> None:
-        limit = self.run_obj.spec.active_deadline_seconds
-        started = attempt.record.started_at
-        if limit is None or started is None or attempt.failure is not None:
+    def emit(self, event: EmitEvent) -> None:
+        log.info("run=%s event %s %s: %s", self.executor.state.name, event.type, event.reason, event.message)
+        if self.failing and event.type == "Warning":
             return
-        if (datetime.now(UTC) - started).total_seconds() > limit:
-            attempt.failure = (FailureCause.DEADLINE, f"ran longer than activeDeadlineSeconds={limit}")
-            self._terminate(attempt)
+        prefix = "warning: " if event.type == "Warning" else ""
+        self.executor.display.message(f"{prefix}{event.reason}: {event.message}")
 
-    def _conclude(self, attempt: RunningAttempt) -> None:
-        record = attempt.record
-        log.info("run=%s iteration=%d phase=%s attempt=%d: %s", self.state.name, record.iteration,
-                 record.phase.value, record.attempt, f"failed: {attempt.failure}" if attempt.failure else "done")
-        record.finished_at = datetime.now(UTC)
-        if record.started_at is None:
-            record.started_at = record.finished_at
-        if attempt.failure is None:
-            record.state = AttemptState.SUCCEEDED
-            record.summaries = [attempt.summaries[k] for k in sorted(attempt.summaries)]
-        else:
-            record.state = AttemptState.FAILED
-            record.cause, record.message = attempt.failure
-        self.state.attempts[record.name] = record
-        self._save()
-
-    def _show_phase(self, attempt: RunningAttempt) -> None:
-        for index, shard in attempt.running.items():
-            if shard.progress is not None:
-                attempt.progress[index] = shard.progress
-        lines = [attempt.progress[k] for k in sorted(attempt.progress)]
-        self.display.phase((attempt.record.name, attempt.record.shards or 1),
-                           combine_shards(lines, attempt.record.shards))
-
-    def _delete(self, name: str) -> None:
-        attempt = self.running.pop(name, None)
-        if attempt is not None:
-            attempt.pending.clear()
-            self._terminate(attempt)
-            for shard in attempt.running.values():
-                shard.reader.join(timeout=5)
-        self.state.attempts.pop(name, None)
-
-    def _terminate(self, attempt: RunningAttempt) -> None:
-        """SIGTERM every running shard's process group, SIGKILL after a grace period."""
-        attempt.pending.clear()
-        shards = list(attempt.running.values())
-        for shard in shards:
-            _signal_group(shard.process, signal.SIGTERM)
-        deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
-        for shard in shards:
-            try:
-                shard.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(shard.process, signal.SIGKILL)
-                shard.process.wait()
-
-    def _stop_all(self, *, forget: bool) -> None:
-        for name, attempt in list(self.running.items()):
-            self._terminate(attempt)
-            if forget:
-                self.state.attempts.pop(name, None)
-        self.running.clear()
+    def requeue(self, seconds: float) -> None:
+        """Nothing to do now: `LocalExecutor._wait` sleeps until the shortest requeue."""
 
 
-def _signal_group(process: subprocess.Popen[str], sig: int) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _read_summary(path: Path) -> PhaseSummary | None:
-    try:
-        return PhaseSummary.model_validate_json(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-__all__ = ["LocalExecutor", "map_exit_code", "build_trainer_command", "build_trainer_program", "load_state", "EXIT_COMPLETE",
-           "EXIT_FAILED", "EXIT_SUSPENDED", "EXIT_INTERRUPTED"]
+__all__ = ["LocalExecutor", "LocalPort", "build_trainer_command", "build_trainer_program", "load_state",
+           "EXIT_COMPLETE", "EXIT_FAILED", "EXIT_SUSPENDED", "EXIT_INTERRUPTED"]

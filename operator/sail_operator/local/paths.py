@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sail_api.spec import SAILRun
+from sail_api.uris import is_remote_uri, strip_file_scheme
 
 STATE_FOLDER = "local"
 STATE_FILE = "state.json"
@@ -46,7 +47,7 @@ class RunPaths:
 
 
 def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
+    return is_remote_uri(uri)
 
 
 def resolve_uri(uri: str, base: Path) -> str:
@@ -55,7 +56,7 @@ def resolve_uri(uri: str, base: Path) -> str:
     A bare hub id such as `org/model` is ambiguous: it resolves only when such a folder exists.
     """
     if "://" in uri:
-        return uri.removeprefix("file://") if uri.startswith("file://") else uri
+        return strip_file_scheme(uri)
     path = Path(uri).expanduser()
     if path.is_absolute():
         return str(path)
@@ -75,15 +76,19 @@ def build_local_run(run: SAILRun, source: Path, storage: str | None) -> tuple[SA
     spec.prompts.uri = resolve_uri(spec.prompts.uri, base)
     if spec.sail.validation.uri:
         spec.sail.validation.uri = resolve_uri(spec.sail.validation.uri, base)
+    for uri_holder in ([] if spec.evaluation is None else
+                       [s.clip for s in spec.evaluation.scorers if s.clip] + [spec.evaluation.prompts]):
+        if uri_holder is not None:
+            uri_holder.uri = resolve_uri(uri_holder.uri, base)
     default_dir = base / ".sail" / run.metadata.name
     if storage is not None:  # from the command line: relative to the working directory
-        root = storage.rstrip("/") if is_remote(storage) else str(Path(storage.removeprefix("file://")).expanduser().resolve())
+        root = storage.rstrip("/") if is_remote(storage) else str(Path(strip_file_scheme(storage)).expanduser().resolve())
     elif spec.storage.uri is None:
         root = str(default_dir)
     elif is_remote(spec.storage.uri):
         root = spec.storage.uri.rstrip("/")
     else:  # from the file: relative to the file's folder
-        root = str((base / Path(spec.storage.uri.removeprefix("file://")).expanduser()).resolve())
+        root = str((base / Path(strip_file_scheme(spec.storage.uri)).expanduser()).resolve())
     spec.storage.uri = root
     local_dir = build_remote_state_dir(default_dir, root) if is_remote(root) else Path(root) / STATE_FOLDER
     return out, RunPaths(storage_uri=root, local_dir=local_dir)

@@ -81,7 +81,7 @@ def _read_remote_run(run: SAILRun, root: str) -> ResolvedRun | None:
 
     storage = run.spec.storage
     try:
-        store = S3Store(root, endpoint=storage.endpoint, region=storage.region, retries=PROBE_POLICY,
+        store = S3Store(root, storage, retries=PROBE_POLICY,
                         connect_timeout=PROBE_CONNECT_SECONDS, read_timeout=PROBE_READ_SECONDS)
         if not store.exists(RUN_FILE):
             return None

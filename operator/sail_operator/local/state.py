@@ -14,41 +14,15 @@ import hashlib
 import json
 import os
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 from pydantic import Field
 
-from sail_api.phases import Phase, PhaseSummary
 from sail_api.spec import ApiModel, SAILRunSpec
 from sail_api.status import Condition, ConditionType, RunState, SAILRunStatus
-from sail_operator.planner.model import AttemptObservation, AttemptState, FailureCause
+from sail_operator.planner.model import AttemptObservation
 
 STATE_VERSION = 1
-
-
-class AttemptRecord(ApiModel):
-    """One attempt as the state file keeps it (an AttemptObservation, serialisable)."""
-
-    name: str
-    iteration: int
-    phase: Phase
-    attempt: int
-    shards: int | None = None
-    state: AttemptState
-    cause: FailureCause | None = None
-    message: str = ""
-    summaries: list[PhaseSummary] = Field(default_factory=list)
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-    def to_observation(self) -> AttemptObservation:
-        return AttemptObservation(
-            name=self.name, iteration=self.iteration, phase=self.phase, attempt=self.attempt,
-            state=self.state, cause=self.cause, message=self.message, summaries=tuple(self.summaries),
-            created_at=self.created_at, started_at=self.started_at, finished_at=self.finished_at, owned=True,
-        )
 
 
 class LocalState(ApiModel):
@@ -63,7 +37,7 @@ class LocalState(ApiModel):
     source_file: str | None = None
     spec: dict | None = None
     status: SAILRunStatus = Field(default_factory=SAILRunStatus)
-    attempts: dict[str, AttemptRecord] = Field(default_factory=dict)
+    attempts: dict[str, AttemptObservation] = Field(default_factory=dict)  # the planner's attempt type, kept as is
 
 
 def compute_spec_fingerprint(spec: SAILRunSpec) -> str:
@@ -93,8 +67,7 @@ def build_resumed_state(state: LocalState, spec: SAILRunSpec) -> LocalState:
     """A state file read at start-up: forget attempts whose process died with the last executor,
     and bump the generation when the spec changed since (the planner keys rewinds on it)."""
     out = state.model_copy(deep=True)
-    out.attempts = {k: a for k, a in state.attempts.items()
-                    if a.state in (AttemptState.SUCCEEDED, AttemptState.FAILED)}
+    out.attempts = {k: a for k, a in state.attempts.items() if a.finished}
     fingerprint = compute_spec_fingerprint(spec)
     if out.spec_fingerprint is not None and out.spec_fingerprint != fingerprint:
         out.generation += 1

@@ -54,5 +54,25 @@ def judge_iteration(gate: RoundGateSpec, iteration: int, metrics: dict[str, floa
     return GateVerdict(iteration, gate.metric, value, best.iteration, best.value, regressed=regressed)
 
 
+def judge_scorers(gate: RoundGateSpec, iteration: int, metrics: dict[str, float]) -> GateVerdict | None:
+    """The verdict on the evaluate phase of round `iteration` by `gate.scorers` (spec.evaluation): the
+    guarded scorer whose mean fell most from theta_{i-1} to theta_i, regressed when that drop exceeds
+    `scorerTolerance`. None unless one regressed (at step 0 there is nothing earlier to regress from): an
+    accepted evaluate leaves the train phase's verdict on the round as it is."""
+    if iteration < 1:
+        return None
+    found = [(metrics[f"eval_{name}_mean_previous"] - metrics[f"eval_{name}_mean_current"], name)
+             for name in gate.scorers
+             if f"eval_{name}_mean_current" in metrics and f"eval_{name}_mean_previous" in metrics]
+    if not found:
+        return None
+    drop, name = max(found)
+    if drop <= gate.scorer_tolerance:
+        return None
+    current = metrics[f"eval_{name}_mean_current"]
+    return GateVerdict(iteration, f"scorer {name} (mean score)", current, iteration - 1, current + drop,
+                       regressed=True)
+
+
 def is_new_best(verdict: GateVerdict) -> bool:
     return verdict.best_iteration == verdict.iteration

@@ -8,11 +8,16 @@ then performs the actions in order. Actions are frozen dataclasses named as verb
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sail_api.phases import Phase, PhaseSummary
+from pydantic import ConfigDict
+from pydantic.alias_generators import to_camel
+from pydantic.dataclasses import dataclass as serialisable_dataclass
+
+from sail_api.phases import NON_RETRYABLE_EXIT_CODES, ExitCode, Phase, PhaseSummary
 from sail_api.spec import SAILRunSpec
 from sail_api.status import SAILRunStatus
 
@@ -31,9 +36,51 @@ class FailureCause(StrEnum):
     DEADLINE = "deadline"            # activeDeadlineSeconds exceeded: counted as app
 
 
+def compute_failure_cause(code: int) -> FailureCause | None:
+    """A phase process's exit code -> the retry budget its failure spends (None: success).
+
+    The one table both executors use: the local executor for each shard process, the
+    Kubernetes executor for each terminated container (the Job's podFailurePolicy says the
+    same with `NON_RETRYABLE_EXIT_CODES`). The codes themselves are `sail_api.phases.ExitCode`.
+    """
+    if code == ExitCode.OK:
+        return None
+    if code in NON_RETRYABLE_EXIT_CODES:
+        return FailureCause.NON_RETRYABLE
+    if code == ExitCode.TRANSIENT:
+        return FailureCause.INFRA
+    return FailureCause.APP
+
+
+# Where the trainer's train summary names the model folder it committed (PhaseSummary.extra).
+CHECKPOINT_SUMMARY_KEY = "model_uri"
+
+
 @dataclass(frozen=True)
+class CheckpointUri:
+    """The model folder a train attempt committed (a storage URI), typed rather than a dict key."""
+
+    uri: str
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @classmethod
+    def from_summaries(cls, summaries: Iterable[PhaseSummary]) -> CheckpointUri | None:
+        """The first summary that names a committed model folder; None when none does."""
+        return next((cls(str(s.extra[CHECKPOINT_SUMMARY_KEY])) for s in summaries
+                     if s.extra.get(CHECKPOINT_SUMMARY_KEY)), None)
+
+
+@serialisable_dataclass(frozen=True, config=ConfigDict(alias_generator=to_camel, populate_by_name=True,
+                                                       extra="forbid"))
 class AttemptObservation:
-    """One phase attempt that exists now (a Job, or a local process and its result)."""
+    """One phase attempt that exists now (a Job, or a local process and its result).
+
+    The one attempt type of both executors: the Kubernetes observe step builds it from a Job
+    and its pods; the local executor keeps it in its state file as it is (a pydantic dataclass:
+    camelCase JSON, the same keys the state file always had).
+    """
 
     name: str
     iteration: int
@@ -46,11 +93,35 @@ class AttemptObservation:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    shards: int | None = None   # Indexed Job completions / local shard processes (None: one, unsharded)
     owned: bool = True  # False: a Job with our name but another owner UID (never adopt it)
     # A foreign Job (owned False) with no controller owner left (`--cascade=orphan`): garbage
     # collection will never remove it, so its name is skipped; a foreign Job that still names
     # an owner (an earlier SAILRun of this name) is being collected, so the run waits for it.
     orphaned: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (AttemptState.SUCCEEDED, AttemptState.FAILED)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Running time (first start to finish); None until both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def queue_wait_seconds(self) -> float | None:
+        """Time from creation to the first start (Kueue admission, scheduling, a free worker)."""
+        if self.created_at is None or self.started_at is None:
+            return None
+        return (self.started_at - self.created_at).total_seconds()
+
+    @property
+    def checkpoint(self) -> CheckpointUri | None:
+        """The model folder this (train) attempt committed, as its summaries name it."""
+        return CheckpointUri.from_summaries(self.summaries)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from typing import Any
 
 from sail_api.layout import RunLayout
 from sail_api.phases import Phase
-from sail_api.storage import NotCommitted, StorageError, Store, open_store
+from sail_api.storage import NotCommitted, S3Connection, StorageError, Store, open_store
 from sail_api.storage.resolve import resolve_file, resolve_folder
+from sail_api.storage.retry import PROBE_POLICY
 from sail_operator.local.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,12 @@ def parse_metric_history(data: object) -> list[dict[str, float]]:
     return out
 
 
-def open_run_store(state: LocalState) -> Store:
-    """The run root of a state file, with the endpoint/region of its spec (S3 credentials: AWS env)."""
+def state_connection(state: LocalState) -> S3Connection:
+    """The connection (endpoint, region) of the spec a state file records; S3 credentials: AWS env.
+
+    Read leniently (not re-validated): a report of an old state file must not fail on a field."""
     storage: dict[str, Any] = (state.spec or {}).get("storage") or {}
-    return open_store(state.storage_uri, endpoint=storage.get("endpoint"), region=storage.get("region"))
+    return S3Connection(endpoint=storage.get("endpoint"), region=storage.get("region"))
 
 
 def fetch_committed_train(store: Store, iteration: int) -> IterationArtifacts:
@@ -88,11 +91,7 @@ def fetch_model_folders(state: LocalState) -> dict[int, str]:
     Best effort with a short bounded probe: a root that cannot be read leaves the table with the
     logical folders, and the final model still comes from the status.
     """
-    from sail_api.storage.retry import PROBE_POLICY
-
-    storage: dict[str, Any] = (state.spec or {}).get("storage") or {}
-    store = open_store(state.storage_uri, endpoint=storage.get("endpoint"), region=storage.get("region"),
-                       retries=PROBE_POLICY)
+    store = open_store(state.storage_uri, state_connection(state), retries=PROBE_POLICY)
     found: dict[int, str] = {}
     for record in state.status.iterations:
         if not any(p.phase == Phase.TRAIN.value and p.result == "Succeeded" for p in record.phases):
@@ -110,7 +109,7 @@ def fetch_model_folders(state: LocalState) -> dict[int, str]:
 
 def fetch_run_artifacts(state: LocalState) -> list[IterationArtifacts]:
     """Every iteration the state knows of (0..the latest, also those trimmed from its history)."""
-    store = open_run_store(state)
+    store = open_store(state.storage_uri, state_connection(state))
     rounds = int(((state.spec or {}).get("sail") or {}).get("rounds", 0))
     last = max([r.iteration for r in state.status.iterations] + [0])
     out = []

@@ -22,6 +22,8 @@ from sail_api.layout import RunLayout
 from sail_operator.local.paths import is_remote
 from sail_operator.local.state import LocalState
 from sail_operator.report.artifacts import IterationArtifacts, fetch_run_artifacts
+from sail_operator.report.plots import Series, render_line_plot
+from sail_operator.report.quality import add_quality_section
 from sail_operator.report.table import METRIC_COLUMNS, TABLE_HEADERS, build_status_rows
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,6 @@ def build_plots(artifacts: list[IterationArtifacts]) -> dict[str, bytes]:
     except ImportError:
         log.warning("Pillow is not installed: the report has no metric plots (pip install pillow)")
         return {}
-    from sail_operator.report.plots import Series, render_line_plot
 
     plots = {}
     for metric in METRIC_COLUMNS:
@@ -104,7 +105,6 @@ def render_report_html(state: LocalState, artifacts: list[IterationArtifacts], p
     parts.append("</div><h2>Phases</h2><div class=table-box>" + _phase_table(state, models) + "</div>")
     spec_text = yaml.safe_dump(state.spec or {}, sort_keys=False) if state.spec else "(no spec recorded)"
     parts.append(f"<h2>Spec</h2><pre id=spec>{esc(spec_text)}</pre></body></html>")
-    from sail_operator.report.quality import add_quality_section
 
     return "\n".join(add_quality_section(parts, state, artifacts))  # "did it get better?" first
 

@@ -114,13 +114,15 @@ def build_quality_table(rows: list[IterationQuality]) -> tuple[list[str], list[l
 
 def render_quality_text(state: LocalState) -> str:
     """`sail status` lines: the verdict and the per-iteration table; empty when nothing is measured yet."""
+    from sail_operator.report.scorers import render_scorer_text
+
     rows = collect_quality(state)
     if not rows:
-        return ""
+        return render_scorer_text(state)
     headers, table = build_quality_table(rows)
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *table]]
-    return "\n".join([compute_verdict(rows), *lines, *filter(None, [describe_best(state)])])
+    return "\n".join([compute_verdict(rows), *lines, *filter(None, [describe_best(state), render_scorer_text(state)])])
 
 
 def describe_best(state: LocalState) -> str:
@@ -133,7 +135,8 @@ def describe_best(state: LocalState) -> str:
 
 def render_quality_html(state: LocalState, comparison: bytes | None) -> str:
     """The report's top section: verdict, table, and the side-by-side samples (when there are grids)."""
-    from sail_operator.report.html import data_uri
+    from sail_operator.report.html import data_uri  # here: html imports this module at its top
+    from sail_operator.report.scorers import render_scorer_html
 
     rows = collect_quality(state)
     esc = html.escape
@@ -147,6 +150,7 @@ def render_quality_html(state: LocalState, comparison: bytes | None) -> str:
                      "the round's pairs, measured before they were used.</p>")
     if describe_best(state):
         parts.append(f"<p id=best>{esc(describe_best(state))}</p>")
+    parts.append(render_scorer_html(state))
     if comparison:
         parts.append("<figure id=comparison><img style='width:auto;max-width:100%' alt='samples side by side' "
                      f"src='{data_uri(comparison)}'><figcaption>Same prompts (columns) and seeds, every model "

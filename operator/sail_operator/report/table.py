@@ -8,6 +8,7 @@ from sail_api.layout import RunLayout
 from sail_api.phases import phases_of_iteration
 from sail_api.status import RunState
 from sail_operator.local.state import LocalState
+from sail_operator.report.quality import render_quality_text
 
 METRIC_COLUMNS = ("loss", "implicit_accuracy", "reward_margin")  # the training metrics plotted per step
 TABLE_HEADERS = ("iter", "phase", "result", "attempts", "duration", "numbers", "model")
@@ -73,7 +74,26 @@ def format_phase_numbers(phase: str, metrics: dict[str, float], shards: int = 1)
             return (f"{_count(m.get('mixture_size'))} pairs: {_count(m.get('self_drawn'))} self "
                     f"(of {_count(m.get('self_pairs'))} kept), {_count(m.get('seed_drawn'))} seed")
         return f"{_count(m.get('mixture_size'))} seed pairs"
+    if phase == "evaluate":
+        return format_evaluate_numbers(m)
     return " ".join(f"{k} {format_metric(v)}" for k, v in sorted(m.items())[:4])
+
+
+def format_evaluate_numbers(metrics: dict[str, float]) -> str:
+    """`<scorer> <mean of theta_i> (base <mean>, win <vs base>/<vs previous>)` per scorer (pure)."""
+    parts = []
+    for name in evaluation_scorers(metrics):
+        mean, base = metrics.get(f"eval_{name}_mean_current"), metrics.get(f"eval_{name}_mean_base")
+        wins = [metrics.get(f"eval_{name}_win_vs_{other}") for other in ("base", "previous")]
+        shown = "/".join("-" if w is None else f"{100 * w:.0f}%" for w in wins)
+        parts.append(f"{name} {format_metric(mean)} (base {format_metric(base)}, wins {shown})")
+    return "; ".join(parts) or "-"
+
+
+def evaluation_scorers(metrics: dict[str, float]) -> list[str]:
+    """Scorer names in an evaluate phase's metrics (`eval_<scorer>_mean_current`), in name order."""
+    return sorted(k[len("eval_"):-len("_mean_current")] for k in metrics
+                  if k.startswith("eval_") and k.endswith("_mean_current"))
 
 
 def _shards_of(spec: dict | None, phase: str) -> int:
@@ -96,7 +116,7 @@ def build_status_rows(state: LocalState, models: dict[int, str] | None = None) -
     last = max([rounds] + [r.iteration for r in status.iterations])
     rows: list[StatusRow] = []
     for iteration in range(last + 1):
-        for phase in phases_of_iteration(iteration):
+        for phase in phases_of_iteration(iteration, bool((state.spec or {}).get("evaluation"))):
             rec = recorded.get((iteration, phase.value))
             if rec is None:
                 if status.iterations and iteration < status.iterations[0].iteration:
@@ -140,7 +160,6 @@ def render_status_text(state: LocalState, models: dict[int, str] | None = None) 
         head.append(f"{label}: {status.checkpoint.uri}")
     rows = [[str(r.iteration), r.phase, r.result, r.attempts, r.duration, r.numbers, r.checkpoint]
             for r in build_status_rows(state, models)]
-    from sail_operator.report.quality import render_quality_text
 
     quality = render_quality_text(state)  # held-out accuracy and judge trust per iteration, with a verdict
     return "\n".join(head) + "\n\n" + render_table(list(TABLE_HEADERS), rows) + (f"\n\n{quality}" if quality else "")

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from sail_trainer.plan import derive_seed
 
 FIELD = "sail.validation.fraction"
@@ -49,7 +51,6 @@ def select_heldout_pairs(prompts: Sequence[str], fraction: float, max_pairs: int
     for i, prompt in enumerate(prompts):
         by_prompt.setdefault(prompt, []).append(i)
     distinct = sorted(by_prompt)
-    import numpy as np
 
     order = np.random.default_rng(derive_seed(run_seed, "validation-split")).permutation(len(distinct)).tolist()
     chosen: list[int] = []

@@ -14,15 +14,12 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from sail_trainer.data.errors import DataError
-
-if TYPE_CHECKING:
-    import torch
-
 
 # Pixels an image may have (8192 x 8192): checked from the header, before anything is decoded, and
 # independent of PIL's global MAX_IMAGE_PIXELS (which a library may change). A 30000 x 30000 PNG
@@ -107,9 +104,6 @@ def image_to_tensor(img: Image.Image, resolution: int) -> torch.Tensor:
 
     Returns a float32 `[3, resolution, resolution]` tensor (channels first, RGB).
     """
-    import numpy as np
-    import torch
-
     geo = compute_resize_crop(img.width, img.height, resolution)
     rgb = img if img.mode == "RGB" else img.convert("RGB")
     if (rgb.height, rgb.width) != geo.resized_size:

@@ -15,6 +15,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sail_trainer.data.errors import DataError
 from sail_trainer.data.sources import ByteReader, StoreOpener, expand_files
 
@@ -104,16 +107,13 @@ def _jsonl_value(line: str, path: str, line_no: int, column: str) -> str | None:
 
 
 def _iter_parquet(path: str, column: str, reader: ByteReader) -> Iterator[str | None]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with reader.local_copy(path) as local:
         try:
             pf = pq.ParquetFile(local)
-        except (pa.ArrowException, OSError) as exc:
+            columns = list(pf.schema_arrow.names)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a flipped byte in a column name: utf-8
             raise DataError(f"not a readable Parquet file ({exc})", source=path,
                             hint="check the file, or set prompts.format") from exc
-        columns = list(pf.schema_arrow.names)
         if column not in columns:
             raise DataError(f"missing column {column!r}; found columns {columns}", source=path, field=column,
                             hint="set prompts.column to the column that holds the prompt")

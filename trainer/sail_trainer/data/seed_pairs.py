@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sail_trainer.data.errors import DataError
 from sail_trainer.data.images import check_image_header
 from sail_trainer.data.sources import ByteReader, StoreOpener, expand_files, resolve_reference
@@ -153,16 +156,13 @@ def _parse_json_line(raw: bytes, path: str, line_no: int) -> dict[str, Any]:
 
 
 def _iter_parquet(path: str, fmt: str, reader: ByteReader) -> Iterator[SeedPair]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with reader.local_copy(path) as local:
         try:
             pf = pq.ParquetFile(local)
-        except (pa.ArrowException, OSError) as exc:
+            columns = list(pf.schema_arrow.names)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a flipped byte in a column name: utf-8
             raise DataError(f"not a readable Parquet file ({exc})", source=path,
                             hint="check the file, or set seedPairs.format") from exc
-        columns = list(pf.schema_arrow.names)
         schema = _parquet_schema(path, fmt, columns)
         wanted = list(PICKAPIC_COLUMNS if schema == "pickapic" else GENERIC_COLUMNS)
         row0 = 0

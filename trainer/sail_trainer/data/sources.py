@@ -15,23 +15,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sail_api.storage import StorageNotFound
+from sail_api.storage import open_store as default_open_store
+from sail_api.uris import S3_SCHEME, UriKind, classify_uri, is_s3_uri, strip_file_scheme, uri_scheme
 from sail_trainer.data.errors import DataError
 
 StoreOpener = Callable[[str], Any]
 """`open_store(root_uri) -> Store` (the `sail_api.storage.Store` protocol); e.g. a partial
-of `sail_api.storage.open_store` carrying the endpoint and region."""
+of `sail_api.storage.open_store` carrying the run's connection (endpoint and region)."""
 
-S3 = "s3://"
-FILE = "file://"
+S3 = S3_SCHEME
 
 
 def is_remote(uri: str) -> bool:
-    return uri.startswith(S3)
+    return is_s3_uri(uri)
 
 
 def _check_scheme(uri: str) -> None:
-    if "://" in uri and not (uri.startswith(S3) or uri.startswith(FILE)):
-        scheme = uri.split("://", 1)[0]
+    if classify_uri(uri) is UriKind.UNSUPPORTED:
+        scheme = uri_scheme(uri)
         raise DataError(
             f"unsupported URI scheme {scheme!r}", source=uri,
             hint="use a local path or an s3:// URI (copy the data to the run's bucket first)",
@@ -39,16 +41,12 @@ def _check_scheme(uri: str) -> None:
 
 
 def local_path(uri: str) -> Path:
-    return Path(uri[len(FILE):] if uri.startswith(FILE) else uri).expanduser()
+    return Path(strip_file_scheme(uri)).expanduser()
 
 
 def resolve_opener(open_store: StoreOpener | None) -> StoreOpener:
-    """The given opener, or `sail_api.storage.open_store` (imported late: it is optional here)."""
-    if open_store is not None:
-        return open_store
-    from sail_api.storage import open_store as default_open_store
-
-    return default_open_store
+    """The given opener, or `sail_api.storage.open_store` (no endpoint/region: the AWS environment)."""
+    return open_store if open_store is not None else default_open_store
 
 
 def split_remote(uri: str) -> tuple[str, str]:
@@ -78,8 +76,6 @@ class ByteReader:
         where = {"source": source or uri, "row": row, "field": field, "row_kind": row_kind}
         named = "" if where["source"] == uri else f"{uri} "  # the error starts with the source: say the path once
         if is_remote(uri):
-            from sail_api.storage import StorageNotFound
-
             root, key = split_remote(uri)
             try:
                 return self.store_for(root).read_bytes(key)
@@ -106,8 +102,6 @@ class ByteReader:
                 raise DataError("does not exist or is not a file", source=uri, hint="check the path")
             yield path
             return
-        from sail_api.storage import StorageNotFound
-
         root, key = split_remote(uri)
         with tempfile.TemporaryDirectory(prefix="sail-data-") as tmp:
             target = Path(tmp) / key
@@ -121,7 +115,7 @@ class ByteReader:
 def resolve_reference(ref: str, dataset_uri: str, *, row: int, field: str, row_kind: Any = "row") -> str:
     """The URI/path of an image named inside `dataset_uri`: relative refs are relative to the file."""
     _check_scheme(ref)
-    if is_remote(dataset_uri) and (ref.startswith(FILE) or ref.startswith("/")):
+    if is_remote(dataset_uri) and (classify_uri(ref) is UriKind.FILE or ref.startswith("/")):
         # file:// is a local path too: a dataset on S3 (anyone with write access to the bucket may
         # have written it) must not make the pod read its own files into the run's storage.
         raise DataError(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from sail_api.spec import PerformanceSpec
 
 log = logging.getLogger(__name__)
@@ -22,8 +24,6 @@ def accelerate_unet(unet: Any, performance: PerformanceSpec, *, compile_backend:
     `compile_backend` is torch.compile's backend: inductor (generated kernels) for real runs;
     tests pass "aot_eager" to go through the same tracing without minutes of C++ codegen.
     """
-    import torch
-
     if performance.channels_last:
         unet.to(memory_format=torch.channels_last)
     if performance.compile:

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from sail_trainer.errors import BadSpecError
 
@@ -50,10 +55,6 @@ def read_model_index(folder: Path) -> dict[str, Any]:
 
 def pick_device() -> Any:
     """cuda:LOCAL_RANK when CUDA is available, else cpu."""
-    import os
-
-    import torch
-
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
@@ -65,10 +66,6 @@ CPU_BF16_ENV = "SAIL_CPU_BF16"
 def resolve_dtype(precision: str, device: Any) -> Any:
     """torch dtype for a spec precision on `device`; fp32 on CPU (with a log line) unless
     `SAIL_CPU_BF16=1` and the precision is bf16."""
-    import os
-
-    import torch
-
     wanted = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if device.type == "cpu" and wanted == torch.bfloat16 and os.environ.get(CPU_BF16_ENV) == "1":
         log.info("precision bf16 on CPU (%s=1)", CPU_BF16_ENV)
@@ -133,8 +130,6 @@ def check_epsilon_prediction(scheduler_config: dict[str, Any], source: Any) -> N
 
 def load_unet(folder: Path, device: Any, dtype: Any) -> Any:
     """The UNet of a pipeline folder, eval mode, no grad, on device/dtype."""
-    from diffusers import UNet2DConditionModel
-
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
     except (OSError, ValueError) as exc:
@@ -146,10 +141,6 @@ def load_unet(folder: Path, device: Any, dtype: Any) -> Any:
 
 def load_components(folder: Path, layout: str, device: Any, dtype: Any, *, with_unet: bool = True) -> Components:
     """Load every component but the UNet is optional (see the module docstring for precision)."""
-    import torch
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
     resolved = detect_layout(folder, layout)
     index = read_model_index(folder)
     try:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import diffusers
+import torch
+
 from sail_trainer.models.components import Components
 from sail_trainer.models.text import TextEmbeddings, build_unet_kwargs
 
@@ -25,8 +28,6 @@ SCHEDULER_CLASSES = {
 
 def build_scheduler(kind: str, base_config: dict[str, Any]) -> Any:
     """A fresh diffusers scheduler of `kind` built from the pipeline's scheduler config."""
-    import diffusers
-
     cls = getattr(diffusers, SCHEDULER_CLASSES[kind])
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
     return cls.from_config(config)
@@ -50,8 +51,6 @@ def sample_latents(
     to the UNet's own dtype (the train phase samples its grid with the fp32 policy while the
     text encoders run in bf16); the scheduler works in fp32.
     """
-    import torch
-
     device, dtype = components.device, unet.dtype
     shape = components.latent_shape(resolution)
     latents = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
@@ -75,8 +74,6 @@ def sample_latents(
 
 def decode_latents(components: Components, latents: Any) -> Any:
     """uint8 images `[B, H, W, 3]` (numpy) from latents, via the fp32 VAE."""
-    import torch
-
     vae = components.vae
     with torch.no_grad():
         images = vae.decode(latents.to(components.device, torch.float32) / vae.config.scaling_factor,
@@ -87,8 +84,6 @@ def decode_latents(components: Components, latents: Any) -> Any:
 
 def encode_images(components: Components, pixels: Any, generator: Any) -> Any:
     """Clean latents `vae.encode(x).latent_dist.sample() * scaling_factor` for pixels in [-1, 1]."""
-    import torch
-
     vae = components.vae
     with torch.no_grad():
         dist = vae.encode(pixels.to(components.device, torch.float32)).latent_dist

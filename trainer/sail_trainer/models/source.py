@@ -11,23 +11,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
+from sail_api.storage import DEFAULT_CONNECTION, Connection, open_store
+from sail_api.uris import is_s3_uri, looks_like_hub_id, strip_file_scheme
 from sail_trainer.errors import BadSpecError
 
 log = logging.getLogger(__name__)
 MODEL_INDEX = "model_index.json"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def default_cache_dir() -> Path:
     """SAIL_CACHE_DIR, else ~/.cache/sail-trainer, else <tmp>/sail-trainer-cache when home is read-only
     (pods run with a read-only root filesystem). Read when called, never at import."""
-    import tempfile
-
     explicit = os.environ.get("SAIL_CACHE_DIR")
     candidates = [Path(explicit)] if explicit else [Path.home() / ".cache" / "sail-trainer",
                                                     Path(tempfile.gettempdir()) / "sail-trainer-cache"]
@@ -45,13 +44,13 @@ def compute_cache_key(uri: str, version: str) -> str:
 
 
 def resolve_model_folder(
-    uri: str, *, field: str = "model.uri", cache_dir: Path | None = None, endpoint: str | None = None,
-    region: str | None = None, revision: str | None = None, version: str | None = None,
+    uri: str, *, field: str = "model.uri", cache_dir: Path | None = None,
+    connection: Connection = DEFAULT_CONNECTION, revision: str | None = None, version: str | None = None,
 ) -> Path:
     """A local folder holding model_index.json for `uri`; BadSpecError naming `field` otherwise."""
-    if uri.startswith("s3://"):
-        return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), endpoint, region, version, field)
-    local = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    if is_s3_uri(uri):
+        return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), connection, version, field)
+    local = Path(strip_file_scheme(uri)).expanduser()
     if local.is_dir():
         if not (local / MODEL_INDEX).is_file():
             raise BadSpecError(
@@ -59,13 +58,20 @@ def resolve_model_folder(
                 "(the output of DiffusionPipeline.save_pretrained)"
             )
         return local
-    if _HUB_ID.match(uri) and not uri.startswith((".", "/")):
+    if looks_like_hub_id(uri):
         return _fetch_hub(uri, revision, field)
     raise BadSpecError(f"{field}: model folder {uri} does not exist; give a local folder, an s3:// folder or a hub id")
 
 
+def fetch_s3_folder(uri: str, *, field: str, marker: str, kind: str, cache_dir: Path | None = None,
+                    connection: Connection = DEFAULT_CONNECTION) -> Path:
+    """A local copy of any s3:// model folder (e.g. a CLIP scorer's), cached like pipelines are."""
+    return _fetch_s3_folder(uri, cache_dir or default_cache_dir(), connection, None, field, marker, kind)
+
+
 def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
     try:
+        # Imported here only: the runner imports this module, and `sail-trainer --help` must not load diffusers.
         from diffusers import DiffusionPipeline
 
         # DiffusionPipeline.download fetches only the files the pipeline loads (no .ckpt duplicates)
@@ -78,17 +84,17 @@ def _fetch_hub(repo_id: str, revision: str | None, field: str) -> Path:
 
 
 def _fetch_s3_folder(
-    uri: str, cache_dir: Path, endpoint: str | None, region: str | None, version: str | None, field: str
+    uri: str, cache_dir: Path, connection: Connection, version: str | None, field: str,
+    marker: str = MODEL_INDEX, kind: str = "a diffusers pipeline folder",
 ) -> Path:
-    from sail_trainer.storage import open_run_store
-
-    store = open_run_store(uri, endpoint=endpoint, region=region)
+    """Download the s3:// folder `uri` once into the cache (`marker`: the file that must be in it)."""
+    store = open_store(uri, connection)
     keys = [k for k in store.list("") if not k.endswith("/")]
-    if MODEL_INDEX not in keys:
-        raise BadSpecError(f"{field}: {uri} has no {MODEL_INDEX} (found {len(keys)} objects); "
-                           "upload a diffusers pipeline folder there")
+    if marker not in keys:
+        raise BadSpecError(f"{field}: {uri} has no {marker} (found {len(keys)} objects); "
+                           f"upload {kind} there")
     target = cache_dir / compute_cache_key(uri, version or "\n".join(keys))
-    if (target / MODEL_INDEX).is_file():
+    if (target / marker).is_file():
         log.info("model %s: using cache %s", uri, target)
         return target
     tmp = cache_dir / f".tmp-{uuid.uuid4().hex}"

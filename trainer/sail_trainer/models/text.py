@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from sail_trainer.models.components import Components
 
 
@@ -43,8 +45,6 @@ class TextEmbeddings:
 
     @staticmethod
     def cat(parts: list[TextEmbeddings]) -> TextEmbeddings:
-        import torch
-
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
         return TextEmbeddings(torch.cat([p.embeds for p in parts]), pooled)
 
@@ -87,8 +87,6 @@ class TextEncoder:
 
     def unconditional(self, n: int) -> TextEmbeddings:
         """The CFG negative: "" (SD1.5) or zeros when the pipeline forces zeros (SDXL default)."""
-        import torch
-
         empty = self.encode([""])
         if self.components.force_zeros_for_empty_prompt:
             pooled = None if empty.pooled is None else torch.zeros_like(empty.pooled)
@@ -96,8 +94,6 @@ class TextEncoder:
         return empty.repeat(n)
 
     def _encode_uncached(self, prompts: list[str]) -> TextEmbeddings:
-        import torch
-
         c = self.components
         hidden: list[Any] = []
         pooled = None
@@ -123,8 +119,6 @@ def build_unet_kwargs(components: Components, text: TextEmbeddings, resolution: 
     casts the conditioning: an fp32 UNet (the trainable policy) fed bf16 embeddings outside
     autocast fails with "mat1 and mat2 must have the same dtype".
     """
-    import torch
-
     if dtype is not None:
         text = text.to(dtype=dtype)
 

@@ -18,11 +18,15 @@ Large sets are split into part files and read row by row through memory-mapped l
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import load, save
 
 from sail_api.layout import RunLayout, join
 from sail_api.phases import Phase
@@ -44,14 +48,10 @@ def dump_json(value: Any) -> bytes:
 
 
 def dump_tensors(tensors: dict[str, Any]) -> bytes:
-    from safetensors.torch import save
-
     return save({k: v.contiguous().cpu() for k, v in tensors.items()})
 
 
 def load_tensors(data: bytes) -> dict[str, Any]:
-    from safetensors.torch import load
-
     return load(data)
 
 
@@ -104,12 +104,8 @@ class LatentFiles:
         self._handles: dict[str, Any] = {}
 
     def _open(self, folder: str, name: str) -> Any:
-        from safetensors import safe_open
-
         uri = self.store.uri(join(folder, name))
         if uri not in self._handles:
-            import hashlib
-
             local = self.work_dir / (hashlib.sha256(uri.encode()).hexdigest()[:24] + ".safetensors")
             local.parent.mkdir(parents=True, exist_ok=True)
             self.store.download_file(resolve_committed(self.store, folder, name), local)

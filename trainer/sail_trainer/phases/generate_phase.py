@@ -15,14 +15,24 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
+
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
-from sail_api.storage import AlreadyCommitted
+from sail_api.storage import AlreadyCommitted, open_store
+from sail_trainer.data.prompts import read_prompts
 from sail_trainer.errors import BadDataError
 from sail_trainer.logs import Progress
+from sail_trainer.models.acceleration import accelerate_unet
+from sail_trainer.models.components import load_components, pick_device, resolve_dtype
+from sail_trainer.models.sampling import build_scheduler, decode_latents, sample_latents
+from sail_trainer.models.text import TextEncoder
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
 from sail_trainer.phases.models_of_run import resolve_iteration_folder
@@ -40,11 +50,8 @@ def distinct_prompts(prompts: list[str]) -> list[str]:
 
 def read_prompt_pool(ctx: PhaseContext) -> list[str]:
     """The run's prompt pool: the distinct prompts of `prompts.uri` (see the module docstring)."""
-    from sail_api.storage import open_store
-    from sail_trainer.data.prompts import read_prompts
-
     spec, storage = ctx.algorithm.prompts, ctx.resolved.storage
-    opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
+    opener = partial(open_store, connection=storage)
     raw = read_prompts(spec.uri, spec.format, spec.column, open_store=opener)
     pool = distinct_prompts(raw)
     if len(pool) < len(raw):
@@ -77,10 +84,6 @@ def sample_seeds(run_seed: int, iteration: int, prompt_index: int, n: int) -> li
 
 def _load_sampler_model(ctx: PhaseContext) -> tuple[Any, Any]:
     """(components, text encoder) of the model the round samples from (theta_{i-1}), accelerated."""
-    from sail_trainer.models.acceleration import accelerate_unet
-    from sail_trainer.models.components import load_components, pick_device, resolve_dtype
-    from sail_trainer.models.text import TextEncoder
-
     device = pick_device()
     components = load_components(resolve_iteration_folder(ctx, ctx.iteration - 1), ctx.algorithm.model.layout,
                                  device, resolve_dtype(ctx.precision, device))
@@ -92,10 +95,6 @@ def _sample_group(ctx: PhaseContext, components: Any, text: Any, indices: list[i
                   progress: Progress) -> Any:
     """Latents `[len(indices) * N, ...]` of a group of whole prompts, in forward batches of
     `sampler.batchSize` images, each sample from its own seeded generator."""
-    import torch
-
-    from sail_trainer.models.sampling import build_scheduler, sample_latents
-
     s, sampler = ctx.algorithm.sail, ctx.algorithm.sail.sampler
     n = s.candidates_per_prompt
     generators = [torch.Generator().manual_seed(seed) for j in indices
@@ -112,10 +111,21 @@ def _sample_group(ctx: PhaseContext, components: Any, text: Any, indices: list[i
     return torch.cat(chunks)
 
 
-def _finish(ctx: PhaseContext, components: Any, shard_indices: list[int], pool: list[str], parts: int,
-            part_rows: int, reused: int, started: float) -> PhaseManifest:
+@dataclass(frozen=True)
+class _ShardDone:
+    """What the sampling loop of one shard did: its prompts (pool indices), its parts, the time it started."""
+
+    shard_indices: list[int]
+    parts: int
+    part_rows: int
+    reused: int
+    started: float
+
+
+def _finish(ctx: PhaseContext, components: Any, pool: list[str], done: _ShardDone) -> PhaseManifest:
     """The shard's prompt list and previews beside the committed parts, then the phase commit."""
     n, sampler = ctx.algorithm.sail.candidates_per_prompt, ctx.algorithm.sail.sampler
+    shard_indices, parts, part_rows, reused = done.shard_indices, done.parts, done.part_rows, done.reused
     files = art.committed_part_files(ctx.store, ctx.output_dir, parts)
     files.append(ctx.put_bytes(art.GEN_PROMPTS, art.dump_json({
         "prompt_indices": shard_indices, "prompts": [pool[j] for j in shard_indices], "candidates": n,
@@ -127,7 +137,7 @@ def _finish(ctx: PhaseContext, components: Any, shard_indices: list[int], pool: 
     except Exception as exc:  # noqa: BLE001
         log.warning("generate: previews failed (%s: %s); committing the shard without them", type(exc).__name__, exc)
         metadata["failed_outputs"] = {"previews": f"{type(exc).__name__}: {exc}"[:300]}
-    elapsed = max(time.monotonic() - started, 1e-9)
+    elapsed = max(time.monotonic() - done.started, 1e-9)
     metrics = {"prompts": float(len(shard_indices)), "images": float(len(shard_indices) * n),
                "images_per_second": len(shard_indices) * n / elapsed}
     log.info("generated %d images for %d prompts", len(shard_indices) * n, len(shard_indices))
@@ -165,14 +175,12 @@ def run(ctx: PhaseContext) -> PhaseManifest:
     progress.close()
     if reused:
         log.info("reused %d part(s) committed by an earlier attempt", reused)
-    return _finish(ctx, components, shard_indices, pool, len(starts), part_rows, reused, started)
+    return _finish(ctx, components, pool, _ShardDone(shard_indices, len(starts), part_rows, reused, started))
 
 
 def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], latent_shape: tuple[int, ...],
                  n: int) -> None:
     """Write and commit one part folder (an empty shard gets one empty part)."""
-    import torch
-
     latents = torch.stack(rows) if rows else torch.zeros((0, n, *latent_shape))
     folder = join(ctx.output_dir, art.gen_part_folder(part))
     # Under this attempt's prefix: latents need not be bit-identical across devices, so a
@@ -189,11 +197,6 @@ def _commit_part(ctx: PhaseContext, part: int, rows: list, indices: list[int], l
 
 def _write_previews(ctx: PhaseContext, components, indices: list[int], part_rows: int) -> list[str]:
     """One PNG strip (the N candidates side by side) per previewed prompt, from the committed parts."""
-    import numpy as np
-    from PIL import Image
-
-    from sail_trainer.models.sampling import decode_latents
-
     files = []
     reader = art.LatentFiles(ctx.store, ctx.work_dir)
     for row, j in enumerate(indices):

@@ -22,13 +22,25 @@ What it does not do: score samples with external scorers (an evaluate phase's jo
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from sail_trainer.data.heldout_split import HeldOutSplitError, heldout_indices, select_heldout_pairs
+from sail_trainer.data.seed_pairs import iter_seed_pairs
 from sail_trainer.errors import BadSpecError
+from sail_trainer.math.denoising import add_noise, denoising_error
+from sail_trainer.math.reward import draw_shared_noise
+from sail_trainer.models.components import load_unet
+from sail_trainer.models.sampling import build_scheduler, predict_noise
+from sail_trainer.models.text import TextEncoder
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
+from sail_trainer.phases.models_of_run import resolve_base_folder
 from sail_trainer.plan import derive_seed
 
 log = logging.getLogger(__name__)
@@ -54,10 +66,6 @@ def build_seed_split(prompts: list[str], seed_count: int, validation: Any, run_s
 def chain_heldout_file(pairs, validation, opener):
     """Seed pairs then, with `sail.validation.uri`, the held-out pairs of that file (encoded after
     them); returns the stream and a function giving how many seed pairs it has yielded."""
-    import itertools
-
-    from sail_trainer.data.seed_pairs import iter_seed_pairs
-
     count = [0]
 
     def counted():
@@ -108,24 +116,17 @@ class HeldOutPairs:
         return len(self.indices)
 
     def latents(self, k: int) -> Any:
-        import torch
-
         winner, loser = art.seed_refs(self._layout, self._index, self.indices[k])
         return torch.stack([winner.fetch(self._files), loser.fetch(self._files)])
 
 
 def compute_heldout_errors(pairs: HeldOutPairs, unets: list[Any], components: Any, ctx: PhaseContext) -> list[Any]:
     """Errors `[P, 2, M]` of each UNet in `unets` on the held-out pairs, on the shared draws."""
-    import torch
-
-    from sail_trainer.math.reward import draw_shared_noise
-    from sail_trainer.models.sampling import build_scheduler
-    from sail_trainer.models.text import TextEncoder
-
     s = ctx.algorithm.sail
     alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
     t_range = s.reward_timesteps.bounds(components.num_train_timesteps)
     text = TextEncoder(components)
+    scoring = _Scoring(components, alphas, s.sampler.resolution, s.sampler.batch_size)
     out: list[list[Any]] = [[] for _ in unets]
     for k in range(len(pairs)):
         x = pairs.latents(k).to(components.device)
@@ -133,26 +134,30 @@ def compute_heldout_errors(pairs: HeldOutPairs, unets: list[Any], components: An
         t, eps = draw_shared_noise(gen, s.reward_draws, tuple(x.shape[1:]), components.num_train_timesteps, t_range)
         emb = text.encode([pairs.prompts[k]])
         for errors, unet in zip(out, unets, strict=True):
-            errors.append(_errors(unet, components, x, t, eps, emb, s.sampler.resolution, alphas,
-                                  s.sampler.batch_size))
+            errors.append(_errors(unet, scoring, x, (t, eps), emb))
     return [torch.stack(e) if e else torch.zeros(0, 2, s.reward_draws) for e in out]
 
 
-def _errors(unet: Any, components: Any, x: Any, t: Any, eps: Any, emb: Any, resolution: int, alphas: Any,
-            batch: int) -> Any:
-    """`SE(x_k; t_m, eps_m)` as `[2, M]`: every image on every shared draw (rows image-major).
+@dataclass(frozen=True)
+class _Scoring:
+    """What every held-out error shares: the components, the training noise schedule, the sampler's
+    resolution and batch size (rows per UNet forward)."""
+
+    components: Any
+    alphas: Any
+    resolution: int
+    batch: int
+
+
+def _errors(unet: Any, scoring: _Scoring, x: Any, draws: tuple[Any, Any], emb: Any) -> Any:
+    """`SE(x_k; t_m, eps_m)` as `[2, M]`: every image on every shared draw `(t, eps)` (rows image-major).
 
     The trained policy keeps fp32 master weights while text embeddings come in the phase's compute
     dtype: on CUDA such a UNet runs under autocast to that dtype, as in training. A UNet already in
     the compute dtype (annotate's model and judge) runs as annotate runs it.
     """
-    import contextlib
-
-    import torch
-
-    from sail_trainer.math.denoising import add_noise, denoising_error
-    from sail_trainer.models.sampling import predict_noise
-
+    (t, eps), components, batch = draws, scoring.components, scoring.batch
+    alphas, resolution = scoring.alphas, scoring.resolution
     n, m, device = x.shape[0], t.shape[0], components.device
     x0, noise, ts = x.repeat_interleave(m, 0), eps.to(device).repeat(n, 1, 1, 1), t.to(device).repeat(n)
     mixed = device.type == "cuda" and unet.dtype != components.dtype
@@ -174,9 +179,6 @@ def measure_heldout(ctx: PhaseContext, policy: Any, components: Any, reference_f
 
     `reference_folder` is the model the train started from (its frozen DPO reference).
     """
-    from sail_trainer.models.components import load_unet
-    from sail_trainer.phases.models_of_run import resolve_base_folder
-
     pairs = HeldOutPairs(ctx)
     if not len(pairs):
         log.info("no held-out pairs in this run (sail.validation): no held-out metrics")

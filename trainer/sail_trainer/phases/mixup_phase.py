@@ -9,17 +9,26 @@ iteration-0 seed index, and write the mixture as an index (`mixture.json` +
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
 from functools import partial
 
+import torch
+
 from sail_api.layout import join
 from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase
-from sail_api.storage import AlreadyCommitted, ChecksumMismatch
+from sail_api.storage import AlreadyCommitted, ChecksumMismatch, open_store
+from sail_trainer.data.errors import DataError
 from sail_trainer.data.heldout_split import map_seed_entries, training_indices
+from sail_trainer.data.images import decode_image, image_to_tensor
+from sail_trainer.data.seed_pairs import iter_seed_pairs
 from sail_trainer.logs import Progress
+from sail_trainer.math.mixup import build_mixup_plan
+from sail_trainer.models.components import load_components, pick_device
+from sail_trainer.models.sampling import encode_images
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
 from sail_trainer.phases.heldout import build_seed_split, chain_heldout_file
@@ -35,16 +44,8 @@ def run(ctx: PhaseContext) -> PhaseManifest:
 
 
 def _encode_seed(ctx: PhaseContext) -> PhaseManifest:
-    import torch
-
-    from sail_api.storage import open_store
-    from sail_trainer.data.errors import DataError
-    from sail_trainer.data.seed_pairs import iter_seed_pairs
-    from sail_trainer.math.mixup import build_mixup_plan
-    from sail_trainer.models.components import load_components, pick_device
-
     alg, storage = ctx.algorithm, ctx.resolved.storage
-    opener = partial(open_store, endpoint=storage.endpoint, region=storage.region)
+    opener = partial(open_store, connection=storage)
     pairs = iter_seed_pairs(alg.seed_pairs.uri, alg.seed_pairs.format, alg.seed_pairs.limit, open_store=opener)
     pairs, seed_count = chain_heldout_file(pairs, alg.sail.validation, opener)
     components = load_components(resolve_base_folder(ctx), alg.model.layout, pick_device(), torch.float32,
@@ -107,16 +108,12 @@ def _batched(items, size: int):
 def _part_digest(prompts: list[str], sources: list[str]) -> str:
     """What a part was encoded from (prompts and source names, in order): a resumed run reuses a
     part only for the same pairs."""
-    import hashlib
-
     return hashlib.sha256(json.dumps([prompts, sources]).encode()).hexdigest()
 
 
 def _encode_part(ctx: PhaseContext, components, part: int, part_pairs, prompts: list[str], sources: list[str]) -> int:
     """VAE-encode one part's pairs (batch by batch, images never held beyond a batch), write its
     latents and commit its folder; return the number of pairs (0 at the end of the stream)."""
-    import torch
-
     # One generator per part, seeded by the part number: a part encoded by a resumed run is
     # byte-identical to the same part of an uninterrupted run.
     generator = torch.Generator().manual_seed(derive_seed(ctx.algorithm.sail.seed, "seed-encode", part))
@@ -164,8 +161,6 @@ def _verify_part(ctx: PhaseContext, folder: str) -> bool:
 def _skip_part(ctx: PhaseContext, folder: str, part_pairs, prompts: list[str], sources: list[str]) -> int:
     """Read past a committed part's pairs (their images are not decoded), check they are the pairs
     it was encoded from, and record their prompts and sources."""
-    from sail_trainer.data.errors import DataError
-
     part_prompts, part_sources = [], []
     for pair in part_pairs:
         part_prompts.append(pair.prompt)
@@ -184,19 +179,12 @@ def _skip_part(ctx: PhaseContext, folder: str, part_pairs, prompts: list[str], s
 
 def _encode_pairs(components, chunk, resolution: int, generator):
     """Latents [2B, ...] ordered winner, loser, winner, loser..."""
-    import torch
-
-    from sail_trainer.data.images import decode_image, image_to_tensor
-    from sail_trainer.models.sampling import encode_images
-
     pixels = [image_to_tensor(decode_image(img, source=f"{p.source} ({side})"), resolution)
               for p in chunk for side, img in (("winner", p.winner), ("loser", p.loser))]
     return encode_images(components, torch.stack(pixels), generator)
 
 
 def _build_round_mixture(ctx: PhaseContext) -> PhaseManifest:
-    from sail_trainer.math.mixup import build_mixup_plan
-
     alg, layout, store = ctx.algorithm, ctx.layout, ctx.store
     if alg.sail.replay_self_pairs:
         log.warning("sail.replaySelfPairs is not implemented yet: using this round's self pairs only")

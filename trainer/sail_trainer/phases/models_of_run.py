@@ -15,8 +15,7 @@ log = logging.getLogger(__name__)
 
 def resolve_base_folder(ctx: PhaseContext) -> Path:
     model, storage = ctx.algorithm.model, ctx.resolved.storage
-    return resolve_model_folder(model.uri, cache_dir=ctx.cache_dir, endpoint=storage.endpoint,
-                                region=storage.region, revision=model.revision)
+    return resolve_model_folder(model.uri, cache_dir=ctx.cache_dir, connection=storage, revision=model.revision)
 
 
 def resolve_iteration_folder(ctx: PhaseContext, iteration: int) -> Path:
@@ -28,10 +27,9 @@ def resolve_iteration_folder(ctx: PhaseContext, iteration: int) -> Path:
     require_committed(store, train_dir, f"the train phase of iteration {iteration}")
     manifest = store.read_manifest(train_dir)
     model_dir = resolve_committed(store, train_dir, "model", is_folder=True)  # the winning attempt's folder
-    storage = ctx.resolved.storage
     return resolve_model_folder(
         model_dir, field=f"iteration {iteration} model", cache_dir=ctx.cache_dir,
-        endpoint=storage.endpoint, region=storage.region, version=f"{manifest.created_at}/{manifest.writer}",
+        connection=ctx.resolved.storage, version=f"{manifest.created_at}/{manifest.writer}",
     )
 
 

@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +35,13 @@ from sail_api.resolved import (
     compute_algorithm_differences,
     compute_algorithm_digest,
 )
-from sail_api.storage import AlreadyCommitted, Store
+from sail_api.storage import AlreadyCommitted, Store, open_store
 from sail_api.storage.resolve import is_attempt_dir
+from sail_api.uris import same_root
 from sail_trainer.errors import BadSpecError
 from sail_trainer.logs import set_log_context
 from sail_trainer.models.source import default_cache_dir
 from sail_trainer.phases.context import PhaseContext
-from sail_trainer.storage import open_run_store
 
 log = logging.getLogger(__name__)
 SUMMARY_METRICS = 12  # the phase's metrics in its summary (termination message: 4 KiB at most)
@@ -72,6 +73,20 @@ def read_resolved_spec(path: str) -> ResolvedRun:
         raise BadSpecError(f"--spec {path}: field {where}: {first.get('msg')} ({exc.error_count()} error(s))") from exc
 
 
+def check_run_root(request: PhaseRequest, resolved: ResolvedRun) -> None:
+    """The run root comes from the resolved run (with its connection); `--run` must name the same place.
+
+    `--run` stays on the command line so `ps` and `kubectl describe pod` show which run a process
+    writes, but it is a cross-check, not a second source: a mismatch is an executor bug or a
+    hand-edited command, and writing to either root could split a run, so it is BAD_SPEC.
+    """
+    if not same_root(request.run_uri, resolved.storage.uri):
+        raise BadSpecError(
+            f"--run {request.run_uri} differs from storage.uri {resolved.storage.uri} in --spec {request.spec_path}; "
+            "both name the run root: pass the spec's storage.uri as --run (the executors always do)"
+        )
+
+
 def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_write: bool) -> None:
     """Write run.json if absent (first phase); refuse a spec whose digest differs from it."""
     if not store.exists(run_file) and may_write:
@@ -91,7 +106,7 @@ def ensure_run_file(store: Store, run_file: str, resolved: ResolvedRun, *, may_w
 
 
 # Always in the summary besides the first SUMMARY_METRICS others, so the operator's status gets them.
-HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust")
+HEADLINE_METRIC_PREFIXES = ("heldout_", "judge_trust", "eval_")
 
 
 def summarize(request: PhaseRequest, manifest: PhaseManifest, outcome: str, manifest_uri: str) -> PhaseSummary:
@@ -149,10 +164,8 @@ def execute_phase(request: PhaseRequest, *, rank: int = 0, world_size: int = 1) 
                     shard=None if request.shard is None else f"{request.shard}/{request.shards}")
     resolved = read_resolved_spec(request.spec_path)
     set_log_context(run=resolved.name)
-    if resolved.storage.uri.rstrip("/") != request.run_uri.rstrip("/"):
-        log.warning("--run %s differs from the spec's storage.uri %s; using --run", request.run_uri,
-                    resolved.storage.uri)
-    store = open_run_store(request.run_uri, resolved.storage.endpoint, resolved.storage.region)
+    check_run_root(request, resolved)
+    store = open_store(resolved.storage.uri, resolved.storage)
     ctx = PhaseContext(
         resolved=resolved, run_uri=store.uri(""), iteration=request.iteration, phase=request.phase,
         store=store, cache_dir=default_cache_dir(), work_dir=Path(tempfile.mkdtemp(prefix="sail-")),
@@ -184,8 +197,6 @@ def _run_in_context(request: PhaseRequest, ctx: PhaseContext, rank: int) -> Phas
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 

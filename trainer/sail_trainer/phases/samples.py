@@ -9,6 +9,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
+
+from sail_trainer.models.sampling import build_scheduler, decode_latents, sample_latents
+from sail_trainer.models.text import TextEncoder
 from sail_trainer.plan import derive_seed
 
 GRID_PROMPTS = 8
@@ -17,13 +23,6 @@ GRID_SEEDS = 2
 
 def render_sample_grid(components: Any, unet: Any, prompts: list[str], run_seed: int, sampler: Any) -> bytes:
     """PNG bytes of a grid: one column per prompt, one row per fixed seed."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from sail_trainer.models.sampling import build_scheduler, decode_latents, sample_latents
-    from sail_trainer.models.text import TextEncoder
-
     prompts = prompts[:GRID_PROMPTS]
     text = TextEncoder(components)
     rows = []

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from sail_api.phases import Phase
 from sail_trainer.phases import artifacts as art
 from sail_trainer.phases.context import PhaseContext
@@ -81,28 +83,34 @@ class PairDraw:
     noise: Any
 
 
-def draw_pair(run_seed: int, iteration: int, pos: int, latent_shape: tuple[int, ...], num_train_timesteps: int,
-              empty_prob: float, random_flip: bool, real: bool) -> PairDraw:
+@dataclass(frozen=True)
+class DrawSettings:
+    """What the draws of one train phase share: the seeds, the timestep range and the two
+    augmentation settings (`sail.train.emptyPromptProbability`, `sail.train.randomFlip`)."""
+
+    run_seed: int
+    iteration: int
+    num_train_timesteps: int
+    empty_prob: float
+    random_flip: bool
+
+
+def draw_pair(settings: DrawSettings, pos: int, latent_shape: tuple[int, ...], real: bool) -> PairDraw:
     """The random choices of pair position `pos` (see the module docstring)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(derive_seed(run_seed, iteration, "train", pos))
+    gen = torch.Generator().manual_seed(derive_seed(settings.run_seed, settings.iteration, "train", pos))
     u = torch.rand(2, generator=gen)
-    timestep = int(torch.randint(0, num_train_timesteps, (1,), generator=gen))
+    timestep = int(torch.randint(0, settings.num_train_timesteps, (1,), generator=gen))
     noise = torch.randn(latent_shape, generator=gen)
-    return PairDraw(bool(u[0] < empty_prob), bool(random_flip and real and u[1] < 0.5), timestep, noise)
+    return PairDraw(bool(u[0] < settings.empty_prob), bool(settings.random_flip and real and u[1] < 0.5), timestep,
+                    noise)
 
 
-def build_batch(data: TrainingSet, positions: list[int], run_seed: int, iteration: int, num_train_timesteps: int,
-                empty_prob: float, random_flip: bool) -> dict[str, Any]:
+def build_batch(data: TrainingSet, positions: list[int], settings: DrawSettings) -> dict[str, Any]:
     """Tensors of one micro batch: prompts (some blanked), x_w, x_l (some flipped), t, noise."""
-    import torch
-
     prompts, xw, xl, ts, noise = [], [], [], [], []
     for pos in positions:
         i = pos % len(data)
-        d = draw_pair(run_seed, iteration, pos, data.latent_shape, num_train_timesteps, empty_prob,
-                      random_flip, data.real[i])
+        d = draw_pair(settings, pos, data.latent_shape, data.real[i])
         w, ll = data.pair(i)
         if d.flip:
             w, ll = w.flip(-1), ll.flip(-1)

@@ -55,7 +55,7 @@ from sail_trainer.phases.context import PhaseContext
 from sail_trainer.phases.generate_phase import read_prompt_pool
 from sail_trainer.phases.heldout import measure_heldout
 from sail_trainer.phases.models_of_run import resolve_base_folder, resolve_iteration_folder
-from sail_trainer.phases.train_data import TrainingSet, build_batch, load_training_set
+from sail_trainer.phases.train_data import DrawSettings, TrainingSet, build_batch, load_training_set
 from sail_trainer.plan import compute_accumulation, count_train_steps, default_learning_rate
 from sail_trainer.storage import read_committed_bytes
 
@@ -151,8 +151,19 @@ def find_latest_checkpoint(ctx: PhaseContext) -> str | None:
     return ctx.store.uri(folders[-1]) if folders else None
 
 
-def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, scheduler: Any,
-                    history: list[dict], scaler: Any = None, *, final: bool = False) -> None:
+@dataclass(frozen=True)
+class TrainState:
+    """What a step checkpoint saves and restores: the policy's weights, the optimizer, the LR
+    schedule and the grad scaler (None: no loss scaling)."""
+
+    policy: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any = None
+
+
+def save_checkpoint(ctx: PhaseContext, step: int, train: TrainState, history: list[dict], *,
+                    final: bool = False) -> None:
     """Commit a resumable checkpoint after `step` optimizer steps (rank 0), then drop older ones.
 
     The GradScaler's state (fp16) is saved with it, or a resumed fp16 run restarts loss scaling.
@@ -167,16 +178,16 @@ def save_checkpoint(ctx: PhaseContext, step: int, policy: Any, optimizer: Any, s
     # Under this attempt's prefix, like the phase's own files: a concurrent writer of the same
     # step never overwrites what the winner's step manifest hashed (readers resolve through it).
     names = [ctx.attempt_path(n) for n in (CHECKPOINT_UNET, CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE)]
-    store.write_bytes(join(folder, names[0]), save({k: v.contiguous() for k, v in policy.state_dict().items()}))
+    store.write_bytes(join(folder, names[0]), save({k: v.contiguous() for k, v in train.policy.state_dict().items()}))
     if final:
         names.pop(1)
     else:
         buffer = io.BytesIO()
-        torch.save(optimizer.state_dict(), buffer)
+        torch.save(train.optimizer.state_dict(), buffer)
         store.write_bytes(join(folder, names[1]), buffer.getvalue())
-    state = {"step": step, "scheduler": scheduler.state_dict(), "history": history,
+    state = {"step": step, "scheduler": train.scheduler.state_dict(), "history": history,
              "torch_rng": torch.get_rng_state().tolist(), "final": final,
-             "grad_scaler": scaler.state_dict() if scaler is not None else {}}
+             "grad_scaler": train.scaler.state_dict() if train.scaler is not None else {}}
     store.write_bytes(join(folder, names[-1]), json.dumps(state).encode())
     try:
         store.commit(folder, names, metrics={"step": float(step)}, metadata={"attempt": ctx.attempt},
@@ -198,17 +209,16 @@ def _older_checkpoints(ctx: PhaseContext, keep: str) -> list[str]:
     return sorted(folders - {keep_key})
 
 
-def restore_checkpoint(ctx: PhaseContext, folder: str, policy: Any, optimizer: Any, scheduler: Any,
-                       device: Any, scaler: Any = None) -> tuple[int, list[dict]]:
+def restore_checkpoint(ctx: PhaseContext, folder: str, train: TrainState, device: Any) -> tuple[int, list[dict]]:
     """Load a committed checkpoint into the objects; return (step, metrics history)."""
-    policy.load_state_dict(load(read_committed_bytes(ctx.store, folder, CHECKPOINT_UNET)))
+    train.policy.load_state_dict(load(read_committed_bytes(ctx.store, folder, CHECKPOINT_UNET)))
     state = json.loads(read_committed_bytes(ctx.store, folder, CHECKPOINT_STATE))
     if not state.get("final"):  # the final checkpoint has no optimizer state: nothing steps again
-        optimizer.load_state_dict(torch.load(io.BytesIO(read_committed_bytes(ctx.store, folder, CHECKPOINT_OPTIMIZER)),
+        train.optimizer.load_state_dict(torch.load(io.BytesIO(read_committed_bytes(ctx.store, folder, CHECKPOINT_OPTIMIZER)),
                                              map_location=device, weights_only=True))
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("grad_scaler"):
-        scaler.load_state_dict(state["grad_scaler"])
+    train.scheduler.load_state_dict(state["scheduler"])
+    if train.scaler is not None and state.get("grad_scaler"):
+        train.scaler.load_state_dict(state["grad_scaler"])
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     log.info("resumed from %s at step %d", folder, state["step"])
     return int(state["step"]), list(state["history"])
@@ -273,6 +283,10 @@ class _Trainables:
     scaler: Any
     lr: float
 
+    @property
+    def state(self) -> TrainState:
+        return TrainState(self.policy, self.optimizer, self.scheduler, self.scaler)
+
 
 def _compute_accumulation(ctx: PhaseContext) -> int:
     tr = ctx.algorithm.sail.train
@@ -312,7 +326,7 @@ def _run_steps(ctx: PhaseContext, loop: _Loop, t: _Trainables, history: list[dic
             progress.update()
             if (step + 1) % ctx.algorithm.sail.train.checkpoint_every == 0 and step + 1 < steps:
                 if ctx.rank == 0:
-                    save_checkpoint(ctx, step + 1, t.policy, t.optimizer, t.scheduler, history, t.scaler)
+                    save_checkpoint(ctx, step + 1, t.state, history)
                 _barrier()
     finally:
         loop.close()
@@ -332,19 +346,17 @@ def _train(ctx: PhaseContext, distributed: bool) -> PhaseManifest:
     start, history = 0, []
     latest = find_latest_checkpoint(ctx)
     if latest is not None:
-        start, history = restore_checkpoint(ctx, latest, t.policy, t.optimizer, t.scheduler, device, t.scaler)
+        start, history = restore_checkpoint(ctx, latest, t.state, device)
     model = t.policy
     if distributed and start < steps:
         model = torch.nn.parallel.DistributedDataParallel(t.policy, device_ids=[device.index] if device.type == "cuda" else None)
     log.info("train: %d pairs, %d steps from step %d, lr %.3g, accumulation %d x micro %d x %d process(es)",
              len(data), steps, start, t.lr, accumulation, tr.micro_batch, ctx.world_size)
-    loop = _Loop(ctx, data, model, t.policy, t.reference, components, TextEncoder(components), t.optimizer,
-                 t.scheduler, build_scheduler("ddpm", components.scheduler_config).alphas_cumprod, accumulation,
-                 dtype, t.scaler, start, steps)
+    loop = _Loop(ctx, data, t, model, components, _StepRange(start, steps, accumulation))
     _run_steps(ctx, loop, t, history, start, steps)
     if ctx.rank == 0 and start < steps:
         # Commit before decorating: the trained weights are safe before the grids run.
-        save_checkpoint(ctx, steps, t.policy, t.optimizer, t.scheduler, history, t.scaler, final=True)
+        save_checkpoint(ctx, steps, t.state, history, final=True)
     manifest = _finish(ctx, t.policy, components, init_folder, history) if ctx.rank == 0 else None
     _barrier()
     if manifest is None:
@@ -418,24 +430,36 @@ class _BatchPrefetcher:
         self._pool.shutdown(wait=True)
 
 
-class _Loop:
-    """One optimizer step: micro batches of this rank's share of the global batch, accumulated."""
+@dataclass(frozen=True)
+class _StepRange:
+    """The optimizer steps `[start, steps)` this process runs, each of `accumulation` micro batches."""
 
-    def __init__(self, ctx: PhaseContext, data: TrainingSet, model: Any, policy: Any, reference: Any,
-                 components: Any, text: Any, optimizer: Any, scheduler: Any, alphas: Any, accumulation: int,
-                 dtype: Any, scaler: Any, start: int, steps: int) -> None:
-        self.ctx, self.data, self.model, self.policy, self.reference = ctx, data, model, policy, reference
-        self.components, self.text, self.optimizer, self.scheduler = components, text, optimizer, scheduler
-        self.alphas, self.accumulation, self.dtype, self.scaler = alphas, accumulation, dtype, scaler
+    start: int
+    steps: int
+    accumulation: int
+
+
+class _Loop:
+    """One optimizer step: micro batches of this rank's share of the global batch, accumulated.
+
+    `model` is what runs the forward (the DDP wrapper of `t.policy` in a multi-process train)."""
+
+    def __init__(self, ctx: PhaseContext, data: TrainingSet, t: _Trainables, model: Any, components: Any,
+                 plan: _StepRange) -> None:
+        self.ctx, self.data, self.model, self.components = ctx, data, model, components
+        self.policy, self.optimizer, self.scheduler, self.scaler = t.policy, t.optimizer, t.scheduler, t.scaler
+        self.accumulation, self.dtype = plan.accumulation, components.dtype
         self.tr = ctx.algorithm.sail.train
         s = ctx.algorithm.sail
-        self.models = DpoStepModels(model, reference, components, text, alphas, s.beta, s.sampler.resolution,
-                                    self._autocast)
-        planned = (self.micro_positions(step, a) for step in range(start, steps) for a in range(accumulation))
-        self.batches = _BatchPrefetcher(
-            lambda positions: build_batch(data, positions, s.seed, ctx.iteration, components.num_train_timesteps,
-                                          self.tr.empty_prompt_probability, self.tr.random_flip),
-            planned, pin=components.device.type == "cuda")
+        alphas = build_scheduler("ddpm", components.scheduler_config).alphas_cumprod
+        self.models = DpoStepModels(model, t.reference, components, TextEncoder(components), alphas, s.beta,
+                                    s.sampler.resolution, self._autocast)
+        planned = (self.micro_positions(step, a) for step in range(plan.start, plan.steps)
+                   for a in range(plan.accumulation))
+        draws = DrawSettings(s.seed, ctx.iteration, components.num_train_timesteps, self.tr.empty_prompt_probability,
+                             self.tr.random_flip)
+        self.batches = _BatchPrefetcher(lambda positions: build_batch(data, positions, draws), planned,
+                                        pin=components.device.type == "cuda")
 
     def micro_positions(self, step: int, a: int) -> list[int]:
         """Global mixture positions of micro batch `a` of this rank at `step`."""

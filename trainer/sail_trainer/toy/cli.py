@@ -21,9 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from sail_trainer.toy import domain, oracles
+from sail_trainer.logs import Progress
+from sail_trainer.toy import domain, evaluate, oracles
 
 log = logging.getLogger(__name__)
+# The imports inside the command functions are deliberate: `sail-trainer toy --help` and the light
+# commands must not load torch/diffusers (toy.pipeline, torch), only the command that uses them.
 
 DEFAULT_SAMPLER_STEPS = 20
 DEFAULT_GUIDANCE = 1.5
@@ -143,8 +146,6 @@ def evaluate_pipeline(
     base: Path | None = None, steps: int = DEFAULT_SAMPLER_STEPS, guidance: float = DEFAULT_GUIDANCE,
 ) -> dict[str, Any]:
     """Sample `per_caption` images per caption of `split` (matched seeds) and measure them."""
-    from sail_trainer.logs import Progress
-    from sail_trainer.toy import evaluate
     from sail_trainer.toy.pipeline import load_pipeline, sample_images
 
     if per_caption < 2:  # checked before sampling: diversity needs two images of a caption

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 PAIRS_FILE = "pairs.jsonl"
 LABELS_FILE = "labels.json"
@@ -47,8 +48,6 @@ def write_pairs(
     out: Path, captions: list[str], images_a: Any, images_b: Any, labels_a_wins: np.ndarray, meta: dict[str, Any]
 ) -> Path:
     """Write PNGs, pairs.jsonl and labels.json to `out`; return the pairs.jsonl path."""
-    from PIL import Image
-
     (out / "images").mkdir(parents=True, exist_ok=True)
     for i, (a, b) in enumerate(zip(to_uint8(images_a), to_uint8(images_b), strict=True)):
         Image.fromarray(a).save(out / "images" / f"{i:05d}-a.png")

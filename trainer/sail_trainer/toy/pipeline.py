@@ -13,7 +13,8 @@ component, safetensors weights) so that it goes through exactly the trainer's SD
 - scheduler: DDIM config (the SD1.5 scheduler family).
 
 `build_toy_pipeline` is deterministic from its seed on a given machine/thread count.
-Heavy imports happen inside functions so `sail-trainer toy --help` stays fast.
+torch, diffusers and transformers are imported at module level: `sail_trainer.toy.cli` imports
+this module only inside the commands that need it, so `sail-trainer toy --help` stays fast.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from sail_trainer.math.denoising import add_noise, denoising_error
 from sail_trainer.toy import domain
 
 log = logging.getLogger(__name__)
@@ -42,7 +53,7 @@ class BuildConfig:
     seed: int = 0
     resolution: int = 32
     vae_steps: int = 600
-    unet_steps: int = 2400
+    unet_steps: int = 5000
     batch_size: int = 32
     vae_batch_size: int = 32
     dataset_size: int = 8192
@@ -102,8 +113,6 @@ def build_tokenizer_files(words: list[str]) -> tuple[dict[str, int], list[str]]:
 
 def write_tokenizer(folder: Path) -> Any:
     """Write a CLIPTokenizer for the domain's words to `folder` and return it loaded back."""
-    from transformers import CLIPTokenizer
-
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_tokenizer_files(domain.build_vocabulary())
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
@@ -126,9 +135,6 @@ def build_text_encoder(tokenizer: Any, config: BuildConfig) -> Any:
     (a held-out phrasing's "photo") is as foreign as the filler words the encoder learned to
     look past; only the layers that read the embeddings learn.
     """
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     torch.manual_seed(config.seed)
     cfg = CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=config.text_dim, intermediate_size=2 * config.text_dim,
@@ -146,8 +152,6 @@ def build_text_encoder(tokenizer: Any, config: BuildConfig) -> Any:
 
 def build_vae(config: BuildConfig) -> Any:
     """Tiny AutoencoderKL: three blocks (two 2x downsamples), 4 latent channels, no attention."""
-    from diffusers import AutoencoderKL
-
     n = len(config.vae_channels)
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4,
@@ -159,8 +163,6 @@ def build_vae(config: BuildConfig) -> Any:
 
 def build_unet(config: BuildConfig, latent_size: int) -> Any:
     """Tiny UNet2DConditionModel reading the text encoder's hidden states by cross-attention."""
-    from diffusers import UNet2DConditionModel
-
     return UNet2DConditionModel(
         sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=config.unet_channels,
@@ -177,8 +179,6 @@ def build_unet(config: BuildConfig, latent_size: int) -> Any:
 
 def build_scheduler() -> Any:
     """The SD1.5 noise schedule as a DDIM scheduler (few-step sampling on CPU)."""
-    from diffusers import DDIMScheduler
-
     return DDIMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
@@ -200,8 +200,6 @@ def tokenize(tokenizer: Any, captions: list[str]) -> Any:
 
 def train_vae(vae: Any, images: Any, config: BuildConfig) -> list[float]:
     """Reconstruction (L1 + MSE) plus a small KL term, on posterior samples; returns the loss curve."""
-    import torch
-
     gen = torch.Generator().manual_seed(config.seed + 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.vae_steps)
@@ -241,8 +239,6 @@ class TextSide:
 
 def train_unet(unet: Any, latents: Any, text: TextSide, scheduler: Any, config: BuildConfig) -> list[float]:
     """Epsilon-prediction training on precomputed latents; the text encoder's layers train along."""
-    import torch
-
     gen = torch.Generator().manual_seed(config.seed + 2)
     rng = np.random.default_rng(config.seed + 3)
     abar = scheduler.alphas_cumprod.float()
@@ -266,9 +262,8 @@ def train_unet(unet: Any, latents: Any, text: TextSide, scheduler: Any, config: 
             ctx = encode_captions(text.tokenizer, text.encoder, batch)
         t = torch.randint(0, 1000, (config.batch_size,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = (unet(xt, t, encoder_hidden_states=ctx).sample - eps).pow(2).mean()
+        xt = add_noise(x0, eps, t, abar)  # the trainer's own maths, not a copy
+        loss = denoising_error(unet(xt, t, encoder_hidden_states=ctx).sample, eps).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + text_params, 1.0)
@@ -288,9 +283,6 @@ def build_toy_pipeline(out: Path, config: BuildConfig) -> dict[str, Any]:
     The info (also written to `out/toy_build.json`) records the config, the loss curves' ends
     and the wall time of each stage.
     """
-    import torch
-    from diffusers import StableDiffusionPipeline
-
     started = time.monotonic()
     torch.manual_seed(config.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -302,8 +294,6 @@ def build_toy_pipeline(out: Path, config: BuildConfig) -> dict[str, Any]:
 
     torch.manual_seed(config.seed + 10)
     if config.vae_from:
-        from diffusers import AutoencoderKL
-
         vae = AutoencoderKL.from_pretrained(config.vae_from, subfolder="vae").eval()
         vae_losses = [float("nan")]
     else:
@@ -342,8 +332,6 @@ def build_toy_pipeline(out: Path, config: BuildConfig) -> dict[str, Any]:
 
 def load_pipeline(folder: str | Path) -> Any:
     """Load a toy (or any SD1.5-layout) pipeline folder on CPU in fp32 through the standard loader."""
-    from diffusers import DiffusionPipeline
-
     if not (Path(folder) / "model_index.json").is_file():
         raise FileNotFoundError(
             f"{folder}: not a diffusers pipeline folder (no model_index.json); build one with "
@@ -360,8 +348,6 @@ def sample_images(
 
     Matched seeds make win rates against the base model paired comparisons.
     """
-    import torch
-
     if len(captions) != len(seeds):
         raise ValueError(f"sample_images: {len(captions)} captions but {len(seeds)} seeds")
     out = []
