@@ -88,7 +88,7 @@ class BenchConfig:
     round_steps: int = 100
     batch: int = 16
     sampler_steps: int = 20
-    guidance: float = 1.5
+    guidance: float = 3.0
     eval_per_caption: int = 16
     sweep_lr: tuple[float, ...] = (1e-5, 2e-5, 5e-5)
     sweep_beta: tuple[float, ...] = (500.0, 2000.0, 5000.0)
