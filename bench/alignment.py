@@ -67,7 +67,6 @@ from sail_trainer.toy import domain, evaluate, oracles  # noqa: E402
 
 log = logging.getLogger("bench.alignment")
 FIDELITY_SLACK = 0.05
-EVAL_CAPTIONS = "train"
 FAMILIES = ("sail", "nomix", "seed_iter", "dpo_full", "dpo_full_matched")
 OPTIONAL_FAMILIES = ("blind",)
 ALPHA = {"sail": 0.25, "nomix": 1.0, "seed_iter": 0.0, "blind": 0.25}
@@ -88,7 +87,7 @@ class BenchConfig:
     round_steps: int = 100
     batch: int = 16
     sampler_steps: int = 20
-    guidance: float = 1.5
+    guidance: float = 3.0
     eval_per_caption: int = 16
     sweep_lr: tuple[float, ...] = (1e-5, 2e-5, 5e-5)
     sweep_beta: tuple[float, ...] = (500.0, 2000.0, 5000.0)
@@ -245,10 +244,12 @@ def arm_models(family: str, root: Path, rounds: int) -> dict[str, Path]:
 def sample_split(ctx: Context, folder: Path, split: str, seed: int) -> tuple[Any, list[str]]:
     from sail_trainer.toy.pipeline import load_pipeline, sample_images
 
-    # The toy UNet does not carry content to unseen phrasings (held-out fidelity ~ chance, see
-    # docs/results.md), so "val" and "test" are the training captions with disjoint sampling
-    # seeds: what is held out is the noise, not the phrasing.
-    captions = [c for c in domain.build_captions(EVAL_CAPTIONS) for _ in range(ctx.config.eval_per_caption)]
+    # Held-out phrasings ("a photo of a ..." to pick settings, "a drawing of one ..." for the
+    # tables): never in training, drawn by the rebuilt toy model at fidelity ~0.98
+    # (docs/toy-world.md). Each split has 9 captions: as many samples per caption as the 54
+    # training captions would give, so the sample count is unchanged.
+    per_caption = ctx.config.eval_per_caption * len(domain.build_captions("train")) // len(domain.build_captions(split))
+    captions = [c for c in domain.build_captions(split) for _ in range(per_caption)]
     offset = {"val": 500_000_000, "test": 0}[split]
     seeds = [offset + seed * 100003 + i for i in range(len(captions))]
     pipe = load_pipeline(folder)

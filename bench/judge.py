@@ -138,7 +138,7 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, nargs="+", default=[4, 16])
     p.add_argument("--ranges", nargs="+", default=["0:1", "0.5:1"], help="timestep ranges as fractions LOW:HIGH")
     p.add_argument("--steps", type=int, default=12, help="sampler steps of the candidates")
-    p.add_argument("--guidance", type=float, default=1.5)
+    p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)

@@ -32,6 +32,19 @@ def test_train_and_heldout_captions_share_contents_but_not_phrasings() -> None:
     assert contents == {domain.parse_caption(c) for c in val} == set(domain.build_contents())
 
 
+def test_filler_words_keep_the_content_and_never_use_a_held_out_word() -> None:
+    rng = np.random.default_rng(0)
+    heldout_words = {w for t in domain.HELDOUT_TEMPLATES for w in t.split() if not w.startswith("{")}
+    train_words = {w for t in domain.TRAIN_TEMPLATES for w in t.split() if not w.startswith("{")}
+    unseen = heldout_words - train_words  # "photo", "drawing": what the held-out phrasings test
+    assert unseen and not unseen & set(domain.FILLER_WORDS)
+    assert not set(domain.FILLER_WORDS) & (set(domain.COLOURS) | set(domain.SHAPES) | train_words)
+    grown = [domain.insert_fillers(rng, "a red circle", 1.0) for _ in range(200)]
+    assert all(domain.parse_caption(c) == ("red", "circle") for c in grown)
+    assert all(4 <= len(c.split()) <= 5 for c in grown)
+    assert {domain.insert_fillers(rng, "a red circle", 0.0) for _ in range(20)} == {"a red circle"}
+
+
 def test_parse_caption_rejects_a_caption_without_content() -> None:
     with pytest.raises(ValueError, match="exactly one colour"):
         domain.parse_caption("a red blue circle")

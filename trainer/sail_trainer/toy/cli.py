@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # commands must not load torch/diffusers (toy.pipeline, torch), only the command that uses them.
 
 DEFAULT_SAMPLER_STEPS = 20
-DEFAULT_GUIDANCE = 1.5
+DEFAULT_GUIDANCE = 3.0
 
 
 def _say(message: str, stream: Any = None) -> None:

@@ -31,6 +31,10 @@ TRAIN_TEMPLATES: tuple[str, ...] = (
     "an image of a {colour} {shape}",
 )
 HELDOUT_TEMPLATES: tuple[str, ...] = ("a photo of a {colour} {shape}", "a drawing of one {colour} {shape}")
+# Nonsense words the build inserts into training captions at random places, so the text encoder
+# learns to pick the colour and shape out of words it has no use for; held-out phrasings then
+# read as more such words. Built from syllables no template word contains.
+FILLER_WORDS: tuple[str, ...] = tuple(c + v + e for c in "bdfgkmvz" for v in "aeiu" for e in "xq")
 
 # Attribute ranges (fractions of the image side for geometry).
 HALF_EXTENT_RANGE = (0.12, 0.34)
@@ -58,7 +62,7 @@ class Attributes:
 
 def build_vocabulary() -> list[str]:
     """Every word any caption can contain (the toy tokenizer is built from these)."""
-    words: set[str] = set(COLOURS) | set(SHAPES)
+    words: set[str] = set(COLOURS) | set(SHAPES) | set(FILLER_WORDS)
     for template in TRAIN_TEMPLATES + HELDOUT_TEMPLATES:
         words.update(w for w in template.split() if not w.startswith("{"))
     return sorted(words)
@@ -83,6 +87,16 @@ def build_captions(split: str = "train") -> list[str]:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     templates = SPLITS[split]
     return [t.format(colour=c, shape=s) for t in templates for c, s in build_contents()]
+
+
+def insert_fillers(rng: np.random.Generator, caption: str, probability: float) -> str:
+    """`caption` with, at `probability`, one or two filler words inserted at random word boundaries."""
+    if rng.random() >= probability:
+        return caption
+    words = caption.split()
+    for _ in range(int(rng.integers(1, 3))):
+        words.insert(int(rng.integers(0, len(words) + 1)), FILLER_WORDS[int(rng.integers(len(FILLER_WORDS)))])
+    return " ".join(words)
 
 
 def parse_caption(caption: str) -> tuple[str, str]:

@@ -37,6 +37,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from sail_trainer.math.denoising import add_noise, denoising_error
 from sail_trainer.toy import domain
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class BuildConfig:
     seed: int = 0
     resolution: int = 32
     vae_steps: int = 600
-    unet_steps: int = 2400
+    unet_steps: int = 5000
     batch_size: int = 32
     vae_batch_size: int = 32
     dataset_size: int = 8192
@@ -63,6 +64,9 @@ class BuildConfig:
     vae_channels: tuple[int, int, int] = (16, 32, 32)
     empty_prompt_probability: float = 0.1
     vae_from: str | None = None  # reuse the VAE of this pipeline folder instead of training one
+    train_text_encoder: bool = True  # its layers learn with the UNet; token embeddings stay random
+    text_layers: int = 2
+    filler_probability: float = 0.5  # share of training captions given nonsense filler words
 
 
 # ----------------------------------------------------------------- tokenizer
@@ -125,15 +129,25 @@ def write_tokenizer(folder: Path) -> Any:
 
 
 def build_text_encoder(tokenizer: Any, config: BuildConfig) -> Any:
-    """A tiny random CLIPTextModel (seeded), frozen: its embeddings are fixed features."""
+    """A tiny random CLIPTextModel (seeded); with `train_text_encoder` all but its token embeddings train.
+
+    The token embeddings stay at their random values so that a word never seen in training
+    (a held-out phrasing's "photo") is as foreign as the filler words the encoder learned to
+    look past; only the layers that read the embeddings learn.
+    """
     torch.manual_seed(config.seed)
     cfg = CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=config.text_dim, intermediate_size=2 * config.text_dim,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
+        num_hidden_layers=config.text_layers, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, projection_dim=config.text_dim,
     )
-    return CLIPTextModel(cfg).eval().requires_grad_(False)
+    model = CLIPTextModel(cfg).eval().requires_grad_(False)
+    if config.train_text_encoder:
+        model.text_model.encoder.requires_grad_(True)
+        model.text_model.final_layer_norm.requires_grad_(True)
+        model.text_model.embeddings.position_embedding.requires_grad_(True)
+    return model
 
 
 def build_vae(config: BuildConfig) -> Any:
@@ -175,11 +189,13 @@ def build_scheduler() -> Any:
 
 
 def encode_captions(tokenizer: Any, text_encoder: Any, captions: list[str]) -> Any:
-    """Last hidden states [N, MAX_TOKENS, D] of the (frozen) text encoder, as the pipeline computes them."""
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return text_encoder(ids)[0]
+    """Last hidden states [N, MAX_TOKENS, D] of the text encoder, as the pipeline computes them."""
+    return text_encoder(tokenize(tokenizer, captions))[0]
+
+
+def tokenize(tokenizer: Any, captions: list[str]) -> Any:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
 
 
 def train_vae(vae: Any, images: Any, config: BuildConfig) -> list[float]:
@@ -212,11 +228,24 @@ def train_vae(vae: Any, images: Any, config: BuildConfig) -> list[float]:
     return losses
 
 
-def train_unet(unet: Any, latents: Any, cond: Any, uncond: Any, scheduler: Any, config: BuildConfig) -> list[float]:
-    """Epsilon-prediction training on precomputed latents and caption embeddings."""
+@dataclass
+class TextSide:
+    """What the UNet loop needs of the text: the encoder, its tokenizer and each latent's caption."""
+
+    tokenizer: Any
+    encoder: Any
+    captions: list[str]
+
+
+def train_unet(unet: Any, latents: Any, text: TextSide, scheduler: Any, config: BuildConfig) -> list[float]:
+    """Epsilon-prediction training on precomputed latents; the text encoder's layers train along."""
     gen = torch.Generator().manual_seed(config.seed + 2)
+    rng = np.random.default_rng(config.seed + 3)
     abar = scheduler.alphas_cumprod.float()
-    opt = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr, weight_decay=1e-2)
+    text_params = [p for p in text.encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(list(unet.parameters()) + text_params, lr=config.unet_lr, weight_decay=1e-2)
+    if text_params:
+        text.encoder.train()
     warm = max(1, config.unet_steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, config.unet_steps) / config.unet_steps))
@@ -226,23 +255,25 @@ def train_unet(unet: Any, latents: Any, cond: Any, uncond: Any, scheduler: Any, 
     for step in range(config.unet_steps):
         idx = torch.randint(0, latents.shape[0], (config.batch_size,), generator=gen)
         x0 = latents[idx]
-        ctx = cond[idx].clone()
         blank = torch.rand(config.batch_size, generator=gen) < config.empty_prompt_probability
-        ctx[blank] = uncond
+        batch = ["" if b else domain.insert_fillers(rng, text.captions[i], config.filler_probability)
+                 for i, b in zip(idx.tolist(), blank.tolist(), strict=True)]
+        with torch.set_grad_enabled(bool(text_params)):
+            ctx = encode_captions(text.tokenizer, text.encoder, batch)
         t = torch.randint(0, 1000, (config.batch_size,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = (unet(xt, t, encoder_hidden_states=ctx).sample - eps).pow(2).mean()
+        xt = add_noise(x0, eps, t, abar)  # the trainer's own maths, not a copy
+        loss = denoising_error(unet(xt, t, encoder_hidden_states=ctx).sample, eps).mean()
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + text_params, 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
         if step % 250 == 0:
             log.info("unet step %d loss %.4f", step, loss.item())
     unet.eval()
+    text.encoder.eval().requires_grad_(False)
     return losses
 
 
@@ -276,14 +307,10 @@ def build_toy_pipeline(out: Path, config: BuildConfig) -> dict[str, Any]:
     vae.register_to_config(scaling_factor=scaling)
     latents = latents * scaling
 
-    uniq = sorted(set(captions))
-    emb = encode_captions(tokenizer, text_encoder, uniq + [""])
-    row = {c: i for i, c in enumerate(uniq)}
-    cond = emb[torch.tensor([row[c] for c in captions])]
     scheduler = build_scheduler()
     torch.manual_seed(config.seed + 20)
     unet = build_unet(config, latents.shape[-1])
-    unet_losses = train_unet(unet, latents, cond, emb[-1], scheduler, config)
+    unet_losses = train_unet(unet, latents, TextSide(tokenizer, text_encoder, captions), scheduler, config)
 
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
