@@ -22,15 +22,19 @@ The 100% pool is `--pairs` base-model sample pairs labelled by the noisy Bradley
 Selection: every arm family's (lr, beta) is picked by the same sweep on validation samples
 (sweep seed = the first seed): the highest validation oracle score among settings whose
 fidelity >= base fidelity - 0.05 (if none qualifies, the most faithful one). Round arms are
-selected on their last round. With a single (lr, beta) given, no sweep runs. Validation and
-test samples use the training captions with disjoint sampling seeds (the toy UNet does not carry
-content to unseen phrasings; docs/toy-world.md). Numbers are over `--seeds` seeds: mean and
-standard deviation.
+selected on their last round. With a single (lr, beta) given, no sweep runs. Validation samples
+use the held-out phrasing "a photo of a ...", test samples "a drawing of one ..." (never in
+training; the toy model draws them at fidelity ~0.98, docs/toy-world.md). Numbers are over
+`--seeds` seeds: mean and standard deviation.
 
 Metrics: oracle score, win rate vs base on matched sampling seeds, fidelity (colour and shape
 both right, by the toy evaluator), diversity (mean pairwise RMS distance within a caption),
 and for SAIL arms the self-label agreement (share of the annotate phase's best/worst pairs
-that the oracle orders the same way) - compared with the noisy human labels' agreement.
+that the oracle orders the same way) - compared with the noisy human labels' agreement - and
+the run's own judge trust (annotate's agreement of its judge with held-out human pairs: the last
+HELDOUT_PAIRS of the pool, never in the 6% seed, given as `sail.validation.uri` to the round
+arms), with the correlation of judge trust and self-label agreement over seeds, arms and rounds:
+does the number a real user sees predict the one only the hidden oracle can measure?
 
 Outputs under --out: results.json, results.md (table; rewritten after every seed), grids/<arm>.png
 (test samples, seed 0).
@@ -70,6 +74,7 @@ FIDELITY_SLACK = 0.05
 FAMILIES = ("sail", "nomix", "seed_iter", "dpo_full", "dpo_full_matched")
 OPTIONAL_FAMILIES = ("blind",)
 ALPHA = {"sail": 0.25, "nomix": 1.0, "seed_iter": 0.0, "blind": 0.25}
+HELDOUT_PAIRS = 64  # the pool's last pairs: the round arms' held-out human pairs (judge trust)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ def create_pool(ctx: Context, seed: int) -> Path:
                        "--guidance", str(ctx.config.guidance)])
         if rc != 0:
             raise RuntimeError(f"toy pairs failed with exit code {rc}")
+    lines = (folder / "pairs.jsonl").read_text().splitlines()
+    (folder / "heldout.jsonl").write_text("\n".join(lines[-HELDOUT_PAIRS:]) + "\n")  # same folder: same image paths
     prompts = ctx.out / "data" / "prompts.txt"
     prompts.write_text("\n".join(domain.build_captions("train")) + "\n")
     return folder
@@ -156,9 +163,9 @@ def build_algorithm(ctx: Context, pool: Path, seed: int, family: str, setting: S
         "prompts": {"uri": str(ctx.out / "data" / "prompts.txt")},
         "sail": {
             "rounds": rounds, "promptsPerRound": c.prompts_per_round, "candidatesPerPrompt": c.candidates,
-            # The bench judges every arm with its hidden oracle; holding human pairs out of a 16-pair
-            # seed would change what each arm trains on and move the recorded figures.
-            "validation": {"fraction": 0.0},
+            # Held-out human pairs come from outside the 16-pair seed (what each arm trains on is
+            # unchanged); the 100% arms train on every pair, so they hold none out.
+            "validation": {"fraction": 0.0} if full else {"uri": str(pool / "heldout.jsonl")},
             "rewardDraws": c.reward_draws, "rewardTimesteps": {"minFraction": c.reward_min_fraction}, "alpha": ALPHA.get(family, 0.25), "beta": setting.beta, "judgeReference": judge,
             "mixtureSize": c.round_steps * c.batch, "seed": seed,
             "sampler": {"kind": "ddim", "steps": c.sampler_steps, "guidanceScale": c.guidance, "resolution": 32,
@@ -318,6 +325,35 @@ def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[
     return out
 
 
+def read_judge_trust(root: Path, rounds: int) -> dict[str, float]:
+    """Per round: the judge trust annotate measured on the held-out human pairs (its manifest's metric)."""
+    from sail_api.storage import open_store
+    from sail_trainer.errors import MissingInputError
+    from sail_trainer.storage import find_committed_shards
+
+    store, layout, out = open_store(str(root)), store_layout(root), {}
+    for i in range(1, rounds + 1):
+        try:
+            folders = find_committed_shards(store, layout, i, Phase.ANNOTATE).folders
+        except MissingInputError:
+            continue
+        values = [store.read_manifest(f).metrics.get("judge_trust") for f in folders]
+        values = [v for v in values if v is not None]
+        if values:
+            out[f"r{i}"] = float(values[0])  # shard 0 measures it for the round
+    return out
+
+
+def compute_correlation(points: list[tuple[float, float]]) -> float | None:
+    """Pearson correlation of (judge trust, self-label agreement) points; None below 3 points or no spread."""
+    if len(points) < 3:
+        return None
+    x, y = np.array(points, dtype=float).T
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def store_layout(root: Path) -> Any:
     from sail_api.layout import RunLayout
     from sail_api.storage import open_store
@@ -443,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     return run_restoring_torch_threads(_main, argv)
 
 
+def write_trust(ctx: Context, points: list[dict[str, Any]]) -> None:
+    """judge_trust.json: every (seed, arm-round) point and their correlation (rewritten after every seed)."""
+    pairs = [(p["judge_trust"], p["self_label_agreement"]) for p in points]
+    body = {"points": points, "pearson": compute_correlation(pairs), "n": len(pairs)}
+    (ctx.out / "judge_trust.json").write_text(json.dumps(body, indent=2) + "\n")
+
+
 def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small configuration for 2 CPU cores")
@@ -494,6 +537,7 @@ def _main(argv: list[str] | None = None) -> int:
     # 2) test captions, every seed, selected settings
     per_seed: list[dict[str, dict[str, float]]] = []
     agreement: dict[str, list[float]] = {}
+    trust_points: list[dict[str, Any]] = []
     human: list[float] = []
     for seed in range(args.seeds):
         pool = create_pool(ctx, seed)
@@ -508,11 +552,17 @@ def _main(argv: list[str] | None = None) -> int:
                 root = ctx.out / "runs" / f"seed{seed}" / st.tag / family
                 prefix = {"sail": "sail", "nomix": "sail_nomix", "blind": "sail_blind"}[family]
                 rounds = 1 if family == "blind" else cfg.rounds
-                for r, v in measure_self_label_agreement(ctx, root, rounds).items():
+                agree = measure_self_label_agreement(ctx, root, rounds)
+                trust = read_judge_trust(root, rounds)
+                for r, v in agree.items():
                     agreement.setdefault(f"{prefix}_{r}", []).append(v)
+                    if r in trust:
+                        trust_points.append({"seed": seed, "arm": f"{prefix}_{r}", "judge_trust": trust[r],
+                                             "self_label_agreement": v})
         per_seed.append(row)
         log.info("seed %d done after %.0f s", seed, time.monotonic() - started)
         write_results(ctx, args, cfg, chosen, sweep, base_val_fid, per_seed, agreement, human, started)
+        write_trust(ctx, trust_points)
     print(render_markdown(json.loads((ctx.out / "results.json").read_text())))
     print(f"wrote {ctx.out / 'results.json'} in {time.monotonic() - started:.0f} s")
     return 0

@@ -77,9 +77,18 @@ def test_each_family_trains_a_valid_sailrun_algorithm(tmp_path, family):
         assert s.rounds == 0 and alg.seed_pairs.limit is None  # 100% of the pairs
         extra = A.QUICK.rounds * A.QUICK.round_steps if family == "dpo_full_matched" else 0
         assert s.train.step0_steps == A.QUICK.step0_steps + extra
+        assert s.validation.uri is None and s.validation.fraction == 0.0  # it trains on every pair
     else:
         assert s.rounds == A.QUICK.rounds and alg.seed_pairs.limit == A.QUICK.seed_pairs
         assert s.alpha == A.ALPHA[family]
+        assert s.validation.uri == "/pool/heldout.jsonl"  # outside the seed: judge trust, nothing trained on
+
+
+def test_judge_trust_correlation_needs_three_points_and_spread():
+    assert A.compute_correlation([(0.6, 0.7), (0.7, 0.8)]) is None
+    assert A.compute_correlation([(0.6, 0.7), (0.6, 0.8), (0.6, 0.9)]) is None
+    assert A.compute_correlation([(0.5, 0.6), (0.6, 0.7), (0.7, 0.8)]) == pytest.approx(1.0)
+    assert A.compute_correlation([(0.5, 0.8), (0.6, 0.7), (0.7, 0.6)]) == pytest.approx(-1.0)
 
 
 def test_blind_control_is_one_round_whose_judge_is_the_model_itself(tmp_path):
