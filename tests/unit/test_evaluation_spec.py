@@ -161,48 +161,24 @@ def test_the_cost_estimate_counts_the_evaluate_sampling():
 
 def _play_gate(gate: dict, fidelity: dict[int, tuple[float, float]], accuracy: float = 0.7):
     """Run to the end; evaluate of iteration i reports fidelity (previous, current) means."""
-    from datetime import timedelta
-
     from sail_api.phases import PhaseSummary
-    from sail_api.status import RunState, SAILRunStatus
-    from sail_operator.planner.decide import decide
-    from sail_operator.planner.model import (
-        AttemptObservation,
-        AttemptState,
-        CreatePhaseJob,
-        DeletePhaseJob,
-        EmitEvent,
-    )
-    from tests.unit.test_planner_decide import T0, observe
+    from tests.builders.planner_play import play_to_end
+
+    def summary_of(action):
+        metrics = {"loss": 0.5}
+        if action.phase is Phase.TRAIN:
+            metrics["heldout_accuracy_vs_base"] = accuracy
+        if action.phase is Phase.EVALUATE:
+            previous, current = fidelity[action.iteration]
+            metrics |= {"eval_fidelity_mean_previous": previous, "eval_fidelity_mean_current": current,
+                        "eval_oracle_mean_previous": 0.0, "eval_oracle_mean_current": -5.0}
+        return PhaseSummary(phase=action.phase, iteration=action.iteration, outcome="committed",
+                            manifest_uri="s3://b/x", metrics=metrics, shard="0/1")
 
     spec = make_spec(sail={"rounds": 3}, roundGate=gate,
                      evaluation={"scorers": [{"name": "fidelity", "callable": "m:f"}, TOY]})
-    status, jobs, created, events = SAILRunStatus(), {}, [], []
-    for _ in range(200):
-        decision = decide(observe(spec, status, jobs.values()), T0)
-        status = decision.status
-        events += [a for a in decision.actions if isinstance(a, EmitEvent)]
-        for action in decision.actions:
-            if isinstance(action, CreatePhaseJob):
-                created.append((action.iteration, action.phase))
-                metrics = {"loss": 0.5}
-                if action.phase is Phase.TRAIN:
-                    metrics["heldout_accuracy_vs_base"] = accuracy
-                if action.phase is Phase.EVALUATE:
-                    previous, current = fidelity[action.iteration]
-                    metrics |= {"eval_fidelity_mean_previous": previous, "eval_fidelity_mean_current": current,
-                                "eval_oracle_mean_previous": 0.0, "eval_oracle_mean_current": -5.0}
-                summary = PhaseSummary(phase=action.phase, iteration=action.iteration, outcome="committed",
-                                       manifest_uri="s3://b/x", metrics=metrics, shard="0/1")
-                jobs[action.name] = AttemptObservation(
-                    name=action.name, iteration=action.iteration, phase=action.phase, attempt=action.attempt,
-                    state=AttemptState.SUCCEEDED, created_at=T0, started_at=T0, finished_at=T0 + timedelta(seconds=9),
-                    summaries=(summary,))
-            elif isinstance(action, DeletePhaseJob):
-                jobs.pop(action.name, None)
-        if status.state in (RunState.SUCCEEDED, RunState.FAILED):
-            return status, created, events
-    raise AssertionError("the run did not finish")
+    status, created, events = play_to_end(spec, summary_of)
+    return status, [(a.iteration, a.phase) for a in created], events
 
 
 FIDELITY = {0: (0.7, 0.6), 1: (0.6, 0.62), 2: (0.62, 0.5), 3: (0.5, 0.55)}

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from sail_api.phases import Phase, PhaseSummary
 from sail_api.spec import RoundGateSpec, SAILRunSpec
 from sail_api.status import BestCheckpointStatus, RunState, SAILRunStatus
-from sail_operator.planner.decide import decide
 from sail_operator.planner.gate import judge_iteration
 from sail_operator.planner.model import (
-    AttemptObservation,
-    AttemptState,
     CreatePhaseJob,
-    DeletePhaseJob,
     EmitEvent,
-    Observed,
 )
+from tests.builders.planner_play import play_to_end
 from tests.builders.sailrun_spec import build_spec
 
 T0 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
@@ -32,29 +28,14 @@ def make_spec(rounds: int = 3, gate: dict | None = None) -> SAILRunSpec:
 
 def play(spec: SAILRunSpec, accuracy: dict[int, float | None]) -> tuple[SAILRunStatus, list[str], list[EmitEvent]]:
     """Run to the end; train of iteration i reports `accuracy[i]` (None: no held-out metric)."""
-    status, jobs, created, events = SAILRunStatus(), {}, [], []
-    for _ in range(100):
-        observed = Observed(name="demo", namespace="ns", uid="uid-1", generation=1, spec=spec, spec_error=None,
-                            status=status, attempts=tuple(jobs.values()))
-        decision = decide(observed, T0)
-        status = decision.status
-        events += [a for a in decision.actions if isinstance(a, EmitEvent)]
-        for action in decision.actions:
-            if isinstance(action, CreatePhaseJob):
-                created.append(f"{action.iteration}/{action.phase.value}")
-                value = accuracy.get(action.iteration) if action.phase is Phase.TRAIN else None
-                metrics = {"loss": 0.5} | ({METRIC: value} if value is not None else {})
-                summary = PhaseSummary(phase=action.phase, iteration=action.iteration, outcome="committed",
-                                       manifest_uri=f"{ROOT}/iter-{action.iteration:03d}/x", metrics=metrics)
-                jobs[action.name] = AttemptObservation(
-                    name=action.name, iteration=action.iteration, phase=action.phase, attempt=action.attempt,
-                    state=AttemptState.SUCCEEDED, created_at=T0, started_at=T0, finished_at=T0 + timedelta(seconds=9),
-                    summaries=(summary,))
-            elif isinstance(action, DeletePhaseJob):
-                jobs.pop(action.name, None)
-        if status.state in (RunState.SUCCEEDED, RunState.FAILED):
-            return status, created, events
-    raise AssertionError("the run did not finish")
+    def summary_of(action: CreatePhaseJob) -> PhaseSummary:
+        value = accuracy.get(action.iteration) if action.phase is Phase.TRAIN else None
+        metrics = {"loss": 0.5} | ({METRIC: value} if value is not None else {})
+        return PhaseSummary(phase=action.phase, iteration=action.iteration, outcome="committed",
+                            manifest_uri=f"{ROOT}/iter-{action.iteration:03d}/x", metrics=metrics)
+
+    status, created, events = play_to_end(spec, summary_of, now=T0, max_decisions=100)
+    return status, [f"{a.iteration}/{a.phase.value}" for a in created], events
 
 
 def cond(status: SAILRunStatus, type_: str):
