@@ -325,6 +325,52 @@ def measure_self_label_agreement(ctx: Context, root: Path, rounds: int) -> dict[
     return out
 
 
+def read_train_metrics(root: Path, rounds: int) -> dict[int, dict[str, float]]:
+    """Iteration -> the metrics of its committed train manifest (held-out accuracy among them)."""
+    from sail_api.storage import open_store
+
+    store = open_store(str(root))
+    return {i: dict(store.read_manifest(f"iter-{i:03d}/train").metrics) for i in range(rounds + 1)
+            if store.is_committed(f"iter-{i:03d}/train")}
+
+
+def gated_iteration(train_metrics: dict[int, dict[str, float]], gate: Any = None) -> int:
+    """The iteration whose model a run with `spec.roundGate` (default: stop on a held-out accuracy drop
+    of more than 0.02) ends with: the best so far at the first regressed round, else the last one.
+    Judged by the operator's own pure `judge_iteration`, the function the planner calls."""
+    from sail_api.spec import RoundGateSpec
+    from sail_api.status import BestCheckpointStatus
+    from sail_operator.planner.gate import is_new_best, judge_iteration
+
+    gate = gate or RoundGateSpec()
+    best: BestCheckpointStatus | None = None
+    for i in sorted(train_metrics):
+        verdict = judge_iteration(gate, i, train_metrics[i], best)
+        if verdict is None:
+            continue
+        if is_new_best(verdict):
+            best = BestCheckpointStatus(uri="-", iteration=i, metric=verdict.metric, value=verdict.value)
+        if verdict.regressed:
+            return best.iteration if best else i
+    return max(train_metrics)  # no regression: the run ends with its last round
+
+
+def gated_rows(ctx: Context, seed: int, chosen: dict[str, Setting], row: dict[str, dict[str, float]]
+               ) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """`<family>_gated` arms: the row of the iteration the round gate would keep, per round family."""
+    out, kept = {}, {}
+    for family, arm0 in (("sail", "dpo_seed"), ("seed_iter", "dpo_seed"), ("nomix", "dpo_seed")):
+        if family not in chosen:
+            continue
+        root = ctx.out / "runs" / f"seed{seed}" / chosen[family].tag / family
+        iteration = gated_iteration(read_train_metrics(root, ctx.config.rounds))
+        name = {"sail": "sail", "seed_iter": "seed_iter", "nomix": "sail_nomix"}[family]
+        arm = arm0 if iteration == 0 else f"{name}_r{iteration}"
+        if arm in row:
+            out[f"{name}_gated"], kept[f"{name}_gated"] = dict(row[arm]), iteration
+    return out, kept
+
+
 def read_judge_trust(root: Path, rounds: int) -> dict[str, float]:
     """Per round: the judge trust annotate measured on the held-out human pairs (its manifest's metric)."""
     from sail_api.storage import open_store
@@ -397,7 +443,8 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
 def arm_order(rounds: int) -> list[str]:
     rs = range(1, rounds + 1)
     return (["base", "dpo_seed", "dpo_full", "dpo_full_matched"] + [f"sail_r{i}" for i in rs]
-            + [f"sail_nomix_r{i}" for i in rs] + [f"seed_iter_r{i}" for i in rs] + ["sail_blind_r1"])
+            + [f"sail_nomix_r{i}" for i in rs] + [f"seed_iter_r{i}" for i in rs] + ["sail_blind_r1"]
+            + ["sail_gated", "sail_nomix_gated", "seed_iter_gated"])
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -479,11 +526,34 @@ def main(argv: list[str] | None = None) -> int:
     return run_restoring_torch_threads(_main, argv)
 
 
-def write_trust(ctx: Context, points: list[dict[str, Any]]) -> None:
-    """judge_trust.json: every (seed, arm-round) point and their correlation (rewritten after every seed)."""
+def write_trust(ctx: Context, points: list[dict[str, Any]], gate_kept: list[dict[str, int]]) -> None:
+    """judge_trust.json: every (seed, arm-round) point and their correlation, and the iteration the round
+    gate keeps per seed (rewritten after every seed)."""
     pairs = [(p["judge_trust"], p["self_label_agreement"]) for p in points]
-    body = {"points": points, "pearson": compute_correlation(pairs), "n": len(pairs)}
+    body = {"points": points, "pearson": compute_correlation(pairs), "n": len(pairs), "gate_kept": gate_kept}
     (ctx.out / "judge_trust.json").write_text(json.dumps(body, indent=2) + "\n")
+
+
+def regate(out: Path) -> int:
+    """Add the `*_gated` arms to a finished run's results from its committed run roots (no training, no sampling)."""
+    result = json.loads((out / "results.json").read_text())
+    cfg = dataclasses.replace(QUICK if result["quick"] else BenchConfig(), rounds=result["config"]["rounds"])
+    ctx = Context(cfg, result["oracle"], REPO / "examples" / "toy" / "model", out)
+    names = {"sail": "sail_r1", "seed_iter": "seed_iter_r1", "nomix": "sail_nomix_r1"}
+    chosen = {f: Setting(result["selected"][a]["lr"], result["selected"][a]["beta"])
+              for f, a in names.items() if a in result["selected"]}
+    kept_all = []
+    for seed, row in enumerate(result["per_seed"]):
+        gated, kept = gated_rows(ctx, seed, chosen, row)
+        row.update(gated)
+        kept_all.append(kept)
+    result["arms"] = aggregate(result["per_seed"])
+    result["gate_kept"] = kept_all
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "results.md").write_text(render_markdown(result))
+    print(render_markdown(result))
+    print(f"round gate keeps, per seed: {kept_all}")
+    return 0
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -498,7 +568,11 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", nargs="*", default=list(FAMILIES), choices=FAMILIES + OPTIONAL_FAMILIES)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="override a size of the configuration, e.g. --set rounds=1 eval_per_caption=4")
+    p.add_argument("--regate", action="store_true",
+                   help="only add the round-gated arms to the finished results in --out (reads the run roots)")
     args = p.parse_args(argv)
+    if args.regate:
+        return regate(args.out.resolve())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("sail_trainer", "diffusers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -538,6 +612,7 @@ def _main(argv: list[str] | None = None) -> int:
     per_seed: list[dict[str, dict[str, float]]] = []
     agreement: dict[str, list[float]] = {}
     trust_points: list[dict[str, Any]] = []
+    gate_kept: list[dict[str, int]] = []
     human: list[float] = []
     for seed in range(args.seeds):
         pool = create_pool(ctx, seed)
@@ -559,10 +634,13 @@ def _main(argv: list[str] | None = None) -> int:
                     if r in trust:
                         trust_points.append({"seed": seed, "arm": f"{prefix}_{r}", "judge_trust": trust[r],
                                              "self_label_agreement": v})
+        gated, kept = gated_rows(ctx, seed, chosen, row)
+        row.update(gated)
+        gate_kept.append(kept)
         per_seed.append(row)
-        log.info("seed %d done after %.0f s", seed, time.monotonic() - started)
+        log.info("seed %d done after %.0f s (round gate keeps %s)", seed, time.monotonic() - started, kept)
         write_results(ctx, args, cfg, chosen, sweep, base_val_fid, per_seed, agreement, human, started)
-        write_trust(ctx, trust_points)
+        write_trust(ctx, trust_points, gate_kept)
     print(render_markdown(json.loads((ctx.out / "results.json").read_text())))
     print(f"wrote {ctx.out / 'results.json'} in {time.monotonic() - started:.0f} s")
     return 0

@@ -17,7 +17,8 @@ def test_arm_iterations_name_every_arm_of_a_family():
     assert A.arm_iterations("seed_iter", 1) == {"seed_iter_r1": 1}
     assert A.arm_iterations("dpo_full_matched", 3) == {"dpo_full_matched": 0}
     every = set().union(*(A.arm_iterations(f, 2) for f in A.FAMILIES + A.OPTIONAL_FAMILIES))
-    assert every | {"base"} == set(A.arm_order(2))
+    gated = {"sail_gated", "sail_nomix_gated", "seed_iter_gated"}  # rows copied from the kept iteration
+    assert every | {"base"} | gated == set(A.arm_order(2))
 
 
 def test_selection_prefers_the_best_oracle_within_the_fidelity_slack():
@@ -101,3 +102,12 @@ def test_blind_control_is_one_round_whose_judge_is_the_model_itself(tmp_path):
     assert "sail_blind_r1" in A.arm_order(2)
     sail = A.build_algorithm(ctx, Path("/pool"), 0, "sail", A.Setting(3e-5, 1000.0))
     assert sail.sail.judge_reference == "base"
+
+
+def test_the_gated_arm_keeps_the_best_iteration_at_the_first_held_out_regression():
+    acc = "heldout_accuracy_vs_base"
+    assert A.gated_iteration({0: {acc: 0.6}, 1: {acc: 0.7}, 2: {acc: 0.75}}) == 2  # never regressed: the last
+    assert A.gated_iteration({0: {acc: 0.6}, 1: {acc: 0.7}, 2: {acc: 0.65}}) == 1  # 0.05 below the best: stop
+    assert A.gated_iteration({0: {acc: 0.6}, 1: {acc: 0.59}, 2: {acc: 0.7}}) == 2  # within the 0.02 tolerance
+    assert A.gated_iteration({0: {acc: 0.6}, 1: {acc: 0.5}, 2: {acc: 0.9}}) == 0  # stopped before round 2 ran
+    assert A.gated_iteration({0: {}, 1: {}}) == 1  # no held-out metric: the gate cannot judge, the run goes on
