@@ -449,7 +449,7 @@ def arm_order(rounds: int) -> list[str]:
 
 def render_markdown(result: dict[str, Any]) -> str:
     cols = ["oracle_score", "win_rate", "fidelity", "colour_accuracy", "shape_accuracy", "diversity"]
-    lines = [f"Oracle `{result['oracle']}`, {result['seeds']} seeds (mean ± std), training captions with held-out sampling seeds; "
+    lines = [f"Oracle `{result['oracle']}`, {result['seeds']} seeds (mean ± std), held-out phrasing \"a drawing of one ...\"; "
              f"pairs {result['config']['pairs']}, seed {result['config']['seed_pairs']} "
              f"({result['config']['seed_fraction']:.2%}); noisy-label agreement "
              f"{result['human_label_agreement']:.3f}", "",
