@@ -21,6 +21,7 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.storage import LocalStore
 
+# One `sail run` (7 trainer starts, 2 annotate shards) shared by the module's tests (module fixture).
 pytestmark = pytest.mark.slow
 
 
