@@ -21,7 +21,9 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.storage import LocalStore
 
-pytestmark = pytest.mark.slow
+# One `sail run` (7 trainer starts, 2 annotate shards) shared by the module's tests (module fixture;
+# the xdist group keeps them on one worker so it runs once).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heldout_sail_run")]
 
 
 def sail(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,8 @@ from tests.builders.tiny_pipeline import (
 from tests.builders.tiny_run import REPO_ROOT
 from tests.peers.kube import wait_for
 
+# Heavy on purpose (issue 17): step 0 + a round on both executors is 12 trainer starts; the sharded
+# phases (generate, annotate) race too, so fewer rounds would drop half the phase kinds it guards.
 pytestmark = pytest.mark.slow
 NS = "default"
 NAME = "shared"

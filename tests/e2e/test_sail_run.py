@@ -23,6 +23,8 @@ from sail_api.layout import RunLayout
 from sail_api.manifest import PhaseManifest
 from sail_api.phases import Phase
 
+# Heavy on purpose (issue 17): the only test of the real trainer killed mid-phase under `sail run`
+# (11 trainer starts); each rerun also waits out the planner's missing-Job grace (<= 10 s).
 pytestmark = pytest.mark.slow
 RUN_NAME = "tiny"
 

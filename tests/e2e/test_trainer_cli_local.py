@@ -14,6 +14,7 @@ from sail_api.storage.resolve import logical_path
 from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_run import create_tiny_run, phase_args, run_trainer_process
 
+# Heavy on purpose (issue 17): the reference run of every phase through the CLI (7 trainer starts).
 pytestmark = pytest.mark.slow
 
 

@@ -19,6 +19,7 @@ from tests.builders.tiny_pipeline import (
 )
 from tests.builders.tiny_run import run_trainer_process
 
+# Heavy on purpose (issue 17): the same through the CLI on S3 (the storage channel the operator uses).
 pytestmark = pytest.mark.slow
 
 

@@ -26,7 +26,8 @@ from sail_trainer.phases.artifacts import MIXTURE, SEED_INDEX
 from sail_trainer.storage import read_committed_bytes
 from tests.builders.tiny_run import create_tiny_run, phase_args
 
-pytestmark = pytest.mark.slow
+# The module fixture builds its tiny run once; one xdist worker runs the module (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heldout_tiny")]
 HELDOUT_KEYS = {"heldout_accuracy", "heldout_accuracy_vs_base", "heldout_margin", "heldout_margin_vs_base",
                 "heldout_pairs"}
 

@@ -38,7 +38,7 @@ def _upload_folder(store, local: Path, prefix: str) -> None:
             store.upload_file(f"{prefix}/{path.relative_to(local).as_posix()}", path)
 
 
-def test_step0_and_two_rounds_with_the_real_trainer(
+def test_step0_and_one_round_with_the_real_trainer(
         tmp_path, moto_s3, s3_bucket, kube_cluster, job_controller, operator_process):
     bucket = open_store(f"s3://{s3_bucket}", S3Connection(endpoint=moto_s3.endpoint))
     _upload_folder(bucket, build_tiny_sd15(tmp_path / "model"), "models/tiny-sd15")
@@ -46,7 +46,7 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     bucket.upload_file("data/prompts.txt", build_tiny_prompts(tmp_path / "prompts.txt", 16))
     run_uri = f"s3://{s3_bucket}/runs/real"
     spec = build_tiny_algorithm(f"s3://{s3_bucket}/models/tiny-sd15", f"s3://{s3_bucket}/data/seed/pairs.jsonl",
-                                f"s3://{s3_bucket}/data/prompts.txt", rounds=2)
+                                f"s3://{s3_bucket}/data/prompts.txt", rounds=1)
     spec.update({
         "storage": {"uri": run_uri, "endpoint": moto_s3.endpoint, "region": "us-east-1",
                     "credentialsSecretRef": {"name": "s3-creds"}},
@@ -71,16 +71,18 @@ def test_step0_and_two_rounds_with_the_real_trainer(
     run = kube_cluster.get_run(NS, "real")
     assert run["status"]["state"] == "Succeeded", run["status"]["message"]
     assert controller.errors == []
-    planned = [build_job_name("real", i, p, 1) for i in range(3) for p in phases_of_iteration(i)]
+    # one round shows every Job kind (round 1 samples from step 0's checkpoint as later rounds do from theirs):
+    # six trainer starts instead of ten (issue 17)
+    planned = [build_job_name("real", i, p, 1) for i in range(2) for p in phases_of_iteration(i)]
     assert kube_cluster.job_creations() == planned, Counter(kube_cluster.job_creations()).most_common(3)
     # results came from the trainer's own termination messages, and storage agrees with status
     layout = RunLayout(run_uri)
     store = open_store(run_uri, S3Connection(endpoint=moto_s3.endpoint))
-    train = run["status"]["iterations"][2]["phases"][-1]
-    assert train["manifestUri"] == layout.manifest_uri(2, Phase.TRAIN)
+    train = run["status"]["iterations"][1]["phases"][-1]
+    assert train["manifestUri"] == layout.manifest_uri(1, Phase.TRAIN)
     assert "loss" in train["metrics"]
-    train2 = store.read_manifest(layout.phase_dir(2, Phase.TRAIN), verify=True)
+    train1 = store.read_manifest(layout.phase_dir(1, Phase.TRAIN), verify=True)
     # the committed attempt's model folder (train writes under attempt-<id>/), as the summary reported it
-    assert run["status"]["checkpoint"]["uri"] == f"{layout.phase_dir(2, Phase.TRAIN)}/{train2.metadata['attempt']}/model"
+    assert run["status"]["checkpoint"]["uri"] == f"{layout.phase_dir(1, Phase.TRAIN)}/{train1.metadata['attempt']}/model"
     generate = run["status"]["iterations"][1]["phases"][0]
     assert generate["phase"] == "generate" and generate["result"] == "Succeeded"

@@ -266,7 +266,7 @@ def _one_cycle(cluster: KubeCluster, op: Any, controller: TimedJobController, cr
         return done == len(names)
 
     try:
-        wait_for(all_done, timeout, f"{runs} runs to succeed", interval=2.0)
+        wait_for(all_done, timeout, f"{runs} runs to succeed", interval=0.5)  # a few list calls per poll
     except AssertionError:
         print(_dump_logs(op))  # noqa: T201
         raise
@@ -277,7 +277,7 @@ def _one_cycle(cluster: KubeCluster, op: Any, controller: TimedJobController, cr
     for name in names:
         cluster.delete_run(namespaces[name], name)
     wait_for(lambda: not [line for line in op.scrape().splitlines() if line.startswith("sail_run_info{")],
-             120, "per-run series to vanish after deletion", interval=1.0)
+             120, "per-run series to vanish after deletion", interval=0.5)
     return gaps
 
 

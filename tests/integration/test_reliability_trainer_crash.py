@@ -122,7 +122,18 @@ def _run_to_end(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_phases_killed_at_random_points_commit_validly_on_rerun(tmp_path: Path) -> None:
+def _run_again_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    """The further run that must answer `already_committed`: in-process, one trainer start fewer per phase
+    (issue 17); the kills and the recovering run stay real processes."""
+    from sail_trainer.cli import main
+
+    capsys.readouterr()
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_phases_killed_at_random_points_commit_validly_on_rerun(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SAIL_TERMINATION_LOG", str(tmp_path / "term"))
     run = create_tiny_run(tmp_path / "in", str(tmp_path / "run"), num_pairs=4, num_prompts=8,
                           train={"step0Steps": 4, "steps": 4, "checkpointEvery": 1})
     store = LocalStore(run.run_uri)
@@ -146,7 +157,7 @@ def test_phases_killed_at_random_points_commit_validly_on_rerun(tmp_path: Path) 
         summary = _run_to_end(_args(run, iteration, phase))
         # a kill may land after the commit and before the exit: then the re-run finds it committed
         assert summary["outcome"] in (("already_committed",) if finished else ("committed", "already_committed"))
-        again = _run_to_end(_args(run, iteration, phase))
+        again = _run_again_in_process(_args(run, iteration, phase), capsys)
         assert again["outcome"] == "already_committed"
         time.sleep(0.05)
         reader.stop.set()

@@ -29,6 +29,10 @@ SHIPPED_PAIRS = REPO / "examples" / "toy" / "seed-pairs" / "pairs.jsonl"
 SHIPPED_FIDELITY_THRESHOLD = {"train": 0.85, "test": 0.8}
 
 
+# The module fixture builds the toy pipeline once; one xdist worker runs the module (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("toy_pipeline")
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("toy") / "model"

@@ -26,7 +26,8 @@ from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_pipeline import build_tiny_sd15
 from tests.builders.tiny_run import create_tiny_run, phase_args
 
-pytestmark = pytest.mark.slow
+# The module fixture builds its tiny run once; one xdist worker runs the module (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trainer_levers")]
 
 
 def _run_round_one(folder: Path, model: Path, performance: dict | None = None, **sail) -> tuple[torch.Tensor, ResolvedRun]:

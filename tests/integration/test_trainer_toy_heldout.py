@@ -24,6 +24,7 @@ from sail_trainer.cli import main
 from sail_trainer.storage import resolve_committed
 from tests.builders.tiny_pipeline import build_tiny_run_spec
 
+# Heavy on purpose (issue 17): it must learn (30 steps at 32 px on the toy model) to beat chance.
 pytestmark = pytest.mark.slow
 TOY = Path(__file__).resolve().parents[2] / "examples" / "toy"
 TRAIN, HELD = 48, 16

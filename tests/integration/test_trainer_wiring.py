@@ -53,6 +53,10 @@ class _Run:
         return json.loads(self.file(self.layout.phase_dir(iteration, Phase.TRAIN), "metrics.json").read_text())
 
 
+# The module fixture builds its tiny run once; one xdist worker runs the module (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("trainer_wiring")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> _Run:
     r = _Run(tmp_path_factory.mktemp("wiring"))

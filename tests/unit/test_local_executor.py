@@ -1,8 +1,9 @@
 """The local executor against a FAKE phase program (a stand-in for sail-trainer).
 
 These unit tests do not run the real trainer: a 40-line script below plays it (exit codes,
-termination-log summaries, progress lines), so exit-code mapping, shards, retries,
-interrupt and resume are checked in about a second. The real trainer runs in
+termination-log summaries, progress lines), so exit-code mapping, shards, retries and resume
+are checked in about a second. Ctrl-C during a phase is in
+tests/integration/test_local_executor_interrupt.py; the real trainer runs in
 tests/e2e/test_sail_run.py.
 """
 
@@ -10,11 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +23,6 @@ from sail_api.status import RunState
 from sail_operator.local.executor import (
     EXIT_COMPLETE,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_SUSPENDED,
     LocalExecutor,
     build_trainer_program,
@@ -207,33 +203,6 @@ def test_suspended_spec_starts_nothing_and_exits_3(tmp_path):
     h = Harness(tmp_path, suspend=True)
     assert h.run() == EXIT_SUSPENDED
     assert h.call_log() == [] and h.state().status.state == RunState.SUSPENDED
-
-
-def test_interrupt_stops_the_phase_saves_state_and_rerun_resumes_the_same_attempt(tmp_path):
-    h = Harness(tmp_path, {"sleep": {"train:0": 60}})
-    executor = h.executor()
-
-    def interrupt_when_train_runs() -> None:
-        for _ in range(400):
-            if any(c["key"] == "train:0" for c in h.call_log()):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=interrupt_when_train_runs, daemon=True).start()
-    assert executor.execute() == EXIT_INTERRUPTED
-    pid = next(c["pid"] for c in h.call_log() if c["key"] == "train:0")
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # the phase process is gone (terminated and reaped)
-    state = h.state()
-    assert state.status.current.job_name == "fake-i000-train-a1"
-    assert state.attempts == {}  # the interrupted attempt is forgotten; it is re-created by name
-    (tmp_path / "plan.json").write_text("{}")
-    assert h.run() == EXIT_COMPLETE
-    keys = [c["key"] for c in h.call_log()]
-    assert keys.count("mixup:0") == 1 and keys.count("train:0") == 2
-    train0 = h.state().status.iterations[0].phases[1]
-    assert (train0.result, train0.attempts) == ("Succeeded", 1)
 
 
 def test_spec_edit_between_runs_bumps_the_generation(tmp_path):
