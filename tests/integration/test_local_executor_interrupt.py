@@ -20,10 +20,10 @@ from tests.unit.test_local_executor import Harness
 
 
 def test_interrupt_stops_the_phase_saves_state_and_rerun_resumes_the_same_attempt(tmp_path, monkeypatch):
-    # The rerun finds the interrupted attempt recorded with no process and waits out the planner's
-    # grace for a Job "on its way" (10 s) before re-creating it; 1 s keeps that path (wait, then
-    # re-create by name) without ten idle seconds.
-    monkeypatch.setattr("sail_operator.planner.attempts.MISSING_GRACE_SECONDS", 1.0)
+    # The rerun finds the interrupted attempt recorded with no process and re-creates it by name at
+    # once: `sail run` sees every attempt there is (Observed.attempts_complete), so the cluster's
+    # grace for a Job "on its way" does not apply. A grace this long would time the test out if it did.
+    monkeypatch.setattr("sail_operator.planner.attempts.MISSING_GRACE_SECONDS", 3600.0)
     h = Harness(tmp_path, {"sleep": {"train:0": 60}})
     executor = h.executor()
 

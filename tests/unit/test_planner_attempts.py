@@ -68,6 +68,15 @@ def test_a_missing_job_is_given_a_grace_period_then_created_again_under_its_name
     assert [a.name for a in later.actions if isinstance(a, CreatePhaseJob)] == [build_job_name(RUN, 0, M, 1)]
 
 
+def test_a_missing_attempt_is_created_again_at_once_where_the_executor_sees_every_attempt():
+    # `sail run` after a crash: no other process can be creating it, so no grace period.
+    seen_all = replace(observe(status=recorded(T0)), attempts_complete=True)
+    draft = Draft(seen_all, T0 + timedelta(seconds=1))
+    handle_missing(draft, make_spec(), Step(0, M), 1)
+    assert not [a for a in draft.actions if isinstance(a, RequeueAfter)]
+    assert [a.name for a in draft.actions if isinstance(a, CreatePhaseJob)] == [build_job_name(RUN, 0, M, 1)]
+
+
 def test_a_foreign_child_being_collected_makes_the_run_wait_and_says_so_once():
     draft = Draft(observe(status=SAILRunStatus(state=RunState.RUNNING)), T0)
     wait_for_old_child(draft, "Job demo-i000-mixup-a1")

@@ -32,4 +32,5 @@ def build_local_observed(state: LocalState, spec: SAILRunSpec,
     return Observed(
         name=state.name, namespace=None, uid=state.uid, generation=state.generation,
         spec=spec, spec_error=None, status=state.status, attempts=tuple(attempts.values()),
+        attempts_complete=True,  # this process supervises every attempt of the run: no other creator
     )

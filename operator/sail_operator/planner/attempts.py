@@ -7,7 +7,8 @@ status lost, recreate a missing one, wait for a foreign one, and clean finished 
   it) is left alone and this run skips its attempt number.
 - Status lagging behind the Jobs (a lost status write): the newer attempt is adopted, never
   created twice. A recorded attempt whose Job is missing is created again under the same
-  name, after MISSING_GRACE_SECONDS (its creator may be about to POST it).
+  name, after MISSING_GRACE_SECONDS (its creator may be about to POST it); at once where the
+  executor sees every attempt there is (`Observed.attempts_complete`: `sail run` after a crash).
 - Finished Jobs behind the cursor are deleted once their results are in status; a run that
   ends Failed keeps its last one for the user to inspect.
 """
@@ -116,7 +117,8 @@ def handle_missing(draft: Draft, spec: SAILRunSpec, step: Step, number: int) -> 
         backoff_or_retry(draft, spec, step, number)
     elif may_create(draft, spec):
         recorded = parse_time(draft.status.current.created_at) if draft.status.current else None
-        left = MISSING_GRACE_SECONDS - (draft.now - recorded).total_seconds() if recorded is not None else 0.0
+        left = (MISSING_GRACE_SECONDS - (draft.now - recorded).total_seconds()
+                if recorded is not None and not draft.observed.attempts_complete else 0.0)
         if left > 0:
             # Just recorded: its creator may be about to POST it (another operator process
             # between its status write and its create). Look again rather than race it.

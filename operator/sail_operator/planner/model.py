@@ -143,6 +143,10 @@ class Observed:
     # The API server refused to create a child of the attempt in `status.current` (a 4xx other
     # than 409, e.g. 422 Invalid): its words. A user mistake: the run fails clearly, no budget spent.
     create_refusal: str | None = None
+    # True when `attempts` is everything that exists (the local executor: one process owns every
+    # attempt), so a recorded attempt missing from it is gone for sure and is re-created at once;
+    # on a cluster another operator process may be about to POST it (a grace period applies).
+    attempts_complete: bool = False
 
 
 # ------------------------------------------------------------------ actions
