@@ -20,20 +20,16 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.resolved import build_resolved_run
 from sail_api.storage import LocalStore
-from sail_api.validation import load_run_file
 from sail_trainer.cli import main
+from tests.builders.quickstart_run import load_quickstart_run
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_the_quick_start_scores_step0_above_the_base_on_the_hidden_preference(tmp_path):
-    run = load_run_file(EXAMPLES / "quickstart.yaml")
+    run = load_quickstart_run()
     spec = run.spec
-    spec.model.uri = str(EXAMPLES / "toy" / "model")
-    spec.seed_pairs.uri = str(EXAMPLES / "toy" / "seed-pairs" / "pairs.jsonl")
-    spec.prompts.uri = str(EXAMPLES / "toy" / "prompts.txt")
-    spec.sail.validation.uri = str(EXAMPLES / "toy" / "heldout-pairs" / "pairs.jsonl")
     assert spec.evaluation is not None
     root = str(tmp_path / "run")
     spec_file = tmp_path / "spec.json"

@@ -21,10 +21,10 @@ from sail_api.layout import RunLayout
 from sail_api.phases import Phase
 from sail_api.resolved import build_resolved_run
 from sail_api.storage import LocalStore
-from sail_api.validation import load_run_file
 from sail_trainer.cli import main
 from sail_trainer.toy import domain, oracles
 from sail_trainer.toy.pairs import write_pairs
+from tests.builders.quickstart_run import load_quickstart_run
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -43,11 +43,8 @@ def write_oracle_pairs(out: Path, n: int, seed: int) -> Path:
 
 
 def test_step0_heldout_accuracy_on_the_toy_world_is_above_chance(tmp_path):
-    run = load_run_file(EXAMPLES / "quickstart.yaml")
+    run = load_quickstart_run()
     spec = run.spec
-    spec.model.uri = str(EXAMPLES / "toy" / "model")
-    spec.seed_pairs.uri = str(EXAMPLES / "toy" / "seed-pairs" / "pairs.jsonl")
-    spec.prompts.uri = str(EXAMPLES / "toy" / "prompts.txt")
     spec.sail.validation.uri = str(write_oracle_pairs(tmp_path / "heldout", HELDOUT, seed=16))
     root = str(tmp_path / "run")
     spec_file = tmp_path / "spec.json"
