@@ -11,8 +11,6 @@ on the hidden preference in 94% of the 32 samples (mean size 0.265 vs 0.239) at 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -24,7 +22,6 @@ from sail_trainer.cli import main
 from tests.builders.quickstart_run import load_quickstart_run
 
 pytestmark = pytest.mark.slow
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_the_quick_start_scores_step0_above_the_base_on_the_hidden_preference(tmp_path):

@@ -27,7 +27,6 @@ from sail_trainer.toy.pairs import write_pairs
 from tests.builders.quickstart_run import load_quickstart_run
 
 pytestmark = pytest.mark.slow
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HELDOUT = 160
 
 
